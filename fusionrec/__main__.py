@@ -1,0 +1,3 @@
+from fusionrec.cli import main
+
+main()

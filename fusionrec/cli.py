@@ -1,0 +1,254 @@
+"""The `fusionrec` command line: one entry point for every mode."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from schemas.errors import FusionrecError
+
+app = typer.Typer(
+    name="fusionrec", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    help=(
+        "fusionrec: a streaming real-time recommender.\n\n"
+        "Every event a shop sends updates that user's state and refreshes their ranked list at once.\n\n"
+        "First run, no servers needed:\n\n"
+        "  fusionrec demo                      # synthetic shop, in-process replay, SQLite\n\n"
+        "  fusionrec demo --data ../shared/data/scientific\n\n"
+        "Against real Kafka + Cassandra:\n\n"
+        "  fusionrec services up               # local Kafka (KRaft) + Cassandra, no Docker\n\n"
+        "  fusionrec worker &                  # consume clickstream, write lists to Cassandra\n\n"
+        "  fusionrec replay --rate 500         # produce a dataset's events into Kafka\n\n"
+        "  fusionrec recommend U00042          # read a user's stored list\n\n"
+        "Settings: fusionrec.toml or FUSIONREC_* variables (see fusionrec.example.toml)."
+    ),
+)
+services_app = typer.Typer(help="Local real Kafka (KRaft) and Cassandra 5.0, fetched from Maven Central.",
+                           no_args_is_help=True)
+cassandra_app = typer.Typer(help="Cassandra schema management.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(cassandra_app, name="cassandra")
+
+DataOpt = Annotated[str | None, typer.Option(
+    "--data", help="Dataset folder (items.csv + events.csv); default: the built-in synthetic shop.")]
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("cassandra", "aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def demo(data: DataOpt = None,
+         db: Annotated[Path, typer.Option(help="SQLite file for state, lists, dead letters.")] = Path(
+             "out/demo.db"),
+         show: Annotated[int, typer.Option(help="How many sample users to print.")] = 3,
+         k: Annotated[int, typer.Option(help="Items per list.")] = 10,
+         batch_size: Annotated[int, typer.Option(help="Events per micro-batch.")] = 500) -> None:
+    """Run the whole pipeline in-process (file replay -> SQLite), no servers, then show sample users."""
+    _setup_logging()
+    from fusionrec.wiring import build_pipeline, build_ranker, event_records, load_data
+    from streams.embedded import records_from_values, run_embedded
+    from streams.stores.sqlite import SQLiteStore
+
+    dataset = load_data(data)
+    typer.echo(f"dataset: {dataset.name}: {len(dataset.items)} items, {len(dataset.by_user())} users, "
+               f"{len(dataset.events)} events")
+    if db.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+    store = SQLiteStore(db)
+    store.setup()
+    ranker = build_ranker(dataset)
+    pipeline = build_pipeline(store, ranker, k=k)
+    records = records_from_values((v for _, v in event_records(dataset)), source=f"file:{dataset.name}")
+    report = run_embedded(records, pipeline, store, batch_size=batch_size, total=len(dataset.events))
+    typer.echo(f"replayed {report.records} events in {report.elapsed_s:.2f}s "
+               f"({report.events_per_s:,.0f} events/s): {report.applied} applied, "
+               f"{report.duplicates} duplicates, {report.dead_letters} dead letters; "
+               f"{store.count_states()} users stored in {db}")
+    titles = {it.item_id: it.title for it in dataset.items}
+    by_user = dataset.by_user()
+    sample = sorted(by_user, key=lambda u: (-len(by_user[u]), u))[:show]
+    for user_id in sample:
+        events = by_user[user_id]
+        typer.echo(f"\nuser {user_id}: {len(events)} events; last ones:")
+        for ev in events[-5:]:
+            what = f"search '{ev.query}'" if ev.item_id is None else f"{ev.type.value:<11} {titles.get(ev.item_id, ev.item_id)[:70]}"
+            typer.echo(f"  - {what}")
+        rec = store.get_recommendations(user_id)
+        if rec is None:
+            typer.echo("  (no list stored)")
+            continue
+        typer.echo(f"  recommended ({rec.source}, model {rec.model_version}):")
+        for rank, s in enumerate(rec.items[:5], start=1):
+            typer.echo(f"  {rank:>2}. {titles.get(s.item_id, s.item_id)[:70]}  ({s.score:.3f})")
+    store.close()
+    typer.echo(f"\nread any user's list: fusionrec recommend USER_ID --store sqlite:///{db}")
+
+
+@app.command()
+def replay(data: DataOpt = None,
+           topic: Annotated[str | None, typer.Option(help="Target topic (default: settings kafka.topic).")] = None,
+           rate: Annotated[float | None, typer.Option(help="Events per second; omit for as fast as possible.")] = None,
+           limit: Annotated[int | None, typer.Option(help="Produce only the first N events.")] = None) -> None:
+    """Produce a dataset's events into Kafka, keyed by user, with a progress bar."""
+    _setup_logging()
+    from itertools import islice
+
+    from fusionrec.settings import load_settings
+    from fusionrec.wiring import event_records, load_data
+    from streams.replay import ensure_topics, produce_records
+
+    settings = load_settings()
+    topic = topic or settings.kafka.topic
+    dataset = load_data(data or settings.data)
+    ensure_topics(settings.kafka.bootstrap, {topic: settings.kafka.partitions,
+                                             settings.kafka.dead_letter_topic: 1})
+    n = min(limit, len(dataset.events)) if limit else len(dataset.events)
+    report = produce_records(settings.kafka.bootstrap, topic, islice(event_records(dataset), n), rate=rate,
+                             total=n)
+    typer.echo(f"produced {report.produced} events to {topic} in {report.elapsed_s:.2f}s "
+               f"({report.events_per_s:,.0f} events/s)")
+
+
+@app.command()
+def worker(data: DataOpt = None,
+           store: Annotated[str | None, typer.Option(help="Store URL (default: Cassandra from settings).")] = None,
+           topic: Annotated[str | None, typer.Option(help="Source topic (default: settings kafka.topic).")] = None,
+           dead_letter_topic: Annotated[str | None, typer.Option(help="Dead-letter topic.")] = None,
+           group: Annotated[str | None, typer.Option(help="Consumer group id.")] = None,
+           batch_size: Annotated[int | None, typer.Option(help="Events per micro-batch.")] = None) -> None:
+    """Consume the clickstream (faust-streaming), fold events into user state, write lists to the store.
+
+    Bad events go to the dead-letter topic with the reason in headers; offsets are committed only
+    after the writes, so a crash replays and never double-counts. Stop with Ctrl-C or SIGTERM.
+    """
+    _setup_logging()
+    from fusionrec.settings import load_settings
+    from fusionrec.wiring import build_pipeline, build_ranker, load_data, open_results_store
+    from streams.faust_worker import WorkerConfig, run_worker
+    from streams.replay import ensure_topics
+
+    settings = load_settings()
+    cfg = WorkerConfig(bootstrap=settings.kafka.bootstrap, topic=topic or settings.kafka.topic,
+                       dead_letter_topic=dead_letter_topic or settings.kafka.dead_letter_topic,
+                       group=group or settings.kafka.group,
+                       batch_size=batch_size or settings.worker.batch_size,
+                       batch_within_s=settings.worker.batch_within_s,
+                       datadir=str(Path(".local") / "faust" / (group or settings.kafka.group)))
+    ensure_topics(cfg.bootstrap, {cfg.topic: settings.kafka.partitions, cfg.dead_letter_topic: 1})
+    dataset = load_data(data or settings.data)
+    ranker = build_ranker(dataset)
+    results = open_results_store(settings, store)
+    deadline = time.monotonic() + 120
+    while True:  # the store may still be starting: wait, don't crash
+        try:
+            results.setup()
+            break
+        except FusionrecError as exc:
+            if time.monotonic() > deadline:
+                raise
+            logging.getLogger("fusionrec.worker").warning("store_not_ready error=%s", exc)
+            time.sleep(2)
+    run_worker(cfg, lambda stopping: build_pipeline(results, ranker, settings.worker.k, stopping))
+
+
+@app.command()
+def recommend(user_id: str,
+              store: Annotated[str | None, typer.Option(
+                  help="Store URL, e.g. sqlite:///out/demo.db (default: Cassandra from settings).")] = None,
+              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Print a user's stored list (one key lookup)."""
+    from fusionrec.settings import load_settings
+    from fusionrec.wiring import open_results_store
+    from schemas.codec import encode_recommendations
+
+    results = open_results_store(load_settings(), store)
+    results.setup()
+    rec = results.get_recommendations(user_id)
+    results.close()
+    if rec is None:
+        typer.echo(f"no list stored for user {user_id!r}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(encode_recommendations(rec).decode())
+        return
+    age_s = (time.time() * 1000 - rec.generated_at) / 1000
+    typer.echo(f"user {rec.user_id}: {len(rec.items)} items, source={rec.source}, model={rec.model_version}, "
+               f"config={rec.config_digest}, age={age_s:.1f}s")
+    for rank, s in enumerate(rec.items, start=1):
+        typer.echo(f"{rank:>3}. {s.item_id}  {s.score:.4f}")
+
+
+@services_app.command("up")
+def services_up(service: Annotated[str, typer.Argument(help="kafka, cassandra or all")] = "all") -> None:
+    """Fetch (once) and start the services; waits until each answers."""
+    from fusionrec.services import run_services
+
+    run_services("up", service)
+
+
+@services_app.command("down")
+def services_down(service: Annotated[str, typer.Argument(help="kafka, cassandra or all")] = "all") -> None:
+    """Stop the services this project started."""
+    from fusionrec.services import run_services
+
+    run_services("down", service)
+
+
+@services_app.command("status")
+def services_status(service: Annotated[str, typer.Argument(help="kafka, cassandra or all")] = "all") -> None:
+    """Say which services are running (exit 1 when any is stopped)."""
+    from fusionrec.services import run_services
+
+    raise typer.Exit(run_services("status", service, check=False))
+
+
+@services_app.command("logs")
+def services_logs(service: Annotated[str, typer.Argument(help="kafka, cassandra or all")] = "all") -> None:
+    """Show the tail of each service's log."""
+    from fusionrec.services import run_services
+
+    run_services("logs", service)
+
+
+@cassandra_app.command("migrate")
+def cassandra_migrate(
+        keyspace: Annotated[str | None, typer.Option(help="Keyspace (default: settings).")] = None,
+        replication_factor: Annotated[int | None, typer.Option(help="SimpleStrategy factor.")] = None) -> None:
+    """Create the keyspace and tables if missing (idempotent; safe on every deploy)."""
+    from fusionrec.settings import load_settings
+    from schemas.cql import replication_clause
+    from streams.stores.cassandra import connect, migrate
+
+    settings = load_settings()
+    c = settings.cassandra
+    replication = (replication_clause("SimpleStrategy", replication_factor) if replication_factor
+                   else c.replication())
+    cluster, session = connect(c.hosts, c.port)
+    try:
+        for stmt in migrate(session, keyspace or c.keyspace, replication):
+            typer.echo(stmt.splitlines()[0] + " ...")
+    finally:
+        cluster.shutdown()
+    typer.echo(f"keyspace {keyspace or c.keyspace} ready (replication {replication})")
+
+
+def main() -> None:
+    try:
+        app()
+    except FusionrecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Wiring: builds the same pipeline object for every mode from settings and a dataset."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from fusionrec.datasets import Dataset, load_dataset
+from fusionrec.settings import Settings
+from fusionrec.synthetic import generate_shop
+from ranker.cooccurrence import CooccurrenceModel, fit_cooccurrence
+from schemas.codec import encode_event
+from streams.core import Pipeline, RetryPolicy
+from streams.stores import Store, open_store
+
+__all__ = ["build_pipeline", "build_ranker", "event_records", "load_data", "open_results_store"]
+
+
+def load_data(data: str | None, limit_users: int | None = None) -> Dataset:
+    """A dataset folder, or the built-in synthetic shop when none is given."""
+    if data is None or data in {"", "synthetic"}:
+        return generate_shop()
+    return load_dataset(data, limit_users=limit_users)
+
+
+def build_ranker(dataset: Dataset) -> CooccurrenceModel:
+    return fit_cooccurrence(dataset.item_sequences())
+
+
+def event_records(dataset: Dataset) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) pairs for Kafka: keyed by user so one user's events stay in order."""
+    for ev in dataset.events:
+        yield ev.user_id.encode(), encode_event(ev)
+
+
+def open_results_store(settings: Settings, url: str | None = None) -> Store:
+    url = url or settings.worker.store_url or settings.cassandra.url
+    return open_store(url, replication=settings.cassandra.replication())
+
+
+def build_pipeline(store: Store, ranker: CooccurrenceModel, k: int,
+                   stopping: threading.Event | None = None) -> Pipeline:
+    stop = stopping or threading.Event()
+    return Pipeline(store, ranker, k=k, retry=RetryPolicy(should_stop=stop.is_set))

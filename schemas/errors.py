@@ -1,0 +1,57 @@
+"""The one error tree of fusionrec, so callers can catch by meaning, not by library.
+
+FusionrecError
+ ├── InvalidRecord          bad input: names the field and the reason (goes to the dead-letter topic)
+ │    ├── InvalidEvent
+ │    └── InvalidItem
+ ├── StoreUnavailable       a store cannot be reached now: retry later (back-pressure), never drop
+ ├── ServiceError           local Kafka/Cassandra could not be started or reached
+ └── ConfigError            settings that cannot work, with what to change
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "FusionrecError",
+    "InvalidEvent",
+    "InvalidItem",
+    "InvalidRecord",
+    "ServiceError",
+    "StoreUnavailable",
+]
+
+
+class FusionrecError(Exception):
+    """Root of every error fusionrec raises on purpose."""
+
+
+class InvalidRecord(FusionrecError):
+    """A record that breaks its contract; `field` and `reason` say exactly how."""
+
+    kind = "record"
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid {self.kind}: field '{field}': {reason}")
+
+
+class InvalidEvent(InvalidRecord):
+    kind = "event"
+
+
+class InvalidItem(InvalidRecord):
+    kind = "item"
+
+
+class StoreUnavailable(FusionrecError):
+    """The store did not answer; the caller should pause and retry, not drop data."""
+
+
+class ServiceError(FusionrecError):
+    """A local service could not be started, stopped or reached."""
+
+
+class ConfigError(FusionrecError):
+    """Settings that cannot work; the message says what to change."""

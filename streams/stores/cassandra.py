@@ -1,0 +1,182 @@
+"""Cassandra store: prepared statements, concurrent idempotent upserts, token-aware routing.
+
+Driver errors are translated at this edge: anything that means "the cluster did not answer"
+becomes StoreUnavailable, which the pipeline turns into back-pressure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+
+from ranker.state import UserState, state_from_dict, state_to_dict
+from schemas.cql import (
+    SELECT_RECOMMENDATIONS,
+    SELECT_STATE,
+    UPSERT_RECOMMENDATIONS,
+    UPSERT_STATE,
+    ddl_statements,
+    replication_clause,
+)
+from schemas.errors import StoreUnavailable
+from schemas.recommendations import RecommendationList, ScoredItem
+
+__all__ = ["CassandraStore", "migrate"]
+
+try:
+    from cassandra import ConsistencyLevel, DriverException, OperationTimedOut, RequestExecutionException
+    from cassandra.cluster import Cluster, NoHostAvailable, Session
+    from cassandra.concurrent import execute_concurrent_with_args
+    from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError("the Cassandra store needs cassandra-driver: pip install 'fusionrec'") from exc
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    NoHostAvailable, OperationTimedOut, RequestExecutionException, DriverException, ConnectionError, OSError)
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"Cassandra {what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _ms(ts: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts / 1000, tz=dt.UTC)
+
+
+def _epoch_ms(value: dt.datetime | None) -> int:
+    if value is None:
+        return 0
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return int(value.timestamp() * 1000)
+
+
+def connect(hosts: Sequence[str], port: int, timeout_s: float = 10.0) -> tuple[Any, Any]:
+    """A token-aware cluster and session; raises StoreUnavailable with what to check."""
+    cluster = Cluster(list(hosts), port=port, connect_timeout=timeout_s, control_connection_timeout=timeout_s,
+                      load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                      protocol_version=5)
+    try:
+        session = cluster.connect()
+    except _UNAVAILABLE as exc:
+        cluster.shutdown()
+        raise StoreUnavailable(
+            f"cannot reach Cassandra at {','.join(hosts)}:{port} ({exc}); is it running? "
+            "`fusionrec services up` starts a local node") from exc
+    return cluster, session
+
+
+def migrate(session: Session, keyspace: str, replication: str | None = None) -> list[str]:
+    """Apply the DDL idempotently; returns the statements run."""
+    stmts = ddl_statements(keyspace, replication or replication_clause())
+    with _translated("migrate"):
+        for stmt in stmts:
+            session.execute(stmt, timeout=60)
+    return stmts
+
+
+class CassandraStore:
+    def __init__(self, hosts: Sequence[str], port: int, keyspace: str, *, replication: str | None = None,
+                 concurrency: int = 64, url: str | None = None) -> None:
+        self.hosts = list(hosts)
+        self.port = port
+        self.keyspace = keyspace
+        self.replication = replication
+        self.concurrency = concurrency
+        self.url = url or f"cassandra://{','.join(self.hosts)}:{port}/{keyspace}"
+        self._cluster: Any = None
+        self._session: Any = None
+        self._stmts: dict[str, Any] = {}
+
+    def setup(self) -> None:
+        if self._session is not None:
+            return
+        cluster, session = connect(self.hosts, self.port)
+        try:
+            migrate(session, self.keyspace, self.replication)
+            with _translated("prepare"):
+                for name, cql in (("upsert_state", UPSERT_STATE), ("select_state", SELECT_STATE),
+                                  ("upsert_recs", UPSERT_RECOMMENDATIONS),
+                                  ("select_recs", SELECT_RECOMMENDATIONS)):
+                    stmt = session.prepare(cql.format(ks=self.keyspace))
+                    stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
+                    self._stmts[name] = stmt
+        except BaseException:
+            cluster.shutdown()
+            raise
+        self._cluster, self._session = cluster, session
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            self.setup()
+        return self._session
+
+    def close(self) -> None:
+        if self._cluster is not None:
+            self._cluster.shutdown()
+        self._cluster = self._session = None
+
+    def _concurrent(self, name: str, args: list[tuple[Any, ...]]) -> list[Any]:
+        if not args:
+            return []
+        with _translated(name):
+            results = execute_concurrent_with_args(self.session, self._stmts[name], args,
+                                                   concurrency=self.concurrency, raise_on_first_error=False)
+        out = []
+        for ok, res in results:
+            if not ok:
+                raise StoreUnavailable(f"Cassandra {name} failed: {type(res).__name__}: {res}") from res
+            out.append(res)
+        return out
+
+    def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        ids = list(dict.fromkeys(user_ids))
+        results = self._concurrent("select_state", [(u,) for u in ids])
+        out: dict[str, UserState] = {}
+        for user_id, rows in zip(ids, results, strict=True):
+            row = rows.one()
+            if row is not None and row.state is not None:
+                out[user_id] = state_from_dict(orjson.loads(row.state))
+        return out
+
+    def put_states(self, states: Sequence[UserState]) -> None:
+        now = dt.datetime.now(tz=dt.UTC)
+        self._concurrent("upsert_state", [(s.user_id, orjson.dumps(state_to_dict(s)), now) for s in states])
+
+    def put_recommendations(self, lists: Sequence[RecommendationList]) -> None:
+        self._concurrent("upsert_recs", [
+            (r.user_id, [s.item_id for s in r.items], [float(s.score) for s in r.items], r.model_version,
+             r.config_digest, r.source, _ms(r.generated_at), r.newest_event_ts) for r in lists])
+
+    def get_recommendations(self, user_id: str) -> RecommendationList | None:
+        with _translated("select_recs"):
+            row = self.session.execute(self._stmts["select_recs"], (user_id,)).one()
+        if row is None:
+            return None
+        return RecommendationList(
+            user_id=row.user_id,
+            items=tuple(ScoredItem(i, float(s)) for i, s in zip(row.item_ids or [], row.scores or [],
+                                                                   strict=True)),
+            model_version=row.model_version, config_digest=row.config_digest,
+            generated_at=_epoch_ms(row.generated_at), newest_event_ts=int(row.newest_event_ts or 0),
+            source=row.source or "personal")
+
+    def count_states(self) -> int:
+        with _translated("count"):
+            row = self.session.execute(f"SELECT COUNT(*) FROM {self.keyspace}.user_state", timeout=60).one()
+        return int(row[0])
+
+    def all_states(self) -> dict[str, UserState]:
+        """Every stored state (a full scan: for verification and tests, not the hot path)."""
+        with _translated("scan"):
+            rows = self.session.execute(f"SELECT user_id, state FROM {self.keyspace}.user_state", timeout=120)
+            return {r.user_id: state_from_dict(orjson.loads(r.state)) for r in rows}

@@ -1,0 +1,51 @@
+"""In-memory twin of the stores, for unit tests of the pure core."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ranker.state import UserState
+from schemas.errors import StoreUnavailable
+from schemas.recommendations import RecommendationList
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self.states: dict[str, UserState] = {}
+        self.lists: dict[str, RecommendationList] = {}
+        self.available = True  # flip to simulate an outage in tests
+
+    def _check(self) -> None:
+        if not self.available:
+            raise StoreUnavailable("memory store switched off")
+
+    def setup(self) -> None:
+        self._check()
+
+    def close(self) -> None:
+        pass
+
+    def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        self._check()
+        return {u: self.states[u] for u in user_ids if u in self.states}
+
+    def put_states(self, states: Sequence[UserState]) -> None:
+        self._check()
+        for s in states:
+            self.states[s.user_id] = s
+
+    def put_recommendations(self, lists: Sequence[RecommendationList]) -> None:
+        self._check()
+        for rec in lists:
+            self.lists[rec.user_id] = rec
+
+    def get_recommendations(self, user_id: str) -> RecommendationList | None:
+        self._check()
+        return self.lists.get(user_id)
+
+    def count_states(self) -> int:
+        self._check()
+        return len(self.states)

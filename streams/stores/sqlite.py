@@ -1,0 +1,112 @@
+"""SQLite store for embedded mode: one file, WAL, upserts in one transaction per batch."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from ranker.state import UserState, state_from_dict, state_to_dict
+from schemas.codec import decode_recommendations, encode_recommendations
+from schemas.errors import StoreUnavailable
+from schemas.recommendations import RecommendationList
+
+__all__ = ["SQLiteStore"]
+
+_DDL = [
+    "CREATE TABLE IF NOT EXISTS user_state (user_id TEXT PRIMARY KEY, state BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS recommendations (user_id TEXT PRIMARY KEY, payload BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT, "
+    "offset INTEGER, field TEXT, reason TEXT, raw BLOB, UNIQUE(source, offset))",
+]
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path, url: str | None = None) -> None:
+        self.path = str(path)
+        self.url = url or f"sqlite:///{self.path}"
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def setup(self) -> None:
+        if self._conn is not None:
+            return
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            for stmt in _DDL:
+                conn.execute(stmt)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
+        self._conn = conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.setup()
+        assert self._conn is not None
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _write(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN")
+                self.conn.executemany(sql, rows)
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self.conn.execute("ROLLBACK") if self.conn.in_transaction else None
+                raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+
+    def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        out: dict[str, UserState] = {}
+        ids = list(dict.fromkeys(user_ids))
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self.conn.execute(
+                    f"SELECT user_id, state FROM user_state WHERE user_id IN ({marks})", chunk).fetchall()
+                for user_id, blob in rows:
+                    out[user_id] = state_from_dict(orjson.loads(blob))
+        return out
+
+    def put_states(self, states: Sequence[UserState]) -> None:
+        self._write("INSERT OR REPLACE INTO user_state (user_id, state) VALUES (?, ?)",
+                    [(s.user_id, orjson.dumps(state_to_dict(s))) for s in states])
+
+    def put_recommendations(self, lists: Sequence[RecommendationList]) -> None:
+        self._write("INSERT OR REPLACE INTO recommendations (user_id, payload) VALUES (?, ?)",
+                    [(r.user_id, encode_recommendations(r)) for r in lists])
+
+    def get_recommendations(self, user_id: str) -> RecommendationList | None:
+        with self._lock:
+            row = self.conn.execute("SELECT payload FROM recommendations WHERE user_id = ?",
+                                    (user_id,)).fetchone()
+        return decode_recommendations(row[0]) if row else None
+
+    def count_states(self) -> int:
+        with self._lock:
+            return int(self.conn.execute("SELECT COUNT(*) FROM user_state").fetchone()[0])
+
+    # Embedded mode's dead-letter "topic": a table with the same fields as the Kafka headers.
+    def put_dead_letters(self, letters: Sequence[tuple[str, int, str, str, bytes]]) -> None:
+        self._write("INSERT OR IGNORE INTO dead_letters (source, offset, field, reason, raw) "
+                    "VALUES (?, ?, ?, ?, ?)", [tuple(x) for x in letters])
+
+    def dead_letters(self) -> list[tuple[str, int, str, str, bytes]]:
+        with self._lock:
+            return [tuple(r) for r in self.conn.execute(
+                "SELECT source, offset, field, reason, raw FROM dead_letters ORDER BY id")]
