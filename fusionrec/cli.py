@@ -13,7 +13,10 @@ import typer
 from schemas.errors import FusionrecError
 
 app = typer.Typer(
-    name="fusionrec", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    name="fusionrec",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
     help=(
         "fusionrec: a streaming real-time recommender.\n\n"
         "Every event a shop sends updates that user's state and refreshes their ranked list at once.\n\n"
@@ -28,30 +31,41 @@ app = typer.Typer(
         "Settings: fusionrec.toml or FUSIONREC_* variables (see fusionrec.example.toml)."
     ),
 )
-services_app = typer.Typer(help="Local real Kafka (KRaft) and Cassandra 5.0, fetched from Maven Central.",
-                           no_args_is_help=True)
+services_app = typer.Typer(
+    help="Local real Kafka (KRaft) and Cassandra 5.0, fetched from Maven Central.", no_args_is_help=True
+)
 cassandra_app = typer.Typer(help="Cassandra schema management.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(cassandra_app, name="cassandra")
 
-DataOpt = Annotated[str | None, typer.Option(
-    "--data", help="Dataset folder (items.csv + events.csv); default: the built-in synthetic shop.")]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data", help="Dataset folder (items.csv + events.csv); default: the built-in synthetic shop."
+    ),
+]
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     for noisy in ("cassandra", "aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command()
-def demo(data: DataOpt = None,
-         db: Annotated[Path, typer.Option(help="SQLite file for state, lists, dead letters.")] = Path(
-             "out/demo.db"),
-         show: Annotated[int, typer.Option(help="How many sample users to print.")] = 3,
-         k: Annotated[int, typer.Option(help="Items per list.")] = 10,
-         batch_size: Annotated[int, typer.Option(help="Events per micro-batch.")] = 500) -> None:
+def demo(
+    data: DataOpt = None,
+    db: Annotated[Path, typer.Option(help="SQLite file for state, lists, dead letters.")] = Path(
+        "out/demo.db"
+    ),
+    show: Annotated[int, typer.Option(help="How many sample users to print.")] = 3,
+    k: Annotated[int, typer.Option(help="Items per list.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Events per micro-batch.")] = 500,
+) -> None:
     """Run the whole pipeline in-process (file replay -> SQLite), no servers, then show sample users."""
     _setup_logging()
     from fusionrec.wiring import build_pipeline, build_ranker, event_records, load_data
@@ -59,8 +73,10 @@ def demo(data: DataOpt = None,
     from streams.stores.sqlite import SQLiteStore
 
     dataset = load_data(data)
-    typer.echo(f"dataset: {dataset.name}: {len(dataset.items)} items, {len(dataset.by_user())} users, "
-               f"{len(dataset.events)} events")
+    typer.echo(
+        f"dataset: {dataset.name}: {len(dataset.items)} items, {len(dataset.by_user())} users, "
+        f"{len(dataset.events)} events"
+    )
     if db.exists():
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -70,10 +86,12 @@ def demo(data: DataOpt = None,
     pipeline = build_pipeline(store, ranker, k=k)
     records = records_from_values((v for _, v in event_records(dataset)), source=f"file:{dataset.name}")
     report = run_embedded(records, pipeline, store, batch_size=batch_size, total=len(dataset.events))
-    typer.echo(f"replayed {report.records} events in {report.elapsed_s:.2f}s "
-               f"({report.events_per_s:,.0f} events/s): {report.applied} applied, "
-               f"{report.duplicates} duplicates, {report.dead_letters} dead letters; "
-               f"{store.count_states()} users stored in {db}")
+    typer.echo(
+        f"replayed {report.records} events in {report.elapsed_s:.2f}s "
+        f"({report.events_per_s:,.0f} events/s): {report.applied} applied, "
+        f"{report.duplicates} duplicates, {report.dead_letters} dead letters; "
+        f"{store.count_states()} users stored in {db}"
+    )
     titles = {it.item_id: it.title for it in dataset.items}
     by_user = dataset.by_user()
     sample = sorted(by_user, key=lambda u: (-len(by_user[u]), u))[:show]
@@ -81,7 +99,11 @@ def demo(data: DataOpt = None,
         events = by_user[user_id]
         typer.echo(f"\nuser {user_id}: {len(events)} events; last ones:")
         for ev in events[-5:]:
-            what = f"search '{ev.query}'" if ev.item_id is None else f"{ev.type.value:<11} {titles.get(ev.item_id, ev.item_id)[:70]}"
+            what = (
+                f"search '{ev.query}'"
+                if ev.item_id is None
+                else f"{ev.type.value:<11} {titles.get(ev.item_id, ev.item_id)[:70]}"
+            )
             typer.echo(f"  - {what}")
         rec = store.get_recommendations(user_id)
         if rec is None:
@@ -95,10 +117,14 @@ def demo(data: DataOpt = None,
 
 
 @app.command()
-def replay(data: DataOpt = None,
-           topic: Annotated[str | None, typer.Option(help="Target topic (default: settings kafka.topic).")] = None,
-           rate: Annotated[float | None, typer.Option(help="Events per second; omit for as fast as possible.")] = None,
-           limit: Annotated[int | None, typer.Option(help="Produce only the first N events.")] = None) -> None:
+def replay(
+    data: DataOpt = None,
+    topic: Annotated[str | None, typer.Option(help="Target topic (default: settings kafka.topic).")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Events per second; omit for as fast as possible.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Produce only the first N events.")] = None,
+) -> None:
     """Produce a dataset's events into Kafka, keyed by user, with a progress bar."""
     _setup_logging()
     from itertools import islice
@@ -110,22 +136,28 @@ def replay(data: DataOpt = None,
     settings = load_settings()
     topic = topic or settings.kafka.topic
     dataset = load_data(data or settings.data)
-    ensure_topics(settings.kafka.bootstrap, {topic: settings.kafka.partitions,
-                                             settings.kafka.dead_letter_topic: 1})
+    ensure_topics(
+        settings.kafka.bootstrap, {topic: settings.kafka.partitions, settings.kafka.dead_letter_topic: 1}
+    )
     n = min(limit, len(dataset.events)) if limit else len(dataset.events)
-    report = produce_records(settings.kafka.bootstrap, topic, islice(event_records(dataset), n), rate=rate,
-                             total=n)
-    typer.echo(f"produced {report.produced} events to {topic} in {report.elapsed_s:.2f}s "
-               f"({report.events_per_s:,.0f} events/s)")
+    report = produce_records(
+        settings.kafka.bootstrap, topic, islice(event_records(dataset), n), rate=rate, total=n
+    )
+    typer.echo(
+        f"produced {report.produced} events to {topic} in {report.elapsed_s:.2f}s "
+        f"({report.events_per_s:,.0f} events/s)"
+    )
 
 
 @app.command()
-def worker(data: DataOpt = None,
-           store: Annotated[str | None, typer.Option(help="Store URL (default: Cassandra from settings).")] = None,
-           topic: Annotated[str | None, typer.Option(help="Source topic (default: settings kafka.topic).")] = None,
-           dead_letter_topic: Annotated[str | None, typer.Option(help="Dead-letter topic.")] = None,
-           group: Annotated[str | None, typer.Option(help="Consumer group id.")] = None,
-           batch_size: Annotated[int | None, typer.Option(help="Events per micro-batch.")] = None) -> None:
+def worker(
+    data: DataOpt = None,
+    store: Annotated[str | None, typer.Option(help="Store URL (default: Cassandra from settings).")] = None,
+    topic: Annotated[str | None, typer.Option(help="Source topic (default: settings kafka.topic).")] = None,
+    dead_letter_topic: Annotated[str | None, typer.Option(help="Dead-letter topic.")] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group id.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Events per micro-batch.")] = None,
+) -> None:
     """Consume the clickstream (faust-streaming), fold events into user state, write lists to the store.
 
     Bad events go to the dead-letter topic with the reason in headers; offsets are committed only
@@ -138,12 +170,15 @@ def worker(data: DataOpt = None,
     from streams.replay import ensure_topics
 
     settings = load_settings()
-    cfg = WorkerConfig(bootstrap=settings.kafka.bootstrap, topic=topic or settings.kafka.topic,
-                       dead_letter_topic=dead_letter_topic or settings.kafka.dead_letter_topic,
-                       group=group or settings.kafka.group,
-                       batch_size=batch_size or settings.worker.batch_size,
-                       batch_within_s=settings.worker.batch_within_s,
-                       datadir=str(Path(".local") / "faust" / (group or settings.kafka.group)))
+    cfg = WorkerConfig(
+        bootstrap=settings.kafka.bootstrap,
+        topic=topic or settings.kafka.topic,
+        dead_letter_topic=dead_letter_topic or settings.kafka.dead_letter_topic,
+        group=group or settings.kafka.group,
+        batch_size=batch_size or settings.worker.batch_size,
+        batch_within_s=settings.worker.batch_within_s,
+        datadir=str(Path(".local") / "faust" / (group or settings.kafka.group)),
+    )
     ensure_topics(cfg.bootstrap, {cfg.topic: settings.kafka.partitions, cfg.dead_letter_topic: 1})
     dataset = load_data(data or settings.data)
     ranker = build_ranker(dataset)
@@ -162,10 +197,14 @@ def worker(data: DataOpt = None,
 
 
 @app.command()
-def recommend(user_id: str,
-              store: Annotated[str | None, typer.Option(
-                  help="Store URL, e.g. sqlite:///out/demo.db (default: Cassandra from settings).")] = None,
-              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def recommend(
+    user_id: str,
+    store: Annotated[
+        str | None,
+        typer.Option(help="Store URL, e.g. sqlite:///out/demo.db (default: Cassandra from settings)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Print a user's stored list (one key lookup)."""
     from fusionrec.settings import load_settings
     from fusionrec.wiring import open_results_store
@@ -182,8 +221,10 @@ def recommend(user_id: str,
         typer.echo(encode_recommendations(rec).decode())
         return
     age_s = (time.time() * 1000 - rec.generated_at) / 1000
-    typer.echo(f"user {rec.user_id}: {len(rec.items)} items, source={rec.source}, model={rec.model_version}, "
-               f"config={rec.config_digest}, age={age_s:.1f}s")
+    typer.echo(
+        f"user {rec.user_id}: {len(rec.items)} items, source={rec.source}, model={rec.model_version}, "
+        f"config={rec.config_digest}, age={age_s:.1f}s"
+    )
     for rank, s in enumerate(rec.items, start=1):
         typer.echo(f"{rank:>3}. {s.item_id}  {s.score:.4f}")
 
@@ -222,8 +263,9 @@ def services_logs(service: Annotated[str, typer.Argument(help="kafka, cassandra 
 
 @cassandra_app.command("migrate")
 def cassandra_migrate(
-        keyspace: Annotated[str | None, typer.Option(help="Keyspace (default: settings).")] = None,
-        replication_factor: Annotated[int | None, typer.Option(help="SimpleStrategy factor.")] = None) -> None:
+    keyspace: Annotated[str | None, typer.Option(help="Keyspace (default: settings).")] = None,
+    replication_factor: Annotated[int | None, typer.Option(help="SimpleStrategy factor.")] = None,
+) -> None:
     """Create the keyspace and tables if missing (idempotent; safe on every deploy)."""
     from fusionrec.settings import load_settings
     from schemas.cql import replication_clause
@@ -231,8 +273,9 @@ def cassandra_migrate(
 
     settings = load_settings()
     c = settings.cassandra
-    replication = (replication_clause("SimpleStrategy", replication_factor) if replication_factor
-                   else c.replication())
+    replication = (
+        replication_clause("SimpleStrategy", replication_factor) if replication_factor else c.replication()
+    )
     cluster, session = connect(c.hosts, c.port)
     try:
         for stmt in migrate(session, keyspace or c.keyspace, replication):

@@ -64,12 +64,21 @@ def _read_csv(path: Path, required: set[str]) -> Iterator[dict[str, str]]:
 
 def load_items(path: Path) -> list[Item]:
     items: list[Item] = []
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: a dataset folder holds items.csv and events.csv")
     with path.open(newline="", encoding="utf-8") as fh:
         cols = set(next(csv.reader(fh), []))
     text_col = "text" if "text" in cols else "title"
     for row in _read_csv(path, {"item_id", text_col}):
-        items.append(Item(item_id=row["item_id"], title=row[text_col], description=row.get("description", ""),
-                          category=row.get("category", ""), brand=row.get("brand", "")))
+        items.append(
+            Item(
+                item_id=row["item_id"],
+                title=row[text_col],
+                description=row.get("description", ""),
+                category=row.get("category", ""),
+                brand=row.get("brand", ""),
+            )
+        )
     return items
 
 
@@ -98,6 +107,13 @@ def load_dataset(directory: str | Path, spacing_ms: int = 1000, limit_users: int
     for rank, (order, _, i, row) in enumerate(keyed):
         ts = order if has_ts else BASE_TS_MS + rank * spacing_ms
         suffix = row.get("position") or str(i)
-        events.append(Event(event_id=f"{row['user_id']}:{suffix}", type=EventType.PURCHASE,
-                            user_id=row["user_id"], ts=ts, item_id=row["item_id"]))
+        events.append(
+            Event(
+                event_id=f"{row['user_id']}:{suffix}",
+                type=EventType.PURCHASE,
+                user_id=row["user_id"],
+                ts=ts,
+                item_id=row["item_id"],
+            )
+        )
     return Dataset(name=root.name, items=items, events=events)

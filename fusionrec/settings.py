@@ -20,8 +20,14 @@ from pydantic_settings import (
 
 from schemas.cql import replication_clause
 
-__all__ = ["CassandraSettings", "EmbeddedSettings", "KafkaSettings", "Settings", "WorkerSettings",
-           "load_settings"]
+__all__ = [
+    "CassandraSettings",
+    "EmbeddedSettings",
+    "KafkaSettings",
+    "Settings",
+    "WorkerSettings",
+    "load_settings",
+]
 
 
 class _Frozen(BaseModel):
@@ -52,7 +58,9 @@ class CassandraSettings(_Frozen):
         return f"cassandra://{','.join(self.hosts)}:{self.port}/{self.keyspace}"
 
     def replication(self) -> str:
-        return replication_clause(self.replication_strategy, self.replication_factor, self.datacenters or None)
+        return replication_clause(
+            self.replication_strategy, self.replication_factor, self.datacenters or None
+        )
 
 
 class WorkerSettings(_Frozen):
@@ -68,8 +76,9 @@ class EmbeddedSettings(_Frozen):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FUSIONREC_", env_nested_delimiter="__", frozen=True,
-                                      extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FUSIONREC_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
 
     kafka: KafkaSettings = KafkaSettings()
     cassandra: CassandraSettings = CassandraSettings()
@@ -78,12 +87,14 @@ class Settings(BaseSettings):
     data: str | None = Field(None, description="dataset folder; the synthetic shop when unset")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
-                                   init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = Path(os.environ.get("FUSIONREC_CONFIG", "fusionrec.toml"))
         toml = TomlConfigSettingsSource(settings_cls, toml_file=path if path.is_file() else None)
         return (init_settings, env_settings, toml)

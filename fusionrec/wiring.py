@@ -38,7 +38,8 @@ def open_results_store(settings: Settings, url: str | None = None) -> Store:
     return open_store(url, replication=settings.cassandra.replication())
 
 
-def build_pipeline(store: Store, ranker: CooccurrenceModel, k: int,
-                   stopping: threading.Event | None = None) -> Pipeline:
+def build_pipeline(
+    store: Store, ranker: CooccurrenceModel, k: int, stopping: threading.Event | None = None
+) -> Pipeline:
     stop = stopping or threading.Event()
     return Pipeline(store, ranker, k=k, retry=RetryPolicy(should_stop=stop.is_set))

@@ -24,17 +24,14 @@ class CooccurrenceModel:
     recent: int = 5
     decay: float = 0.7
 
-    def recommend(self, recent_items: Sequence[str], k: int, exclude_seen: bool = True) -> tuple[
-            list[tuple[str, float]], str]:
+    def recommend(
+        self, recent_items: Sequence[str], k: int, exclude_seen: bool = True
+    ) -> tuple[list[tuple[str, float]], str]:
         """Top-k (item, score) and the source that produced it: 'personal' or 'popular'."""
         seen = set(recent_items) if exclude_seen else set()
         scores: dict[str, float] = defaultdict(float)
         weight = 1.0
-        used = 0
-        for item in reversed(recent_items):
-            if used >= self.recent:
-                break
-            used += 1
+        for item in list(reversed(recent_items))[: self.recent]:
             for other, s in self.neighbours.get(item, ()):
                 if other not in seen:
                     scores[other] += weight * s
@@ -57,10 +54,11 @@ class CooccurrenceModel:
         return self.recommend(state.recent_items, k)
 
 
-def fit_cooccurrence(sequences: Iterable[Sequence[str]], window: int = 3, top_n: int = 50,
-                     popular_n: int = 200) -> CooccurrenceModel:
+def fit_cooccurrence(
+    sequences: Iterable[Sequence[str]], window: int = 3, top_n: int = 50, popular_n: int = 200
+) -> CooccurrenceModel:
     """Count ordered pairs within `window` steps in each history; normalise by sqrt of item counts."""
-    pair: dict[str, Counter[str]] = defaultdict(Counter)
+    pair: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     freq: Counter[str] = Counter()
     digest = hashlib.blake2b(digest_size=8)
     for seq in sequences:
@@ -81,6 +79,4 @@ def fit_cooccurrence(sequences: Iterable[Sequence[str]], window: int = 3, top_n:
     top.sort(key=lambda kv: (-kv[1], kv[0]))
     max_count = top[0][1] if top else 1
     popular = tuple((item, c / max_count) for item, c in top[:popular_n])
-    return CooccurrenceModel(neighbours=neighbours, popular=popular,
-                             version=f"cooc-{digest.hexdigest()}")
-
+    return CooccurrenceModel(neighbours=neighbours, popular=popular, version=f"cooc-{digest.hexdigest()}")

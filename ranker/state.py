@@ -50,9 +50,16 @@ class UserState:
 
     def folded_view(self) -> dict[str, Any]:
         """What must be equal between a stored state and a fresh fold of the same events."""
-        return {"n_events": self.n_events, "counts": dict(self.counts), "recent_items": self.recent_items,
-                "recent_types": self.recent_types, "recent_queries": self.recent_queries,
-                "first_ts": self.first_ts, "last_ts": self.last_ts, "event_digest": self.event_digest}
+        return {
+            "n_events": self.n_events,
+            "counts": dict(self.counts),
+            "recent_items": self.recent_items,
+            "recent_types": self.recent_types,
+            "recent_queries": self.recent_queries,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "event_digest": self.event_digest,
+        }
 
 
 def event_hash(event_id: str) -> int:
@@ -98,25 +105,49 @@ def apply_events(state: UserState, deliveries: Iterable[Delivery]) -> tuple[User
         return state, 0
     if len(seen) > SEEN_EVENT_IDS:
         seen = seen[-SEEN_EVENT_IDS:]
-    new = replace(state, n_events=n, counts=counts, recent_items=tuple(items[-RECENT_ITEMS:]),
-                  recent_types=tuple(types[-RECENT_ITEMS:]), recent_queries=tuple(queries[-RECENT_QUERIES:]),
-                  first_ts=first_ts, last_ts=last_ts, event_digest=digest, recent_event_ids=tuple(seen),
-                  offsets=offsets)
+    new = replace(
+        state,
+        n_events=n,
+        counts=counts,
+        recent_items=tuple(items[-RECENT_ITEMS:]),
+        recent_types=tuple(types[-RECENT_ITEMS:]),
+        recent_queries=tuple(queries[-RECENT_QUERIES:]),
+        first_ts=first_ts,
+        last_ts=last_ts,
+        event_digest=digest,
+        recent_event_ids=tuple(seen),
+        offsets=offsets,
+    )
     return new, applied
 
 
 def state_to_dict(state: UserState) -> dict[str, Any]:
-    return {"user_id": state.user_id, "n_events": state.n_events, "counts": dict(state.counts),
-            "recent_items": list(state.recent_items), "recent_types": list(state.recent_types),
-            "recent_queries": list(state.recent_queries), "first_ts": state.first_ts,
-            "last_ts": state.last_ts, "event_digest": state.event_digest,
-            "recent_event_ids": list(state.recent_event_ids), "offsets": dict(state.offsets)}
+    return {
+        "user_id": state.user_id,
+        "n_events": state.n_events,
+        "counts": dict(state.counts),
+        "recent_items": list(state.recent_items),
+        "recent_types": list(state.recent_types),
+        "recent_queries": list(state.recent_queries),
+        "first_ts": state.first_ts,
+        "last_ts": state.last_ts,
+        "event_digest": state.event_digest,
+        "recent_event_ids": list(state.recent_event_ids),
+        "offsets": dict(state.offsets),
+    }
 
 
 def state_from_dict(obj: Mapping[str, Any]) -> UserState:
-    return UserState(user_id=obj["user_id"], n_events=int(obj["n_events"]), counts=dict(obj["counts"]),
-                     recent_items=tuple(obj["recent_items"]), recent_types=tuple(obj["recent_types"]),
-                     recent_queries=tuple(obj["recent_queries"]), first_ts=int(obj["first_ts"]),
-                     last_ts=int(obj["last_ts"]), event_digest=int(obj["event_digest"]),
-                     recent_event_ids=tuple(obj["recent_event_ids"]),
-                     offsets={k: int(v) for k, v in obj["offsets"].items()})
+    return UserState(
+        user_id=obj["user_id"],
+        n_events=int(obj["n_events"]),
+        counts=dict(obj["counts"]),
+        recent_items=tuple(obj["recent_items"]),
+        recent_types=tuple(obj["recent_types"]),
+        recent_queries=tuple(obj["recent_queries"]),
+        first_ts=int(obj["first_ts"]),
+        last_ts=int(obj["last_ts"]),
+        event_digest=int(obj["event_digest"]),
+        recent_event_ids=tuple(obj["recent_event_ids"]),
+        offsets={k: int(v) for k, v in obj["offsets"].items()},
+    )

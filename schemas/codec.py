@@ -79,8 +79,9 @@ def event_from_dict(obj: Any) -> Event:
     for key, value in context.items():
         if not isinstance(value, str | int | float | bool):
             raise InvalidEvent(f"context.{key}", f"expected a scalar, got {type(value).__name__}")
-    return Event(event_id=event_id, type=etype, user_id=user_id, ts=ts, item_id=item_id, query=query,
-                 context=context)
+    return Event(
+        event_id=event_id, type=etype, user_id=user_id, ts=ts, item_id=item_id, query=query, context=context
+    )
 
 
 def decode_event(raw: bytes | str) -> Event:
@@ -93,8 +94,12 @@ def decode_event(raw: bytes | str) -> Event:
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
-    out: dict[str, Any] = {"event_id": event.event_id, "type": event.type.value,
-                           "user_id": event.user_id, "ts": event.ts}
+    out: dict[str, Any] = {
+        "event_id": event.event_id,
+        "type": event.type.value,
+        "user_id": event.user_id,
+        "ts": event.ts,
+    }
     if event.item_id is not None:
         out["item_id"] = event.item_id
     if event.query is not None:
@@ -131,30 +136,55 @@ def decode_item(raw: bytes | str) -> Item:
     attrs = obj.get("attributes", {})
     if not isinstance(attrs, dict) or not all(isinstance(v, str) for v in attrs.values()):
         raise InvalidItem("attributes", "expected an object of strings")
-    return Item(item_id=obj["item_id"], title=obj["title"], description=obj.get("description", ""),
-                category=obj.get("category", ""), brand=obj.get("brand", ""), tags=tuple(tags),
-                price=None if price is None else float(price), attributes=attrs)
+    return Item(
+        item_id=obj["item_id"],
+        title=obj["title"],
+        description=obj.get("description", ""),
+        category=obj.get("category", ""),
+        brand=obj.get("brand", ""),
+        tags=tuple(tags),
+        price=None if price is None else float(price),
+        attributes=attrs,
+    )
 
 
 def encode_item(item: Item) -> bytes:
-    return orjson.dumps({"item_id": item.item_id, "title": item.title, "description": item.description,
-                         "category": item.category, "brand": item.brand, "tags": list(item.tags),
-                         "price": item.price, "attributes": dict(item.attributes)})
+    return orjson.dumps(
+        {
+            "item_id": item.item_id,
+            "title": item.title,
+            "description": item.description,
+            "category": item.category,
+            "brand": item.brand,
+            "tags": list(item.tags),
+            "price": item.price,
+            "attributes": dict(item.attributes),
+        }
+    )
 
 
 def encode_recommendations(rec: RecommendationList) -> bytes:
-    return orjson.dumps({
-        "user_id": rec.user_id, "items": [[s.item_id, s.score] for s in rec.items],
-        "model_version": rec.model_version, "config_digest": rec.config_digest,
-        "generated_at": rec.generated_at, "newest_event_ts": rec.newest_event_ts, "source": rec.source,
-    })
+    return orjson.dumps(
+        {
+            "user_id": rec.user_id,
+            "items": [[s.item_id, s.score] for s in rec.items],
+            "model_version": rec.model_version,
+            "config_digest": rec.config_digest,
+            "generated_at": rec.generated_at,
+            "newest_event_ts": rec.newest_event_ts,
+            "source": rec.source,
+        }
+    )
 
 
 def decode_recommendations(raw: bytes | str) -> RecommendationList:
     obj = orjson.loads(raw)
     return RecommendationList(
-        user_id=obj["user_id"], items=tuple(ScoredItem(i, float(s)) for i, s in obj["items"]),
-        model_version=obj["model_version"], config_digest=obj["config_digest"],
-        generated_at=int(obj["generated_at"]), newest_event_ts=int(obj["newest_event_ts"]),
+        user_id=obj["user_id"],
+        items=tuple(ScoredItem(i, float(s)) for i, s in obj["items"]),
+        model_version=obj["model_version"],
+        config_digest=obj["config_digest"],
+        generated_at=int(obj["generated_at"]),
+        newest_event_ts=int(obj["newest_event_ts"]),
         source=obj.get("source", "personal"),
     )

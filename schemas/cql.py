@@ -5,14 +5,21 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-__all__ = ["SELECT_RECOMMENDATIONS", "SELECT_STATE", "UPSERT_RECOMMENDATIONS", "UPSERT_STATE",
-           "ddl_statements", "replication_clause"]
+__all__ = [
+    "SELECT_RECOMMENDATIONS",
+    "SELECT_STATE",
+    "UPSERT_RECOMMENDATIONS",
+    "UPSERT_STATE",
+    "ddl_statements",
+    "replication_clause",
+]
 
 _KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
 
-def replication_clause(strategy: str = "SimpleStrategy", factor: int = 1,
-                       datacenters: dict[str, int] | None = None) -> str:
+def replication_clause(
+    strategy: str = "SimpleStrategy", factor: int = 1, datacenters: dict[str, int] | None = None
+) -> str:
     """CQL replication map: SimpleStrategy with a factor, or NetworkTopologyStrategy per datacenter."""
     if strategy == "NetworkTopologyStrategy":
         if not datacenters:

@@ -24,8 +24,18 @@ from schemas.errors import InvalidEvent, StoreUnavailable
 from schemas.recommendations import RecommendationList, ScoredItem
 from streams.stores.base import Store
 
-__all__ = ["BatchOutcome", "DeadLetterRecord", "NullSensor", "Pipeline", "PipelineSensor", "RawRecord",
-           "Ranker", "RetryPolicy", "StoppedError", "config_digest"]
+__all__ = [
+    "BatchOutcome",
+    "DeadLetterRecord",
+    "NullSensor",
+    "Pipeline",
+    "PipelineSensor",
+    "Ranker",
+    "RawRecord",
+    "RetryPolicy",
+    "StoppedError",
+    "config_digest",
+]
 
 log = logging.getLogger("fusionrec.pipeline")
 T = TypeVar("T")
@@ -63,7 +73,8 @@ class BatchOutcome:
 
 
 class Ranker(Protocol):
-    version: str
+    @property
+    def version(self) -> str: ...
 
     def rank(self, state: UserState, k: int) -> tuple[list[tuple[str, float]], str]: ...
 
@@ -104,8 +115,16 @@ def config_digest(**settings: object) -> str:
 
 
 class Pipeline:
-    def __init__(self, store: Store, ranker: Ranker, *, k: int = 20, retry: RetryPolicy | None = None,
-                 sensor: PipelineSensor | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ranker: Ranker,
+        *,
+        k: int = 20,
+        retry: RetryPolicy | None = None,
+        sensor: PipelineSensor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.ranker = ranker
         self.k = k
@@ -134,8 +153,9 @@ class Pipeline:
             try:
                 event = decode_event(rec.value)
             except InvalidEvent as exc:
-                outcome.dead_letters.append(DeadLetterRecord(rec.source, rec.offset, exc.field, exc.reason,
-                                                             rec.value))
+                outcome.dead_letters.append(
+                    DeadLetterRecord(rec.source, rec.offset, exc.field, exc.reason, rec.value)
+                )
                 continue
             outcome.n_valid += 1
             by_user[event.user_id].append(Delivery(event, rec.source, rec.offset))
@@ -170,7 +190,12 @@ class Pipeline:
 
     def _rank(self, state: UserState, now_ms: int) -> RecommendationList:
         ranked, source = self.ranker.rank(state, self.k)
-        return RecommendationList(user_id=state.user_id,
-                                  items=tuple(ScoredItem(i, round(float(s), 6)) for i, s in ranked),
-                                  model_version=self.ranker.version, config_digest=self.config_digest,
-                                  generated_at=now_ms, newest_event_ts=state.last_ts, source=source)
+        return RecommendationList(
+            user_id=state.user_id,
+            items=tuple(ScoredItem(i, round(float(s), 6)) for i, s in ranked),
+            model_version=self.ranker.version,
+            config_digest=self.config_digest,
+            generated_at=now_ms,
+            newest_event_ts=state.last_ts,
+            source=source,
+        )

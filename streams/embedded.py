@@ -47,8 +47,15 @@ def _batches(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord
         yield batch
 
 
-def run_embedded(records: Iterable[RawRecord], pipeline: Pipeline, store: SQLiteStore, *, batch_size: int = 500,
-                 total: int | None = None, progress: bool = True) -> EmbeddedReport:
+def run_embedded(
+    records: Iterable[RawRecord],
+    pipeline: Pipeline,
+    store: SQLiteStore,
+    *,
+    batch_size: int = 500,
+    total: int | None = None,
+    progress: bool = True,
+) -> EmbeddedReport:
     """Feed records in micro-batches; dead letters go to the store's dead_letters table."""
     report = EmbeddedReport()
     started = time.perf_counter()
@@ -63,14 +70,21 @@ def run_embedded(records: Iterable[RawRecord], pipeline: Pipeline, store: SQLite
             report.users_updated += outcome.n_users
             bar.update(len(batch))
     report.elapsed_s = time.perf_counter() - started
-    log.info("embedded_replay records=%d applied=%d duplicates=%d dead_letters=%d elapsed_s=%.2f eps=%.0f",
-             report.records, report.applied, report.duplicates, report.dead_letters, report.elapsed_s,
-             report.events_per_s)
+    log.info(
+        "embedded_replay records=%d applied=%d duplicates=%d dead_letters=%d elapsed_s=%.2f eps=%.0f",
+        report.records,
+        report.applied,
+        report.duplicates,
+        report.dead_letters,
+        report.elapsed_s,
+        report.events_per_s,
+    )
     return report
 
 
 def _publish_dead_letters(store: SQLiteStore, outcome: BatchOutcome) -> None:
     letters: Sequence[tuple[str, int, str, str, bytes]] = [
-        (d.source, d.offset, d.field, d.reason, d.raw) for d in outcome.dead_letters]
+        (d.source, d.offset, d.field, d.reason, d.raw) for d in outcome.dead_letters
+    ]
     if letters:
         store.put_dead_letters(letters)

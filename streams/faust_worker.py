@@ -30,9 +30,18 @@ except ImportError as exc:  # pragma: no cover
 
 
 class WorkerConfig:
-    def __init__(self, *, bootstrap: str, topic: str, dead_letter_topic: str, group: str,
-                 batch_size: int = 500, batch_within_s: float = 0.05, datadir: str = ".local/faust",
-                 log_every_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        dead_letter_topic: str,
+        group: str,
+        batch_size: int = 500,
+        batch_within_s: float = 0.05,
+        datadir: str = ".local/faust",
+        log_every_s: float = 5.0,
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.dead_letter_topic = dead_letter_topic
@@ -60,23 +69,52 @@ class _Totals:
         now = time.monotonic()
         if now - self.last >= self.every_s:
             self.last = now
-            log.info("worker_progress records=%d applied=%d duplicates=%d dead_letters=%d batches=%d "
-                     "last_batch_ms=%.1f eps=%.0f", self.records, self.applied, self.duplicates, self.dead,
-                     self.batches, o.elapsed_s * 1000, self.records / max(now - self.started, 1e-9))
+            log.info(
+                "worker_progress records=%d applied=%d duplicates=%d dead_letters=%d batches=%d "
+                "last_batch_ms=%.1f eps=%.0f",
+                self.records,
+                self.applied,
+                self.duplicates,
+                self.dead,
+                self.batches,
+                o.elapsed_s * 1000,
+                self.records / max(now - self.started, 1e-9),
+            )
+
+
+class _App(faust.App):
+    """Tells the pipeline to stop waiting out a store outage as soon as shutdown begins."""
+
+    def __init__(self, stopping: threading.Event, *args: Any, **kwargs: Any) -> None:
+        self._fusionrec_stopping = stopping
+        super().__init__(*args, **kwargs)
+
+    async def on_stop(self) -> None:
+        self._fusionrec_stopping.set()
+        await super().on_stop()
 
 
 def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event) -> Any:
     Path(cfg.datadir).mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        cfg.group, broker=f"kafka://{cfg.bootstrap}", store="memory://", autodiscover=False,
-        web_enabled=False, datadir=cfg.datadir, consumer_auto_offset_reset="earliest",
-        broker_commit_interval=1.0, producer_acks=-1,
+    app = _App(
+        stopping,
+        cfg.group,
+        broker=f"kafka://{cfg.bootstrap}",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        datadir=cfg.datadir,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        producer_acks=-1,
         stream_buffer_maxsize=max(4 * cfg.batch_size, 4096),
     )
-    source = app.topic(cfg.topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                       value_serializer="raw")
-    dead = app.topic(cfg.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                     value_serializer="raw")
+    source = app.topic(
+        cfg.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    dead = app.topic(
+        cfg.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
     totals = _Totals(cfg.log_every_s)
 
@@ -84,36 +122,49 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event) 
     async def process(stream: Any) -> None:
         loop = asyncio.get_running_loop()
         async for events in stream.noack_take(cfg.batch_size, within=cfg.batch_within_s):
-            records = [RawRecord(value=e.message.value if e.message.value is not None else b"",
-                                 source=f"{e.message.topic}:{e.message.partition}", offset=e.message.offset)
-                       for e in events]
+            records = [
+                RawRecord(
+                    value=e.message.value if e.message.value is not None else b"",
+                    source=f"{e.message.topic}:{e.message.partition}",
+                    offset=e.message.offset,
+                )
+                for e in events
+            ]
             outcome = await loop.run_in_executor(executor, pipeline.process, records)
             pending = []
             for d in outcome.dead_letters:
-                headers = {"fusionrec.reason": d.reason.encode(), "fusionrec.field": d.field.encode(),
-                           "fusionrec.source": d.source.encode(), "fusionrec.offset": str(d.offset).encode()}
-                pending.append(await dead.send(key=f"{d.source}:{d.offset}".encode(), value=d.raw,
-                                               headers=headers))
+                headers = {
+                    "fusionrec.reason": d.reason.encode(),
+                    "fusionrec.field": d.field.encode(),
+                    "fusionrec.source": d.source.encode(),
+                    "fusionrec.offset": str(d.offset).encode(),
+                }
+                pending.append(
+                    await dead.send(key=f"{d.source}:{d.offset}".encode(), value=d.raw, headers=headers)
+                )
             for fut in pending:
                 await fut  # confirmed by the broker before the source offsets may be committed
             for e in events:
                 await stream.ack(e)
             totals.add(outcome)
 
-    @app.on_stop.connect
-    async def _on_stop(app: Any, **_: Any) -> None:
-        stopping.set()
-
     return app
 
 
-def run_worker(cfg: WorkerConfig, pipeline_factory: Callable[[threading.Event], Pipeline],
-               loglevel: str = "INFO") -> None:
+def run_worker(
+    cfg: WorkerConfig, pipeline_factory: Callable[[threading.Event], Pipeline], loglevel: str = "INFO"
+) -> None:
     """Run until SIGTERM/SIGINT; faust handles the signals and commits acked offsets on the way out."""
     stopping = threading.Event()
     pipeline = pipeline_factory(stopping)
     app = build_app(cfg, pipeline, stopping)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    log.info("worker_start topic=%s group=%s bootstrap=%s batch_size=%d store=%s", cfg.topic, cfg.group,
-             cfg.bootstrap, cfg.batch_size, pipeline.store.url)
+    log.info(
+        "worker_start topic=%s group=%s bootstrap=%s batch_size=%d store=%s",
+        cfg.topic,
+        cfg.group,
+        cfg.bootstrap,
+        cfg.batch_size,
+        pipeline.store.url,
+    )
     worker.execute_from_commandline()

@@ -39,9 +39,14 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
-        raise ServiceError(f"cannot reach Kafka at {bootstrap}: {exc}; `fusionrec services up` starts one") from exc
-    new = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items()
-           if name not in existing]
+        raise ServiceError(
+            f"cannot reach Kafka at {bootstrap}: {exc}; `fusionrec services up` starts one"
+        ) from exc
+    new = [
+        NewTopic(name, num_partitions=n, replication_factor=1)
+        for name, n in topics.items()
+        if name not in existing
+    ]
     if not new:
         return
     for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
@@ -59,14 +64,26 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.
     raise ServiceError(f"topics {list(topics)} not visible after {timeout_s}s")
 
 
-def produce_records(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]], *,
-                    rate: float | None = None, total: int | None = None, progress: bool = True,
-                    extra_config: dict[str, object] | None = None,
-                    headers: Sequence[tuple[str, bytes]] | None = None) -> ReplayReport:
+def produce_records(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes, bytes]],
+    *,
+    rate: float | None = None,
+    total: int | None = None,
+    progress: bool = True,
+    extra_config: dict[str, object] | None = None,
+    headers: Sequence[tuple[str, bytes]] | None = None,
+) -> ReplayReport:
     """Produce (key, value) pairs; `rate` in events/s (None: as fast as possible). Waits for every ack."""
-    conf: dict[str, object] = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                               "linger.ms": 5, "batch.num.messages": 10000,
-                               "queue.buffering.max.messages": 500000}
+    conf: dict[str, object] = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": 500000,
+    }
     conf.update(extra_config or {})
     producer = Producer(conf)
     report = ReplayReport()
@@ -85,8 +102,13 @@ def produce_records(bootstrap: str, topic: str, records: Iterable[tuple[bytes, b
                     time.sleep(ahead)
             while True:
                 try:
-                    producer.produce(topic, value=value, key=key, on_delivery=on_delivery,
-                                     headers=list(headers) if headers else None)
+                    producer.produce(
+                        topic,
+                        value=value,
+                        key=key,
+                        on_delivery=on_delivery,
+                        headers=list(headers) if headers else None,
+                    )
                     break
                 except BufferError:
                     producer.poll(0.05)  # local queue full: wait for the broker, never drop
@@ -101,6 +123,11 @@ def produce_records(bootstrap: str, topic: str, records: Iterable[tuple[bytes, b
     if report.failed:
         raise ServiceError(f"{report.failed} events could not be produced to {topic}")
     report.elapsed_s = time.perf_counter() - started
-    log.info("replay topic=%s produced=%d elapsed_s=%.2f eps=%.0f", topic, report.produced, report.elapsed_s,
-             report.events_per_s)
+    log.info(
+        "replay topic=%s produced=%d elapsed_s=%.2f eps=%.0f",
+        topic,
+        report.produced,
+        report.elapsed_s,
+        report.events_per_s,
+    )
     return report

@@ -20,7 +20,7 @@ def open_store(url: str, *, replication: str | None = None) -> Store:
     if parsed.scheme == "memory":
         return MemoryStore(url)
     if parsed.scheme == "sqlite":
-        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else parsed.path
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else parsed.path
         if not path:
             raise ConfigError(f"store URL {url!r} names no file; use sqlite:///path/to/fusionrec.db")
         if url.startswith("sqlite:////"):
@@ -34,4 +34,6 @@ def open_store(url: str, *, replication: str | None = None) -> Store:
         keyspace = parsed.path.strip("/") or "fusionrec"
         hosts = [h for h in hostpart.split(",") if h] or ["127.0.0.1"]
         return CassandraStore(hosts, int(port or 9042), keyspace, replication=replication, url=url)
-    raise ConfigError(f"unknown store URL {url!r}: use memory://, sqlite:///path or cassandra://host:port/keyspace")
+    raise ConfigError(
+        f"unknown store URL {url!r}: use memory://, sqlite:///path or cassandra://host:port/keyspace"
+    )

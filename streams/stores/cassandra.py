@@ -36,7 +36,13 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the Cassandra store needs cassandra-driver: pip install 'fusionrec'") from exc
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
-    NoHostAvailable, OperationTimedOut, RequestExecutionException, DriverException, ConnectionError, OSError)
+    NoHostAvailable,
+    OperationTimedOut,
+    RequestExecutionException,
+    DriverException,
+    ConnectionError,
+    OSError,
+)
 
 
 @contextmanager
@@ -61,16 +67,22 @@ def _epoch_ms(value: dt.datetime | None) -> int:
 
 def connect(hosts: Sequence[str], port: int, timeout_s: float = 10.0) -> tuple[Any, Any]:
     """A token-aware cluster and session; raises StoreUnavailable with what to check."""
-    cluster = Cluster(list(hosts), port=port, connect_timeout=timeout_s, control_connection_timeout=timeout_s,
-                      load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
-                      protocol_version=5)
+    cluster = Cluster(
+        list(hosts),
+        port=port,
+        connect_timeout=timeout_s,
+        control_connection_timeout=timeout_s,
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+        protocol_version=5,
+    )
     try:
         session = cluster.connect()
     except _UNAVAILABLE as exc:
         cluster.shutdown()
         raise StoreUnavailable(
             f"cannot reach Cassandra at {','.join(hosts)}:{port} ({exc}); is it running? "
-            "`fusionrec services up` starts a local node") from exc
+            "`fusionrec services up` starts a local node"
+        ) from exc
     return cluster, session
 
 
@@ -84,8 +96,16 @@ def migrate(session: Session, keyspace: str, replication: str | None = None) -> 
 
 
 class CassandraStore:
-    def __init__(self, hosts: Sequence[str], port: int, keyspace: str, *, replication: str | None = None,
-                 concurrency: int = 64, url: str | None = None) -> None:
+    def __init__(
+        self,
+        hosts: Sequence[str],
+        port: int,
+        keyspace: str,
+        *,
+        replication: str | None = None,
+        concurrency: int = 64,
+        url: str | None = None,
+    ) -> None:
         self.hosts = list(hosts)
         self.port = port
         self.keyspace = keyspace
@@ -103,9 +123,12 @@ class CassandraStore:
         try:
             migrate(session, self.keyspace, self.replication)
             with _translated("prepare"):
-                for name, cql in (("upsert_state", UPSERT_STATE), ("select_state", SELECT_STATE),
-                                  ("upsert_recs", UPSERT_RECOMMENDATIONS),
-                                  ("select_recs", SELECT_RECOMMENDATIONS)):
+                for name, cql in (
+                    ("upsert_state", UPSERT_STATE),
+                    ("select_state", SELECT_STATE),
+                    ("upsert_recs", UPSERT_RECOMMENDATIONS),
+                    ("select_recs", SELECT_RECOMMENDATIONS),
+                ):
                     stmt = session.prepare(cql.format(ks=self.keyspace))
                     stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
                     self._stmts[name] = stmt
@@ -129,8 +152,13 @@ class CassandraStore:
         if not args:
             return []
         with _translated(name):
-            results = execute_concurrent_with_args(self.session, self._stmts[name], args,
-                                                   concurrency=self.concurrency, raise_on_first_error=False)
+            results = execute_concurrent_with_args(
+                self.session,
+                self._stmts[name],
+                args,
+                concurrency=self.concurrency,
+                raise_on_first_error=False,
+            )
         out = []
         for ok, res in results:
             if not ok:
@@ -153,9 +181,22 @@ class CassandraStore:
         self._concurrent("upsert_state", [(s.user_id, orjson.dumps(state_to_dict(s)), now) for s in states])
 
     def put_recommendations(self, lists: Sequence[RecommendationList]) -> None:
-        self._concurrent("upsert_recs", [
-            (r.user_id, [s.item_id for s in r.items], [float(s.score) for s in r.items], r.model_version,
-             r.config_digest, r.source, _ms(r.generated_at), r.newest_event_ts) for r in lists])
+        self._concurrent(
+            "upsert_recs",
+            [
+                (
+                    r.user_id,
+                    [s.item_id for s in r.items],
+                    [float(s.score) for s in r.items],
+                    r.model_version,
+                    r.config_digest,
+                    r.source,
+                    _ms(r.generated_at),
+                    r.newest_event_ts,
+                )
+                for r in lists
+            ],
+        )
 
     def get_recommendations(self, user_id: str) -> RecommendationList | None:
         with _translated("select_recs"):
@@ -164,11 +205,15 @@ class CassandraStore:
             return None
         return RecommendationList(
             user_id=row.user_id,
-            items=tuple(ScoredItem(i, float(s)) for i, s in zip(row.item_ids or [], row.scores or [],
-                                                                   strict=True)),
-            model_version=row.model_version, config_digest=row.config_digest,
-            generated_at=_epoch_ms(row.generated_at), newest_event_ts=int(row.newest_event_ts or 0),
-            source=row.source or "personal")
+            items=tuple(
+                ScoredItem(i, float(s)) for i, s in zip(row.item_ids or [], row.scores or [], strict=True)
+            ),
+            model_version=row.model_version,
+            config_digest=row.config_digest,
+            generated_at=_epoch_ms(row.generated_at),
+            newest_event_ts=int(row.newest_event_ts or 0),
+            source=row.source or "personal",
+        )
 
     def count_states(self) -> int:
         with _translated("count"):

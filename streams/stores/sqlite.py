@@ -75,26 +75,32 @@ class SQLiteStore:
         ids = list(dict.fromkeys(user_ids))
         with self._lock:
             for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+                chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = self.conn.execute(
-                    f"SELECT user_id, state FROM user_state WHERE user_id IN ({marks})", chunk).fetchall()
+                    f"SELECT user_id, state FROM user_state WHERE user_id IN ({marks})", chunk
+                ).fetchall()
                 for user_id, blob in rows:
                     out[user_id] = state_from_dict(orjson.loads(blob))
         return out
 
     def put_states(self, states: Sequence[UserState]) -> None:
-        self._write("INSERT OR REPLACE INTO user_state (user_id, state) VALUES (?, ?)",
-                    [(s.user_id, orjson.dumps(state_to_dict(s))) for s in states])
+        self._write(
+            "INSERT OR REPLACE INTO user_state (user_id, state) VALUES (?, ?)",
+            [(s.user_id, orjson.dumps(state_to_dict(s))) for s in states],
+        )
 
     def put_recommendations(self, lists: Sequence[RecommendationList]) -> None:
-        self._write("INSERT OR REPLACE INTO recommendations (user_id, payload) VALUES (?, ?)",
-                    [(r.user_id, encode_recommendations(r)) for r in lists])
+        self._write(
+            "INSERT OR REPLACE INTO recommendations (user_id, payload) VALUES (?, ?)",
+            [(r.user_id, encode_recommendations(r)) for r in lists],
+        )
 
     def get_recommendations(self, user_id: str) -> RecommendationList | None:
         with self._lock:
-            row = self.conn.execute("SELECT payload FROM recommendations WHERE user_id = ?",
-                                    (user_id,)).fetchone()
+            row = self.conn.execute(
+                "SELECT payload FROM recommendations WHERE user_id = ?", (user_id,)
+            ).fetchone()
         return decode_recommendations(row[0]) if row else None
 
     def count_states(self) -> int:
@@ -103,10 +109,16 @@ class SQLiteStore:
 
     # Embedded mode's dead-letter "topic": a table with the same fields as the Kafka headers.
     def put_dead_letters(self, letters: Sequence[tuple[str, int, str, str, bytes]]) -> None:
-        self._write("INSERT OR IGNORE INTO dead_letters (source, offset, field, reason, raw) "
-                    "VALUES (?, ?, ?, ?, ?)", [tuple(x) for x in letters])
+        self._write(
+            "INSERT OR IGNORE INTO dead_letters (source, offset, field, reason, raw) VALUES (?, ?, ?, ?, ?)",
+            [tuple(x) for x in letters],
+        )
 
     def dead_letters(self) -> list[tuple[str, int, str, str, bytes]]:
         with self._lock:
-            return [tuple(r) for r in self.conn.execute(
-                "SELECT source, offset, field, reason, raw FROM dead_letters ORDER BY id")]
+            return [
+                tuple(r)
+                for r in self.conn.execute(
+                    "SELECT source, offset, field, reason, raw FROM dead_letters ORDER BY id"
+                )
+            ]

@@ -1,0 +1,119 @@
+"""The pipeline core over the in-memory store twin: decode, dead letters, dedup, back-pressure."""
+
+from __future__ import annotations
+
+import orjson
+
+from fusionrec.synthetic import generate_shop
+from ranker.cooccurrence import fit_cooccurrence
+from ranker.state import Delivery, UserState, apply_events
+from schemas.codec import encode_event
+from schemas.errors import StoreUnavailable
+from streams.core import Pipeline, RawRecord, RetryPolicy
+from streams.stores.memory import MemoryStore
+
+
+def _records(values: list[bytes], source: str = "t:0") -> list[RawRecord]:
+    return [RawRecord(v, source, i) for i, v in enumerate(values)]
+
+
+def _setup(n_users: int = 50) -> tuple[Pipeline, MemoryStore, list[bytes], dict[str, list[Delivery]]]:
+    shop = generate_shop(n_users=n_users)
+    store = MemoryStore()
+    pipeline = Pipeline(store, fit_cooccurrence(shop.item_sequences()), k=5)
+    values = [encode_event(e) for e in shop.events]
+    expected: dict[str, list[Delivery]] = {}
+    for i, e in enumerate(shop.events):
+        expected.setdefault(e.user_id, []).append(Delivery(e, "t:0", i))
+    return pipeline, store, values, expected
+
+
+def test_batches_fold_exactly_and_replays_do_not_double_count() -> None:
+    pipeline, store, values, expected = _setup()
+    recs = _records(values)
+    for start in range(0, len(recs), 97):
+        pipeline.process(recs[start : start + 97])
+    again = pipeline.process(recs[: len(recs) // 2])  # a crash replay of the first half
+    assert again.n_applied == 0 and again.n_duplicates == len(recs) // 2
+    for user, deliveries in expected.items():
+        fresh, _ = apply_events(UserState(user), deliveries)
+        assert store.states[user].folded_view() == fresh.folded_view()
+        rec = store.lists[user]
+        assert len(rec.items) == 5 and rec.newest_event_ts == fresh.last_ts
+        assert not set(rec.item_ids()) & set(fresh.recent_items)
+
+
+def test_invalid_records_become_dead_letters_and_valid_ones_flow() -> None:
+    pipeline, store, values, _ = _setup(5)
+    bad = [
+        b"{oops",
+        orjson.dumps({"event_id": "x", "type": "view", "user_id": "u"}),
+        orjson.dumps({"event_id": "y", "type": "warp", "user_id": "u", "ts": 1, "item_id": "i"}),
+        orjson.dumps({"event_id": "z", "type": "view", "user_id": "u", "ts": "soon", "item_id": "i"}),
+    ]
+    mixed = [values[0], bad[0], values[1], bad[1], bad[2], values[2], bad[3]]
+    out = pipeline.process(_records(mixed))
+    assert out.n_valid == 3 and out.n_applied == 3
+    assert [(d.offset, d.field) for d in out.dead_letters] == [(1, "$"), (3, "ts"), (4, "type"), (6, "ts")]
+    assert "not valid JSON" in out.dead_letters[0].reason
+    assert out.dead_letters[0].raw == b"{oops"
+    assert sum(s.n_events for s in store.states.values()) == 3
+
+
+def test_store_outage_is_back_pressure_not_a_drop() -> None:
+    shop = generate_shop(n_users=5)
+    store = MemoryStore()
+    sleeps: list[float] = []
+
+    def sleep(s: float) -> None:
+        sleeps.append(s)
+        if len(sleeps) == 4:
+            store.available = True  # the store comes back after four waits
+
+    pipeline = Pipeline(
+        store,
+        fit_cooccurrence(shop.item_sequences()),
+        k=5,
+        retry=RetryPolicy(initial_delay_s=0.1, max_delay_s=0.3, sleep=sleep),
+    )
+    store.available = False
+    out = pipeline.process(_records([encode_event(e) for e in shop.events]))
+    assert sleeps == [0.1, 0.2, 0.3, 0.3]
+    assert out.store_retries == 4
+    assert out.n_applied == len(shop.events)
+    assert sum(s.n_events for s in store.states.values()) == len(shop.events)
+
+
+def test_lists_are_written_before_states() -> None:
+    shop = generate_shop(n_users=3)
+    calls: list[str] = []
+
+    class Recording(MemoryStore):
+        def put_states(self, states):  # type: ignore[no-untyped-def]
+            calls.append("states")
+            super().put_states(states)
+
+        def put_recommendations(self, lists):  # type: ignore[no-untyped-def]
+            calls.append("lists")
+            super().put_recommendations(lists)
+
+    pipeline = Pipeline(Recording(), fit_cooccurrence(shop.item_sequences()))
+    pipeline.process(_records([encode_event(e) for e in shop.events[:10]]))
+    assert calls == ["lists", "states"]
+
+
+def test_failure_raised_when_stopping_during_outage() -> None:
+    store = MemoryStore()
+    store.available = False
+    shop = generate_shop(n_users=2)
+    pipeline = Pipeline(
+        store,
+        fit_cooccurrence(shop.item_sequences()),
+        retry=RetryPolicy(sleep=lambda s: None, should_stop=lambda: True),
+    )
+    try:
+        pipeline.process(_records([encode_event(shop.events[0])]))
+    except RuntimeError as exc:
+        assert isinstance(exc.__cause__, StoreUnavailable)
+    else:
+        raise AssertionError("expected the pipeline to give up once asked to stop")
