@@ -177,6 +177,7 @@ def worker(
         group=group or settings.kafka.group,
         batch_size=batch_size or settings.worker.batch_size,
         batch_within_s=settings.worker.batch_within_s,
+        commit_interval_s=settings.worker.commit_interval_s,
         datadir=str(Path(".local") / "faust" / (group or settings.kafka.group)),
     )
     ensure_topics(cfg.bootstrap, {cfg.topic: settings.kafka.partitions, cfg.dead_letter_topic: 1})

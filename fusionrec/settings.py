@@ -67,6 +67,7 @@ class WorkerSettings(_Frozen):
     batch_size: int = Field(500, ge=1, description="events per micro-batch")
     batch_within_s: float = Field(0.05, gt=0, description="max wait to fill a micro-batch")
     k: int = Field(20, ge=1, le=1000, description="length of each stored list")
+    commit_interval_s: float = Field(1.0, gt=0, description="how often acked offsets are committed")
     store_url: str | None = Field(None, description="overrides the Cassandra store, e.g. sqlite:///x.db")
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,38 +30,42 @@ except ImportError as exc:  # pragma: no cover
     raise ImportError("the Kafka worker needs faust-streaming: pip install 'fusionrec'") from exc
 
 
+@dataclass(frozen=True)
 class WorkerConfig:
-    def __init__(
-        self,
-        *,
-        bootstrap: str,
-        topic: str,
-        dead_letter_topic: str,
-        group: str,
-        batch_size: int = 500,
-        batch_within_s: float = 0.05,
-        datadir: str = ".local/faust",
-        log_every_s: float = 5.0,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.dead_letter_topic = dead_letter_topic
-        self.group = group
-        self.batch_size = batch_size
-        self.batch_within_s = batch_within_s
-        self.datadir = datadir
-        self.log_every_s = log_every_s
+    bootstrap: str
+    topic: str
+    dead_letter_topic: str
+    group: str
+    batch_size: int = 500
+    batch_within_s: float = 0.05
+    commit_interval_s: float = 1.0
+    datadir: str = ".local/faust"
+    log_every_s: float = 5.0
 
 
 class _Totals:
-    """key=value progress lines every few seconds: one line per fact, not per batch."""
+    """key=value progress lines every few seconds, and one at stop: one line per fact, not per batch."""
 
     def __init__(self, every_s: float) -> None:
         self.every_s = every_s
         self.records = self.applied = self.duplicates = self.dead = self.batches = 0
         self.started = self.last = time.monotonic()
+        self.first_batch: float | None = None  # when records first arrived: startup is not throughput
+        self.last_batch_end = self.started
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        active = max(self.last_batch_end - (self.first_batch or self.last_batch_end), 1e-9)
+        return (f"records={self.records} applied={self.applied} duplicates={self.duplicates} "
+                f"dead_letters={self.dead} batches={self.batches} elapsed_s={elapsed:.1f} "
+                f"active_s={active:.2f} active_eps={self.records / active:.0f}")
+
+    def begin(self) -> None:
+        if self.first_batch is None:
+            self.first_batch = time.monotonic()
 
     def add(self, o: BatchOutcome) -> None:
+        self.last_batch_end = time.monotonic()
         self.records += o.n_records
         self.applied += o.n_applied
         self.duplicates += o.n_duplicates
@@ -69,79 +74,53 @@ class _Totals:
         now = time.monotonic()
         if now - self.last >= self.every_s:
             self.last = now
-            log.info(
-                "worker_progress records=%d applied=%d duplicates=%d dead_letters=%d batches=%d "
-                "last_batch_ms=%.1f eps=%.0f",
-                self.records,
-                self.applied,
-                self.duplicates,
-                self.dead,
-                self.batches,
-                o.elapsed_s * 1000,
-                self.records / max(now - self.started, 1e-9),
-            )
+            log.info("worker_progress %s last_batch_ms=%.1f", self.line(), o.elapsed_s * 1000)
 
 
 class _App(faust.App):
     """Tells the pipeline to stop waiting out a store outage as soon as shutdown begins."""
 
-    def __init__(self, stopping: threading.Event, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, stopping: threading.Event, totals: _Totals, *args: Any, **kwargs: Any) -> None:
         self._fusionrec_stopping = stopping
+        self._fusionrec_totals = totals
         super().__init__(*args, **kwargs)
 
     async def on_stop(self) -> None:
         self._fusionrec_stopping.set()
+        log.info("worker_stop %s", self._fusionrec_totals.line())
         await super().on_stop()
 
 
 def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event) -> Any:
     Path(cfg.datadir).mkdir(parents=True, exist_ok=True)
+    totals = _Totals(cfg.log_every_s)
     app = _App(
-        stopping,
-        cfg.group,
-        broker=f"kafka://{cfg.bootstrap}",
-        store="memory://",
-        autodiscover=False,
-        web_enabled=False,
-        datadir=cfg.datadir,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_interval=1.0,
-        producer_acks=-1,
+        stopping, totals, cfg.group, broker=f"kafka://{cfg.bootstrap}", store="memory://",
+        autodiscover=False, web_enabled=False, datadir=cfg.datadir, consumer_auto_offset_reset="earliest",
+        broker_commit_interval=cfg.commit_interval_s, producer_acks=-1,
         stream_buffer_maxsize=max(4 * cfg.batch_size, 4096),
     )
-    source = app.topic(
-        cfg.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-    dead = app.topic(
-        cfg.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
+    source = app.topic(cfg.topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                       value_serializer="raw")
+    dead = app.topic(cfg.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw")
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
-    totals = _Totals(cfg.log_every_s)
 
     @app.agent(source, concurrency=1)
     async def process(stream: Any) -> None:
         loop = asyncio.get_running_loop()
         async for events in stream.noack_take(cfg.batch_size, within=cfg.batch_within_s):
-            records = [
-                RawRecord(
-                    value=e.message.value if e.message.value is not None else b"",
-                    source=f"{e.message.topic}:{e.message.partition}",
-                    offset=e.message.offset,
-                )
-                for e in events
-            ]
+            totals.begin()
+            records = [RawRecord(value=e.message.value if e.message.value is not None else b"",
+                                 source=f"{e.message.topic}:{e.message.partition}", offset=e.message.offset)
+                       for e in events]
             outcome = await loop.run_in_executor(executor, pipeline.process, records)
             pending = []
             for d in outcome.dead_letters:
-                headers = {
-                    "fusionrec.reason": d.reason.encode(),
-                    "fusionrec.field": d.field.encode(),
-                    "fusionrec.source": d.source.encode(),
-                    "fusionrec.offset": str(d.offset).encode(),
-                }
-                pending.append(
-                    await dead.send(key=f"{d.source}:{d.offset}".encode(), value=d.raw, headers=headers)
-                )
+                headers = {"fusionrec.reason": d.reason.encode(), "fusionrec.field": d.field.encode(),
+                           "fusionrec.source": d.source.encode(), "fusionrec.offset": str(d.offset).encode()}
+                pending.append(await dead.send(key=f"{d.source}:{d.offset}".encode(), value=d.raw,
+                                               headers=headers))
             for fut in pending:
                 await fut  # confirmed by the broker before the source offsets may be committed
             for e in events:
@@ -151,20 +130,13 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event) 
     return app
 
 
-def run_worker(
-    cfg: WorkerConfig, pipeline_factory: Callable[[threading.Event], Pipeline], loglevel: str = "INFO"
-) -> None:
+def run_worker(cfg: WorkerConfig, pipeline_factory: Callable[[threading.Event], Pipeline],
+               loglevel: str = "INFO") -> None:
     """Run until SIGTERM/SIGINT; faust handles the signals and commits acked offsets on the way out."""
     stopping = threading.Event()
     pipeline = pipeline_factory(stopping)
     app = build_app(cfg, pipeline, stopping)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    log.info(
-        "worker_start topic=%s group=%s bootstrap=%s batch_size=%d store=%s",
-        cfg.topic,
-        cfg.group,
-        cfg.bootstrap,
-        cfg.batch_size,
-        pipeline.store.url,
-    )
+    log.info("worker_start topic=%s group=%s bootstrap=%s batch_size=%d store=%s", cfg.topic, cfg.group,
+             cfg.bootstrap, cfg.batch_size, pipeline.store.url)
     worker.execute_from_commandline()

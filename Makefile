@@ -1,0 +1,48 @@
+# fusionrec developer entry points. Each target does its own set-up on a fresh clone.
+#   make demo   - install the runtime and run the embedded demo (no servers)
+#   make test   - install everything the tests use, start real Kafka + Cassandra, run the whole suite
+#   make check  - ruff + mypy
+#   make services-down - stop the local Kafka and Cassandra
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTEST_ARGS ?=
+
+.PHONY: demo test check services-up services-down bench clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+); set PYTHON=..." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[cpu]'
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[cpu,dev]'
+	touch $(VENV)/.runtime $@
+
+demo: $(VENV)/.runtime
+	$(VENV)/bin/fusionrec demo
+
+services-up: $(VENV)/.dev
+	$(VENV)/bin/fusionrec services up
+
+services-down:
+	bash deploy/local/services.sh down
+
+test: $(VENV)/.dev services-up
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.dev services-up
+	$(PY) bench/thin_path.py --json out/thin_path.json
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache

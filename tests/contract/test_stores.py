@@ -1,0 +1,94 @@
+"""One contract, every store: memory, SQLite and the real Cassandra node."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ranker.state import Delivery, UserState, apply_events
+from schemas.events import Event, EventType
+from schemas.recommendations import RecommendationList, ScoredItem
+from streams.stores import MemoryStore, SQLiteStore, Store
+
+
+@pytest.fixture(params=["memory", "sqlite", "cassandra"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s: Store
+    if request.param == "memory":
+        s = MemoryStore()
+    elif request.param == "sqlite":
+        s = SQLiteStore(tmp_path / "store.db")
+    else:
+        services = request.getfixturevalue("services")
+        ks = request.getfixturevalue("cassandra_keyspace")
+        from streams.stores.cassandra import CassandraStore
+
+        s = CassandraStore([services["cassandra_host"]], int(services["cassandra_port"]), ks)
+    s.setup()
+    s.setup()  # idempotent
+    yield s
+    s.close()
+
+
+def _state(user: str, n: int) -> UserState:
+    events = [Delivery(Event(f"{user}-{i}", EventType.VIEW, user, 1000 + i, item_id=f"i{i}"), "t:0", i)
+              for i in range(n)]
+    return apply_events(UserState(user), events)[0]
+
+
+def _list(user: str, items: list[str], generated_at: int = 1_767_225_600_123) -> RecommendationList:
+    return RecommendationList(
+        user_id=user,
+        items=tuple(ScoredItem(i, 1.0 / (r + 1)) for r, i in enumerate(items)),
+        model_version="m1",
+        config_digest="c1",
+        generated_at=generated_at,
+        newest_event_ts=generated_at - 5,
+        source="personal",
+    )
+
+
+def test_unknown_users_are_absent(store: Store) -> None:
+    assert store.get_states(["nobody"]) == {}
+    assert store.get_recommendations("nobody") is None
+    assert store.count_states() == 0
+
+
+def test_states_round_trip_and_upsert(store: Store) -> None:
+    a, b = _state("alice", 3), _state("bob ünïcødé", 1)
+    store.put_states([a, b])
+    assert store.get_states(["alice", "bob ünïcødé", "carol"]) == {"alice": a, "bob ünïcødé": b}
+    a2 = _state("alice", 7)
+    store.put_states([a2])
+    store.put_states([a2])  # idempotent
+    assert store.get_states(["alice"])["alice"] == a2
+    assert store.count_states() == 2
+
+
+def test_many_states_in_one_call(store: Store) -> None:
+    states = [_state(f"u{i}", 1 + i % 3) for i in range(600)]
+    store.put_states(states)
+    got = store.get_states([s.user_id for s in states] + ["u0"])
+    assert got == {s.user_id: s for s in states}
+
+
+def test_recommendations_round_trip_and_upsert(store: Store) -> None:
+    store.put_recommendations([_list("alice", ["x", "y", "z"])])
+    got = store.get_recommendations("alice")
+    assert got is not None
+    assert got.item_ids() == ["x", "y", "z"]
+    assert [s.score for s in got.items] == pytest.approx([1.0, 0.5, 1 / 3], rel=1e-6)
+    assert (got.model_version, got.config_digest, got.source) == ("m1", "c1", "personal")
+    assert got.generated_at == 1_767_225_600_123  # millisecond precision survives
+    assert got.newest_event_ts == 1_767_225_600_118
+    store.put_recommendations([_list("alice", ["q"], generated_at=1_767_225_700_000)])
+    again = store.get_recommendations("alice")
+    assert again is not None and again.item_ids() == ["q"]
+
+
+def test_empty_writes_are_noops(store: Store) -> None:
+    store.put_states([])
+    store.put_recommendations([])
+    assert store.count_states() == 0
