@@ -43,7 +43,11 @@ def bench_embedded(data: str | None, batch_size: int) -> dict[str, float]:
         records = records_from_values((v for _, v in event_records(dataset)), "file:bench")
         report = run_embedded(records, pipeline, store, batch_size=batch_size, progress=False)
         store.close()
-    return {"events": report.records, "seconds": round(report.elapsed_s, 3), "eps": round(report.events_per_s)}
+    return {
+        "events": report.records,
+        "seconds": round(report.elapsed_s, 3),
+        "eps": round(report.events_per_s),
+    }
 
 
 def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
@@ -62,12 +66,24 @@ def bench_kafka(data: str | None, batch_size: int, partitions: int, bootstrap: s
     ensure_topics(bootstrap, {topic: partitions, dlq: 1})
     produced = produce_records(bootstrap, topic, event_records(dataset), progress=False)
     with tempfile.TemporaryDirectory() as tmp:
-        worker = WorkerProcess(Path(tmp) / "worker.log", topic=topic, dead_letter_topic=dlq, group=group,
-                               keyspace=ks, batch_size=batch_size,
-                               env={"FUSIONREC_DATA": data or "synthetic"}).start()
+        worker = WorkerProcess(
+            Path(tmp) / "worker.log",
+            topic=topic,
+            dead_letter_topic=dlq,
+            group=group,
+            keyspace=ks,
+            batch_size=batch_size,
+            env={"FUSIONREC_DATA": data or "synthetic"},
+        ).start()
         try:
-            wait_for(lambda: _committed(bootstrap, group, topic, partitions) >= produced.produced
-                     or not worker.alive(), 600, "the worker to consume every event", poll_s=1.0)
+            wait_for(
+                lambda: (
+                    _committed(bootstrap, group, topic, partitions) >= produced.produced or not worker.alive()
+                ),
+                600,
+                "the worker to consume every event",
+                poll_s=1.0,
+            )
         finally:
             worker.stop()
         line = worker.last_line("worker_stop") or ""
@@ -78,8 +94,12 @@ def bench_kafka(data: str | None, batch_size: int, partitions: int, bootstrap: s
     m = re.search(r"records=(\d+).*active_s=([\d.]+) active_eps=(\d+)", line)
     if not m:
         raise SystemExit(f"worker did not report; log tail:\n{log_tail}")
-    return {"events": int(m.group(1)), "seconds": float(m.group(2)), "eps": int(m.group(3)),
-            "produce_eps": round(produced.events_per_s)}
+    return {
+        "events": int(m.group(1)),
+        "seconds": float(m.group(2)),
+        "eps": int(m.group(3)),
+        "produce_eps": round(produced.events_per_s),
+    }
 
 
 def main() -> None:

@@ -56,9 +56,11 @@ class _Totals:
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         active = max(self.last_batch_end - (self.first_batch or self.last_batch_end), 1e-9)
-        return (f"records={self.records} applied={self.applied} duplicates={self.duplicates} "
-                f"dead_letters={self.dead} batches={self.batches} elapsed_s={elapsed:.1f} "
-                f"active_s={active:.2f} active_eps={self.records / active:.0f}")
+        return (
+            f"records={self.records} applied={self.applied} duplicates={self.duplicates} "
+            f"dead_letters={self.dead} batches={self.batches} elapsed_s={elapsed:.1f} "
+            f"active_s={active:.2f} active_eps={self.records / active:.0f}"
+        )
 
     def begin(self) -> None:
         if self.first_batch is None:
@@ -95,15 +97,25 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event) 
     Path(cfg.datadir).mkdir(parents=True, exist_ok=True)
     totals = _Totals(cfg.log_every_s)
     app = _App(
-        stopping, totals, cfg.group, broker=f"kafka://{cfg.bootstrap}", store="memory://",
-        autodiscover=False, web_enabled=False, datadir=cfg.datadir, consumer_auto_offset_reset="earliest",
-        broker_commit_interval=cfg.commit_interval_s, producer_acks=-1,
+        stopping,
+        totals,
+        cfg.group,
+        broker=f"kafka://{cfg.bootstrap}",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        datadir=cfg.datadir,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=cfg.commit_interval_s,
+        producer_acks=-1,
         stream_buffer_maxsize=max(4 * cfg.batch_size, 4096),
     )
-    source = app.topic(cfg.topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                       value_serializer="raw")
-    dead = app.topic(cfg.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                     value_serializer="raw")
+    source = app.topic(
+        cfg.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    dead = app.topic(
+        cfg.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
 
     @app.agent(source, concurrency=1)
@@ -111,16 +123,26 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event) 
         loop = asyncio.get_running_loop()
         async for events in stream.noack_take(cfg.batch_size, within=cfg.batch_within_s):
             totals.begin()
-            records = [RawRecord(value=e.message.value if e.message.value is not None else b"",
-                                 source=f"{e.message.topic}:{e.message.partition}", offset=e.message.offset)
-                       for e in events]
+            records = [
+                RawRecord(
+                    value=e.message.value if e.message.value is not None else b"",
+                    source=f"{e.message.topic}:{e.message.partition}",
+                    offset=e.message.offset,
+                )
+                for e in events
+            ]
             outcome = await loop.run_in_executor(executor, pipeline.process, records)
             pending = []
             for d in outcome.dead_letters:
-                headers = {"fusionrec.reason": d.reason.encode(), "fusionrec.field": d.field.encode(),
-                           "fusionrec.source": d.source.encode(), "fusionrec.offset": str(d.offset).encode()}
-                pending.append(await dead.send(key=f"{d.source}:{d.offset}".encode(), value=d.raw,
-                                               headers=headers))
+                headers = {
+                    "fusionrec.reason": d.reason.encode(),
+                    "fusionrec.field": d.field.encode(),
+                    "fusionrec.source": d.source.encode(),
+                    "fusionrec.offset": str(d.offset).encode(),
+                }
+                pending.append(
+                    await dead.send(key=f"{d.source}:{d.offset}".encode(), value=d.raw, headers=headers)
+                )
             for fut in pending:
                 await fut  # confirmed by the broker before the source offsets may be committed
             for e in events:
@@ -130,13 +152,20 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event) 
     return app
 
 
-def run_worker(cfg: WorkerConfig, pipeline_factory: Callable[[threading.Event], Pipeline],
-               loglevel: str = "INFO") -> None:
+def run_worker(
+    cfg: WorkerConfig, pipeline_factory: Callable[[threading.Event], Pipeline], loglevel: str = "INFO"
+) -> None:
     """Run until SIGTERM/SIGINT; faust handles the signals and commits acked offsets on the way out."""
     stopping = threading.Event()
     pipeline = pipeline_factory(stopping)
     app = build_app(cfg, pipeline, stopping)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    log.info("worker_start topic=%s group=%s bootstrap=%s batch_size=%d store=%s", cfg.topic, cfg.group,
-             cfg.bootstrap, cfg.batch_size, pipeline.store.url)
+    log.info(
+        "worker_start topic=%s group=%s bootstrap=%s batch_size=%d store=%s",
+        cfg.topic,
+        cfg.group,
+        cfg.bootstrap,
+        cfg.batch_size,
+        pipeline.store.url,
+    )
     worker.execute_from_commandline()

@@ -37,19 +37,45 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s:
 class WorkerProcess:
     """`fusionrec worker` as a real OS process, so it can be SIGKILLed like in production."""
 
-    def __init__(self, log_path: Path, *, topic: str, dead_letter_topic: str, group: str, keyspace: str,
-                 batch_size: int = 200, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        *,
+        topic: str,
+        dead_letter_topic: str,
+        group: str,
+        keyspace: str,
+        batch_size: int = 200,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log_path = log_path
-        self.args = [sys.executable, "-m", "fusionrec", "worker", "--topic", topic, "--dead-letter-topic",
-                     dead_letter_topic, "--group", group, "--batch-size", str(batch_size)]
-        self.env = {**os.environ, "FUSIONREC_CASSANDRA__KEYSPACE": keyspace, "PYTHONUNBUFFERED": "1",
-                    **(env or {})}
+        self.args = [
+            sys.executable,
+            "-m",
+            "fusionrec",
+            "worker",
+            "--topic",
+            topic,
+            "--dead-letter-topic",
+            dead_letter_topic,
+            "--group",
+            group,
+            "--batch-size",
+            str(batch_size),
+        ]
+        self.env = {
+            **os.environ,
+            "FUSIONREC_CASSANDRA__KEYSPACE": keyspace,
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         fh = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args, cwd=REPO, env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
         fh.close()
         return self
 

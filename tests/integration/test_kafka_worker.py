@@ -29,8 +29,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def names(unique: str, cassandra_keyspace: str) -> dict[str, str]:
-    return {"topic": f"clicks-{unique}", "dead_letter_topic": f"clicks-{unique}.dlq", "group": f"g-{unique}",
-            "keyspace": cassandra_keyspace}
+    return {
+        "topic": f"clicks-{unique}",
+        "dead_letter_topic": f"clicks-{unique}.dlq",
+        "group": f"g-{unique}",
+        "keyspace": cassandra_keyspace,
+    }
 
 
 @pytest.fixture
@@ -61,13 +65,19 @@ def _assert_exact(store: CassandraStore, expected: dict[str, dict[str, Any]]) ->
 
 
 def _worker(tmp_path: Path, names: dict[str, str], name: str, **kw: Any) -> WorkerProcess:
-    return WorkerProcess(tmp_path / f"{name}.log", topic=names["topic"],
-                         dead_letter_topic=names["dead_letter_topic"], group=names["group"],
-                         keyspace=names["keyspace"], **kw)
+    return WorkerProcess(
+        tmp_path / f"{name}.log",
+        topic=names["topic"],
+        dead_letter_topic=names["dead_letter_topic"],
+        group=names["group"],
+        keyspace=names["keyspace"],
+        **kw,
+    )
 
 
-def test_replayed_events_fold_exactly(services: dict[str, str], names: dict[str, str], store: CassandraStore,
-                                      tmp_path: Path) -> None:
+def test_replayed_events_fold_exactly(
+    services: dict[str, str], names: dict[str, str], store: CassandraStore, tmp_path: Path
+) -> None:
     shop = generate_shop()
     assert len(shop.events) >= 10_000
     ensure_topics(services["bootstrap"], {names["topic"]: 4, names["dead_letter_topic"]: 1})
@@ -75,8 +85,11 @@ def test_replayed_events_fold_exactly(services: dict[str, str], names: dict[str,
     try:
         report = produce_records(services["bootstrap"], names["topic"], event_records(shop), progress=False)
         assert report.produced == len(shop.events)
-        wait_for(lambda: _total_events(store) >= len(shop.events) or not worker.alive(), 240,
-                 "every event folded into Cassandra")
+        wait_for(
+            lambda: _total_events(store) >= len(shop.events) or not worker.alive(),
+            240,
+            "every event folded into Cassandra",
+        )
         assert worker.alive(), worker.log()[-3000:]
         time.sleep(2)  # nothing more may arrive: a double count would show now
         _assert_exact(store, expected_views(shop.events))
@@ -85,23 +98,29 @@ def test_replayed_events_fold_exactly(services: dict[str, str], names: dict[str,
     assert "worker_stop" in worker.log()
 
 
-def test_sigkill_mid_stream_then_restart_is_exact(services: dict[str, str], names: dict[str, str],
-                                                  store: CassandraStore, tmp_path: Path) -> None:
+def test_sigkill_mid_stream_then_restart_is_exact(
+    services: dict[str, str], names: dict[str, str], store: CassandraStore, tmp_path: Path
+) -> None:
     shop = generate_shop()
     ensure_topics(services["bootstrap"], {names["topic"]: 4, names["dead_letter_topic"]: 1})
     produce_records(services["bootstrap"], names["topic"], event_records(shop), progress=False)
     # commit rarely, so the kill is certain to leave processed-but-uncommitted events to replay
     slow_commits = {"FUSIONREC_WORKER__COMMIT_INTERVAL_S": "3600"}
     first = _worker(tmp_path, names, "first", env=slow_commits, batch_size=100).start()
-    wait_for(lambda: store.count_states() >= 300 or not first.alive(), 120, "the first worker to be mid-stream")
+    wait_for(
+        lambda: store.count_states() >= 300 or not first.alive(), 120, "the first worker to be mid-stream"
+    )
     assert first.alive(), first.log()[-3000:]
     first.kill()
     folded_at_kill = _total_events(store)
     assert 0 < folded_at_kill < len(shop.events), "the kill must land mid-stream"
     second = _worker(tmp_path, names, "second").start()
     try:
-        wait_for(lambda: _total_events(store) >= len(shop.events) or not second.alive(), 240,
-                 "the restarted worker to finish")
+        wait_for(
+            lambda: _total_events(store) >= len(shop.events) or not second.alive(),
+            240,
+            "the restarted worker to finish",
+        )
         assert second.alive(), second.log()[-3000:]
         time.sleep(2)
         _assert_exact(store, expected_views(shop.events))
@@ -110,24 +129,47 @@ def test_sigkill_mid_stream_then_restart_is_exact(services: dict[str, str], name
     stop_line = second.last_line("worker_stop")
     assert stop_line is not None
     m = re.search(r"duplicates=(\d+)", stop_line)
-    assert m is not None and int(m.group(1)) > 0, f"the restart should have replayed folded events: {stop_line}"
+    assert m is not None and int(m.group(1)) > 0, (
+        f"the restart should have replayed folded events: {stop_line}"
+    )
 
 
-def test_malformed_events_go_to_dead_letters_and_valid_flow(services: dict[str, str], names: dict[str, str],
-                                                            store: CassandraStore, tmp_path: Path) -> None:
+def test_malformed_events_go_to_dead_letters_and_valid_flow(
+    services: dict[str, str], names: dict[str, str], store: CassandraStore, tmp_path: Path
+) -> None:
     shop = generate_shop(n_users=40)
     good = shop.events[:300]
     bad: list[tuple[bytes, str, str]] = [  # (payload, field, reason fragment)
         (b"{this is not json", "$", "not valid JSON"),
-        (orjson.dumps({"event_id": "m1", "type": "view", "user_id": "U00001", "item_id": "I00001"}), "ts",
-         "missing"),
-        (orjson.dumps({"event_id": "m2", "type": "teleport", "user_id": "U00001", "ts": 1, "item_id": "I1"}),
-         "type", "unknown event type"),
-        (orjson.dumps({"event_id": "m3", "type": "view", "user_id": 12345, "ts": 1, "item_id": "I1"}),
-         "user_id", "expected a string"),
-        (orjson.dumps({"event_id": "m4", "type": "click", "user_id": "U00002", "ts": "yesterday",
-                       "item_id": "I1"}), "ts", "integer"),
-        (orjson.dumps({"event_id": "m5", "type": "search", "user_id": "U00002", "ts": 5}), "query", "missing"),
+        (
+            orjson.dumps({"event_id": "m1", "type": "view", "user_id": "U00001", "item_id": "I00001"}),
+            "ts",
+            "missing",
+        ),
+        (
+            orjson.dumps(
+                {"event_id": "m2", "type": "teleport", "user_id": "U00001", "ts": 1, "item_id": "I1"}
+            ),
+            "type",
+            "unknown event type",
+        ),
+        (
+            orjson.dumps({"event_id": "m3", "type": "view", "user_id": 12345, "ts": 1, "item_id": "I1"}),
+            "user_id",
+            "expected a string",
+        ),
+        (
+            orjson.dumps(
+                {"event_id": "m4", "type": "click", "user_id": "U00002", "ts": "yesterday", "item_id": "I1"}
+            ),
+            "ts",
+            "integer",
+        ),
+        (
+            orjson.dumps({"event_id": "m5", "type": "search", "user_id": "U00002", "ts": 5}),
+            "query",
+            "missing",
+        ),
         (b"", "$", "not valid JSON"),
     ]
     ensure_topics(services["bootstrap"], {names["topic"]: 2, names["dead_letter_topic"]: 1})
@@ -151,16 +193,26 @@ def test_malformed_events_go_to_dead_letters_and_valid_flow(services: dict[str, 
     expected_bad = [bad[(i // 40) % len(bad)] for i in range(0, len(good), 40)]
     # partitions interleave, so compare as multisets; each letter must carry its own field and reason
     assert Counter((p, f) for p, f, _ in expected_bad) == Counter(
-        (m["value"], m["headers"]["fusionrec.field"]) for m in letters)
+        (m["value"], m["headers"]["fusionrec.field"]) for m in letters
+    )
     fragments = {(p, f): frag for p, f, frag in bad}
     for msg in letters:
-        assert fragments[(msg["value"], msg["headers"]["fusionrec.field"])] in msg["headers"]["fusionrec.reason"]
+        assert (
+            fragments[(msg["value"], msg["headers"]["fusionrec.field"])] in msg["headers"]["fusionrec.reason"]
+        )
         assert msg["headers"]["fusionrec.source"].startswith(names["topic"] + ":")
         assert int(msg["headers"]["fusionrec.offset"]) >= 0
 
+
 def _consume_all(bootstrap: str, topic: str, n: int, timeout_s: float) -> list[dict[str, Any]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{topic}-reader",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     out: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
@@ -176,8 +228,12 @@ def _consume_all(bootstrap: str, topic: str, n: int, timeout_s: float) -> list[d
         while time.monotonic() < end:
             msg = consumer.poll(0.2)
             if msg is not None and not msg.error():
-                out.append({"value": msg.value() or b"", "headers": {k: (v or b"").decode()
-                                                                     for k, v in (msg.headers() or [])}})
+                out.append(
+                    {
+                        "value": msg.value() or b"",
+                        "headers": {k: (v or b"").decode() for k, v in (msg.headers() or [])},
+                    }
+                )
     finally:
         consumer.close()
     return out
