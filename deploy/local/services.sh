@@ -22,7 +22,12 @@ die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
 
 find_java17() {
   local cand
-  for cand in "${FUSIONREC_JAVA_HOME:-}" "${JAVA_HOME:-}" /usr/lib/jvm/java-17-openjdk-*; do
+  if [[ -n "${FUSIONREC_JAVA_HOME:-}" ]]; then
+    "$FUSIONREC_JAVA_HOME/bin/java" -version 2>&1 | head -1 | grep -q '"17\.' \
+      || die "FUSIONREC_JAVA_HOME=$FUSIONREC_JAVA_HOME is not JDK 17 ($("$FUSIONREC_JAVA_HOME/bin/java" -version 2>&1 | head -1)); Cassandra 5.0 needs 17"
+    echo "$FUSIONREC_JAVA_HOME/bin/java"; return 0
+  fi
+  for cand in "${JAVA_HOME:-}" /usr/lib/jvm/java-17-openjdk-*; do
     [[ -n "$cand" && -x "$cand/bin/java" ]] || continue
     if "$cand/bin/java" -version 2>&1 | head -1 | grep -q '"17\.'; then echo "$cand/bin/java"; return 0; fi
   done
@@ -106,8 +111,9 @@ PROPS
   if [[ ! -f "$dir/data/meta.properties" ]]; then
     local cid; cid="$("$java" -cp "$cp" "${jopts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
     "$java" -cp "$cp" "${jopts[@]}" kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" --ignore-formatted \
-      >> "$logf" 2>&1 || { tail -20 "$logf" >&2; die "kafka storage format failed"; }
+      > "$dir/format.log" 2>&1 || { tail -20 "$dir/format.log" >&2; die "kafka storage format failed"; }
   fi
+  [[ -f "$logf" ]] && mv -f "$logf" "$logf.1"  # readiness greps this run's log only
   log "starting kafka on 127.0.0.1:$KAFKA_PORT (log: $logf)"
   nohup "$java" -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" >> "$logf" 2>&1 &
   echo $! > "$pidf"
@@ -171,7 +177,7 @@ YAML
 XML
   local lib="$dir/lib"
   local jamm; jamm="$(ls "$lib"/jamm-*.jar | head -1)"
-  local jopts=(-javaagent:"$jamm" -Xms"$CASSANDRA_HEAP" -Xmx"$CASSANDRA_HEAP" -ea -da:net.openhft... -Xss256k
+  local jopts=(-javaagent:"$jamm" -XX:+ExitOnOutOfMemoryError -Xms"$CASSANDRA_HEAP" -Xmx"$CASSANDRA_HEAP" -ea -da:net.openhft... -Xss256k
     -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:MaxGCPauseMillis=300
     -Djdk.attach.allowAttachSelf=true -Dio.netty.tryReflectionSetAccessible=true
     -Djava.net.preferIPv4Stack=true
@@ -194,6 +200,7 @@ XML
       java.base/java.util java.base/java.nio java.base/java.math java.base/java.net java.base/java.nio.charset \
       java.base/java.util.concurrent java.base/java.util.concurrent.atomic java.rmi/sun.rmi.transport.tcp; do
     jopts+=(--add-opens "$x=ALL-UNNAMED"); done
+  [[ -f "$logf" ]] && mv -f "$logf" "$logf.1"  # readiness greps this run's log only
   log "starting cassandra on 127.0.0.1:$CASSANDRA_PORT (log: $logf)"
   nohup "$java" "${jopts[@]}" -cp "$dir/conf:$lib/*" org.apache.cassandra.service.CassandraDaemon >> "$logf" 2>&1 &
   echo $! > "$pidf"

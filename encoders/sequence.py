@@ -1,0 +1,65 @@
+"""Runtime for the user-sequence encoder: an ONNX graph fed with sequences of item vectors.
+
+Contract of the graph (the ranker exports into it): inputs `item_vectors` float32
+[batch, length, dim] and `mask` [batch, length] (1 = real step, 0 = padding; bool, int or float
+as the graph declares), optionally `event_types` int64 [batch, length]; first output: the user
+vector [batch, out_dim]. Sequences are right-aligned (the newest step last) and batched by
+length so short histories don't pay for long ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from encoders.session import SessionConfig, create_session
+
+__all__ = ["SequenceEncoder"]
+
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(bool)": np.bool_, "tensor(int64)": np.int64,
+             "tensor(int32)": np.int32, "tensor(float16)": np.float16}
+
+
+class SequenceEncoder:
+    def __init__(self, model: str | Path, session: SessionConfig = SessionConfig(), max_length: int = 50) -> None:
+        self.session = create_session(model, session)
+        self.inputs = {i.name: i for i in self.session.get_inputs()}
+        missing = {"item_vectors", "mask"} - set(self.inputs)
+        if missing:
+            raise ValueError(f"{model}: the sequence graph lacks input(s) {sorted(missing)}")
+        self.output_name = self.session.get_outputs()[0].name
+        self.max_length = max_length
+
+    def encode(self, sequences: Sequence[np.ndarray], event_types: Sequence[Sequence[int]] | None = None,
+               batch_size: int = 256) -> np.ndarray:
+        """One user vector per sequence ([steps, dim] arrays, oldest first; the last max_length kept)."""
+        if not sequences:
+            return np.zeros((0, 0), dtype=np.float32)
+        seqs = [np.asarray(s, dtype=np.float32)[-self.max_length:] for s in sequences]
+        dim = seqs[0].shape[1]
+        lengths = np.array([max(len(s), 1) for s in seqs])
+        order = np.argsort(lengths, kind="stable")
+        results: list[np.ndarray | None] = [None] * len(seqs)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = int(lengths[idx].max())
+            vecs = np.zeros((len(idx), width, dim), dtype=np.float32)
+            mask = np.zeros((len(idx), width), dtype=np.float32)
+            types = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                s = seqs[i]
+                if len(s):
+                    vecs[row, width - len(s):] = s
+                    mask[row, width - len(s):] = 1
+                    if event_types is not None:
+                        t = list(event_types[i])[-len(s):]
+                        types[row, width - len(t):] = t
+            feed = {"item_vectors": vecs, "mask": mask.astype(_NP_TYPES.get(self.inputs["mask"].type, np.float32))}
+            if "event_types" in self.inputs:
+                feed["event_types"] = types
+            out = self.session.run([self.output_name], feed)[0]
+            for row, i in enumerate(idx):
+                results[i] = out[row]
+        return np.stack([r for r in results if r is not None]).astype(np.float32)

@@ -1,0 +1,58 @@
+"""ONNX Runtime sessions with an explicit provider choice, checked after creation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["EncoderError", "Provider", "SessionConfig", "create_session"]
+
+log = logging.getLogger("fusionrec.encoders")
+
+try:
+    import onnxruntime as ort
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "encoders need ONNX Runtime: pip install 'fusionrec[cpu]' (or 'fusionrec[gpu]' for CUDA)") from exc
+
+Provider = Literal["auto", "cpu", "cuda"]
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class EncoderError(RuntimeError):
+    """An encoder cannot run as asked (missing provider, bad export)."""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    provider: Provider = "auto"
+    intra_op_threads: int = 0  # 0: ONNX Runtime decides (one per physical core)
+    inter_op_threads: int = 1
+    device_id: int = 0
+
+
+def create_session(model: str | Path, cfg: SessionConfig = SessionConfig()) -> Any:
+    """A session on CUDA when asked and present (auto), CUDA only (cuda: error when missing), or CPU."""
+    available = ort.get_available_providers()
+    if cfg.provider == "cuda" and CUDA not in available:
+        raise EncoderError(f"CUDA was required but this onnxruntime offers only {available}; "
+                           "install 'fusionrec[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU")
+    want_cuda = cfg.provider == "cuda" or (cfg.provider == "auto" and CUDA in available)
+    providers: list[Any] = [(CUDA, {"device_id": cfg.device_id}), CPU] if want_cuda else [CPU]
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = cfg.intra_op_threads
+    opts.inter_op_num_threads = cfg.inter_op_threads
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
+    active = session.get_providers()
+    if cfg.provider == "cuda" and (not active or active[0] != CUDA):
+        raise EncoderError(f"CUDA was required but the session runs on {active} (driver or CUDA libraries "
+                           "missing?)")
+    if want_cuda and active and active[0] != CUDA:
+        log.warning("cuda_unavailable falling_back_to=%s", active)
+    log.info("onnx_session model=%s providers=%s", Path(model).name, ",".join(active))
+    return session

@@ -1,0 +1,65 @@
+"""TextEncoder: an exported BERT-family encoder run with ONNX Runtime, batched by length.
+
+Composition, not inheritance: a session, a tokenizer and the pooling that lives in the graph.
+Texts are sorted by token length and cut into batches, so each batch pads only to its own
+longest text; results come back in input order as float32 unit vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from encoders.manifest import EncoderManifest
+from encoders.session import CUDA, SessionConfig, create_session
+from encoders.tokenize import TextTokenizer
+
+__all__ = ["TextEncoder"]
+
+
+class TextEncoder:
+    def __init__(self, folder: str | Path, session: SessionConfig = SessionConfig()) -> None:
+        self.folder = Path(folder)
+        self.manifest = EncoderManifest.read(self.folder)
+        self.session = create_session(self.folder / self.manifest.onnx_file, session)
+        self.tokenizer = TextTokenizer(self.folder / self.manifest.tokenizer_file, self.manifest.max_length,
+                                       self.manifest.pad_token_id)
+        self.input_names = [i.name for i in self.session.get_inputs()]  # feed only what the graph declares
+        self.output_name = self.session.get_outputs()[0].name
+        self.on_cuda = self.session.get_providers()[0] == CUDA
+        self.dim = self.manifest.dim
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,
+               desc: str = "encode") -> np.ndarray:
+        """[len(texts), dim] float32 unit vectors, in input order."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        encoded = self.tokenizer.encode(texts)
+        order = np.argsort([len(ids) for ids, _ in encoded], kind="stable")
+        with tqdm(total=len(texts), unit="text", desc=desc, disable=not progress, leave=False) as bar:
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                feed = self.tokenizer.pad([encoded[i] for i in idx])
+                out[idx] = self._run({k: v for k, v in feed.items() if k in self.input_names})
+                bar.update(len(idx))
+        return out
+
+    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        if not self.on_cuda:
+            return np.asarray(self.session.run([self.output_name], feed)[0], dtype=np.float32)
+        # IO binding: inputs copied to the GPU once, the output allocated there and read back once
+        binding: Any = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        binding.bind_output(self.output_name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
