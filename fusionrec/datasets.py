@@ -19,7 +19,7 @@ from schemas.errors import ConfigError
 from schemas.events import Event, EventType
 from schemas.items import Item
 
-__all__ = ["BASE_TS_MS", "Dataset", "load_dataset"]
+__all__ = ["BASE_TS_MS", "Dataset", "load_dataset", "load_items", "load_items_file"]
 
 BASE_TS_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: derived times are deterministic
 
@@ -70,16 +70,34 @@ def load_items(path: Path) -> list[Item]:
         cols = set(next(csv.reader(fh), []))
     text_col = "text" if "text" in cols else "title"
     for row in _read_csv(path, {"item_id", text_col}):
-        items.append(
-            Item(
-                item_id=row["item_id"],
-                title=row[text_col],
-                description=row.get("description", ""),
-                category=row.get("category", ""),
-                brand=row.get("brand", ""),
-            )
-        )
+        title, category, brand = row[text_col], row.get("category", ""), row.get("brand", "")
+        if text_col == "text" and not category:
+            title, category, brand = split_item_text(title)
+        items.append(Item(item_id=row["item_id"], title=title, description=row.get("description", ""),
+                          category=category, brand=brand))
     return items
+
+
+def split_item_text(text: str) -> tuple[str, str, str]:
+    """'title. category path. brand.' (the UniSRec/VQ-Rec layout) -> (title, category, brand).
+
+    Text without at least three '. '-separated parts stays whole as the title.
+    """
+    parts = text.strip().rstrip(".").split(". ")
+    if len(parts) < 3:
+        return text, "", ""
+    return ". ".join(parts[:-2]), parts[-2], parts[-1]
+
+
+def load_items_file(path: str | Path) -> list[Item]:
+    """Items from a CSV (as in a dataset folder) or a JSONL file of item records (schemas.decode_item)."""
+    p = Path(path)
+    if p.suffix in {".jsonl", ".ndjson", ".json"}:
+        from schemas.codec import decode_item
+
+        with p.open("rb") as fh:
+            return [decode_item(line) for line in fh if line.strip()]
+    return load_items(p)
 
 
 def load_dataset(directory: str | Path, spacing_ms: int = 1000, limit_users: int | None = None) -> Dataset:

@@ -1,0 +1,120 @@
+"""Text-encoder throughput, side by side in one run over the real Scientific item texts:
+PyTorch eager fp32 (transformers), ONNX fp32 and ONNX int8 at batch 1, 32 and 128, plus the
+seconds to encode the whole catalog with each ONNX variant (as `fusionrec encode-items` does).
+With a CUDA GPU: torch-cuda-fp32, onnx-cuda-fp32 and onnx-cuda-fp16 (IO binding), also at 256.
+
+    python bench/encoders.py --json out/encoders.json [--data DIR] [--limit N] [--threads N]
+
+All backends use the same length-sorted batching and the same truncation (max_length of the
+export), so the ratios compare runtimes, not batching tricks. Exports are made offline first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+from fusionrec.datasets import load_items  # noqa: E402
+
+
+def _rate(fn: Callable[[Sequence[str], int], np.ndarray], texts: Sequence[str], batch: int) -> float:
+    fn(texts[: max(batch, 8)], batch)  # warm-up: allocations, kernel selection
+    started = time.perf_counter()
+    fn(texts, batch)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "scientific")
+    ap.add_argument("--limit", type=int, default=None, help="use the first N texts (default: all)")
+    ap.add_argument("--batch1-limit", type=int, default=None, help="texts for batch 1 runs (default: all)")
+    ap.add_argument("--threads", type=int, default=0, help="threads for torch and ONNX Runtime (0: all cores)")
+    ap.add_argument("--exports", type=Path, default=None, help="reuse exports from this folder")
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+    import torch
+
+    from encoders import SessionConfig, TextEncoder
+    from encoders.export import default_model_dir, export_encoder
+    from encoders.torch_reference import TorchEncoder
+
+    texts = [it.text() for it in load_items(args.data / "items.csv")][: args.limit]
+    threads = args.threads or (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
+    tmp = tempfile.TemporaryDirectory()
+    root = args.exports or Path(tmp.name)
+    variants = ["fp32", "int8"] + (["fp16"] if cuda else [])
+    for v in variants:
+        if not (root / v / "manifest.json").is_file():
+            export_encoder(None, root / v, v)  # type: ignore[arg-type]
+    cpu = SessionConfig(provider="cpu", intra_op_threads=threads)
+    backends: dict[str, Callable[[Sequence[str], int], np.ndarray]] = {}
+    max_length = TextEncoder(root / "fp32", cpu).manifest.max_length
+    ref = TorchEncoder(default_model_dir(), max_length, threads=threads)
+    backends["torch-fp32"] = lambda t, b: ref.encode(t, b)
+    onnx_fp32 = TextEncoder(root / "fp32", cpu)
+    onnx_int8 = TextEncoder(root / "int8", cpu)
+    backends["onnx-fp32"] = lambda t, b: onnx_fp32.encode(t, b)
+    backends["onnx-int8"] = lambda t, b: onnx_int8.encode(t, b)
+    batches = [1, 32, 128]
+    if cuda:
+        gpu = SessionConfig(provider="cuda")
+        ref_gpu = TorchEncoder(default_model_dir(), max_length, device="cuda")
+        cuda_fp32 = TextEncoder(root / "fp32", gpu)
+        cuda_fp16 = TextEncoder(root / "fp16", gpu)
+
+        def torch_cuda(t: Sequence[str], b: int) -> np.ndarray:
+            out = ref_gpu.encode(t, b)
+            torch.cuda.synchronize()
+            return out
+
+        backends["torch-cuda-fp32"] = torch_cuda
+        backends["onnx-cuda-fp32"] = lambda t, b: cuda_fp32.encode(t, b)
+        backends["onnx-cuda-fp16"] = lambda t, b: cuda_fp16.encode(t, b)
+        batches.append(256)
+    rows = []
+    for batch in batches:  # side by side: every backend at this batch size before the next size
+        sample = texts[: args.batch1_limit] if batch == 1 and args.batch1_limit else texts
+        for name, fn in backends.items():
+            if batch == 256 and "cuda" not in name:
+                continue
+            rate = _rate(fn, sample, batch)
+            rows.append({"backend": name, "batch": batch, "sentences_per_s": round(rate, 1), "texts": len(sample)})
+            print(f"{name:>16} batch {batch:>3}: {rate:8.1f} sentences/s", flush=True)
+    catalog = {}
+    for name, enc in (("onnx-fp32", onnx_fp32), ("onnx-int8", onnx_int8)):
+        started = time.perf_counter()
+        enc.encode(texts, batch_size=64)
+        catalog[name] = round(time.perf_counter() - started, 2)
+    by = {(r["backend"], r["batch"]): r["sentences_per_s"] for r in rows}
+    ratios = {f"{b}@{n}": round(by[(b, n)] / by[("torch-fp32", n)], 2)
+              for b in ("onnx-fp32", "onnx-int8") for n in (1, 32, 128)}
+    out = {"rows": rows, "catalog_seconds": catalog, "ratios_vs_torch": ratios, "texts": len(texts),
+           "threads": threads, "machine": {"cpu": platform.processor() or platform.machine(),
+                                           "cores": os.cpu_count(), "cuda": cuda},
+           "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__}}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2))
+    print(json.dumps({"catalog_seconds": catalog, "ratios_vs_torch": ratios}, indent=2))
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Sequences for training and evaluation: item indexing, leave-one-out and hold-out splits. Pure.
+
+Item indices start at 1 (0 is padding). Protocols:
+- leave-one-out: each user's last event is the test target (history: everything before it), the
+  one before it the validation target (history: everything before that); training uses the rest.
+- hold-out file: every event given is history; the target is the held-out item after it. The
+  last given event is the validation target (early stopping, α/β), training uses the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fusionrec.datasets import Dataset
+from schemas.events import EventType
+
+__all__ = ["Catalog", "EVENT_TYPE_INDEX", "Split", "SplitData", "build_catalog", "holdout_split", "leave_one_out",
+           "user_sequences"]
+
+EVENT_TYPE_INDEX = {t.value: i + 1 for i, t in enumerate(EventType)}  # 0 = padding
+
+
+@dataclass(frozen=True)
+class Catalog:
+    ids: list[str]
+    texts: list[str]
+    categories: np.ndarray  # [n_items + 1] category index per item (0 = padding/unknown)
+    brands: np.ndarray
+    category_names: list[str]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.ids)
+
+    def index(self) -> dict[str, int]:
+        return {item_id: i + 1 for i, item_id in enumerate(self.ids)}
+
+
+@dataclass(frozen=True)
+class Split:
+    users: list[str]
+    histories: list[list[int]]
+    history_types: list[list[int]]
+    targets: np.ndarray  # item indices (1-based)
+
+
+@dataclass(frozen=True)
+class SplitData:
+    protocol: str
+    train: list[list[int]]
+    train_types: list[list[int]]
+    valid: Split
+    test: Split
+
+
+def build_catalog(dataset: Dataset) -> Catalog:
+    cat_names: dict[str, int] = {}
+    brand_names: dict[str, int] = {}
+    cats = [0]
+    brands = [0]
+    for it in dataset.items:
+        cats.append(cat_names.setdefault(it.category, len(cat_names) + 1) if it.category else 0)
+        brands.append(brand_names.setdefault(it.brand, len(brand_names) + 1) if it.brand else 0)
+    return Catalog(ids=[it.item_id for it in dataset.items], texts=[it.text() for it in dataset.items],
+                   categories=np.array(cats, dtype=np.int64), brands=np.array(brands, dtype=np.int64),
+                   category_names=["", *cat_names])
+
+
+def user_sequences(dataset: Dataset, catalog: Catalog) -> dict[str, tuple[list[int], list[int]]]:
+    """Per user, (item indices, event type indices) in time order; searches and unknown items dropped."""
+    index = catalog.index()
+    out: dict[str, tuple[list[int], list[int]]] = {}
+    for user, events in dataset.by_user().items():
+        items, types = [], []
+        for ev in events:
+            if ev.item_id is not None and ev.item_id in index:
+                items.append(index[ev.item_id])
+                types.append(EVENT_TYPE_INDEX[ev.type.value])
+        if items:
+            out[user] = (items, types)
+    return out
+
+
+def _split(users: Iterable[str], seqs: dict[str, tuple[list[int], list[int]]], cut: int,
+           targets: dict[str, int] | None = None) -> Split:
+    us, hs, ts, ys = [], [], [], []
+    for u in users:
+        items, types = seqs[u]
+        if targets is None:
+            if len(items) <= cut:
+                continue
+            hist, htypes, target = items[: len(items) - cut], types[: len(items) - cut], items[len(items) - cut]
+        else:
+            hist, htypes, target = items, types, targets[u]
+        us.append(u)
+        hs.append(hist)
+        ts.append(htypes)
+        ys.append(target)
+    return Split(users=us, histories=hs, history_types=ts, targets=np.array(ys, dtype=np.int64))
+
+
+def leave_one_out(seqs: dict[str, tuple[list[int], list[int]]]) -> SplitData:
+    users = sorted(u for u, (items, _) in seqs.items() if len(items) >= 3)
+    train = [seqs[u][0][:-2] for u in users]
+    train_types = [seqs[u][1][:-2] for u in users]
+    return SplitData(protocol="leave-one-out", train=train, train_types=train_types,
+                     valid=_split(users, seqs, 2), test=_split(users, seqs, 1))
+
+
+def holdout_split(seqs: dict[str, tuple[list[int], list[int]]], holdout: Sequence[tuple[str, str]],
+                  catalog: Catalog) -> SplitData:
+    """Targets from (user_id, item_id) rows; users or items unknown to the data are reported, not guessed."""
+    index = catalog.index()
+    unknown = [(u, i) for u, i in holdout if u not in seqs or i not in index]
+    if unknown:
+        raise ValueError(f"{len(unknown)} hold-out rows name unknown users or items, e.g. {unknown[:3]}")
+    targets = {u: index[i] for u, i in holdout}
+    users = sorted(targets)
+    with_valid = [u for u in users if len(seqs[u][0]) >= 2]
+    return SplitData(protocol="holdout", train=[seqs[u][0][:-1] for u in with_valid],
+                     train_types=[seqs[u][1][:-1] for u in with_valid], valid=_split(with_valid, seqs, 1),
+                     test=_split(users, seqs, 0, targets))

@@ -1,0 +1,154 @@
+"""The text-fused sequential recommender (torch; needs the `train` extra).
+
+Item vector g_j fuses the frozen text vector z_j (BERT via ONNX) with the item's other features
+G(j) = ID embedding + category + brand + popularity bucket:
+  weighted: g = β·P(z) + (1−β)·G      concat: g = W[P(z); G]      gated: g = σ(W[P(z); G])⊙P(z) + (1−σ)⊙G
+A causal transformer over the user's last N fused item vectors (+ position, + event type) gives
+z_i; the user vector is f_i = α·z_i + (1−α)·F(x_i), F = recency-decayed mean of the history's
+item vectors. Scores are f_i·g_j over the whole catalog (tied input/output item vectors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["ModelConfig", "SeqRecModel", "UserEncoder"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_items: int
+    n_categories: int
+    n_brands: int
+    text_dim: int
+    dim: int = 128
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.5
+    max_len: int = 50
+    fusion: str = "weighted"  # weighted | concat | gated | text | id
+    beta: float = 0.5
+    n_event_types: int = 6
+    pop_buckets: int = 16
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class FusedItems(nn.Module):
+    def __init__(self, cfg: ModelConfig, text: torch.Tensor, categories: torch.Tensor, brands: torch.Tensor,
+                 pop_bucket: torch.Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        centered = text - text[1:].mean(dim=0, keepdim=True)
+        centered[0] = 0
+        self.register_buffer("text", centered)
+        self.register_buffer("categories", categories)
+        self.register_buffer("brands", brands)
+        self.register_buffer("pop_bucket", pop_bucket)
+        self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, cfg.dim), nn.LayerNorm(cfg.dim))
+        self.id_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)
+        self.cat_emb = nn.Embedding(cfg.n_categories + 1, cfg.dim, padding_idx=0)
+        self.brand_emb = nn.Embedding(cfg.n_brands + 1, cfg.dim, padding_idx=0)
+        self.pop_emb = nn.Embedding(cfg.pop_buckets + 1, cfg.dim)
+        if cfg.fusion in ("concat", "gated"):
+            self.mix = nn.Linear(2 * cfg.dim, cfg.dim)
+        self.norm = nn.LayerNorm(cfg.dim)
+        for emb in (self.id_emb, self.cat_emb, self.brand_emb, self.pop_emb):
+            nn.init.normal_(emb.weight, std=0.02)
+
+    def forward(self) -> torch.Tensor:
+        """[n_items + 1, dim] fused vectors for the whole catalog (row 0: padding)."""
+        p = self.text_proj(self.text)
+        g = (self.id_emb.weight + self.cat_emb(self.categories) + self.brand_emb(self.brands)
+             + self.pop_emb(self.pop_bucket))
+        fusion = self.cfg.fusion
+        if fusion == "weighted":
+            out = self.cfg.beta * p + (1.0 - self.cfg.beta) * g
+        elif fusion == "concat":
+            out = self.mix(torch.cat([p, g], dim=-1))
+        elif fusion == "gated":
+            gate = torch.sigmoid(self.mix(torch.cat([p, g], dim=-1)))
+            out = gate * p + (1.0 - gate) * g
+        elif fusion == "text":
+            out = p
+        elif fusion == "id":
+            out = g
+        else:
+            raise ValueError(f"unknown fusion {fusion!r}")
+        out = self.norm(out)
+        return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
+
+
+class UserEncoder(nn.Module):
+    """Sequence of fused item vectors (right-aligned, newest last) -> user vector z_i, and f_i with α.
+
+    This is exactly the graph exported to ONNX: inputs item_vectors [B, L, D], mask [B, L],
+    event_types [B, L]; positions count from the right edge of a max_len window, so training
+    (left-padded windows) and serving (batches padded to their own width) agree.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.type_emb = nn.Embedding(cfg.n_event_types + 1, cfg.dim, padding_idx=0)
+        layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, dim_feedforward=cfg.dim * 2, dropout=cfg.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.in_norm = nn.LayerNorm(cfg.dim)
+        self.out_norm = nn.LayerNorm(cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.register_buffer("alpha", torch.tensor(1.0))
+        self.register_buffer("decay", torch.tensor(0.8))
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        nn.init.normal_(self.type_emb.weight, std=0.02)
+
+    def hidden(self, item_vectors: torch.Tensor, mask: torch.Tensor, event_types: torch.Tensor) -> torch.Tensor:
+        """Causal hidden states [B, L, D]: step t sees steps <= t only."""
+        width = item_vectors.shape[1]
+        positions = torch.arange(width, device=item_vectors.device) + (self.cfg.max_len - width)
+        x = item_vectors + self.pos_emb(positions)[None] + self.type_emb(event_types)
+        x = self.drop(self.in_norm(x)) * mask.unsqueeze(-1)
+        causal = torch.triu(torch.full((width, width), float("-inf"), device=x.device), diagonal=1)
+        pad = torch.zeros_like(mask).masked_fill(mask == 0, float("-inf"))
+        # a fully padded row would give NaN softmax: let padded queries see themselves
+        attn = causal[None] + pad[:, None, :]
+        eye = torch.eye(width, device=x.device)[None]
+        attn = torch.where((mask == 0)[:, :, None] & (eye > 0), torch.zeros_like(attn), attn)
+        attn = attn.repeat_interleave(self.cfg.heads, dim=0)
+        h = self.encoder(x, mask=attn)
+        return self.out_norm(h)
+
+    def forward(self, item_vectors: torch.Tensor, mask: torch.Tensor, event_types: torch.Tensor) -> torch.Tensor:
+        z = self.hidden(item_vectors, mask, event_types)[:, -1]
+        # F(x_i): recency-decayed mean of the history's item vectors
+        width = item_vectors.shape[1]
+        steps_from_end = torch.arange(width - 1, -1, -1, device=item_vectors.device, dtype=item_vectors.dtype)
+        w = (self.decay ** steps_from_end)[None, :] * mask
+        profile = (w.unsqueeze(-1) * item_vectors).sum(1) / w.sum(1, keepdim=True).clamp(min=1e-9)
+        return self.alpha * z + (1.0 - self.alpha) * profile
+
+
+class SeqRecModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, text: torch.Tensor, categories: torch.Tensor, brands: torch.Tensor,
+                 pop_bucket: torch.Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.items = FusedItems(cfg, text, categories, brands, pop_bucket)
+        self.user = UserEncoder(cfg)
+
+    def sequence_logits(self, seq: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """Training: logits over the catalog at every step [B, L, n_items + 1]."""
+        table = self.items()
+        mask = (seq > 0).to(table.dtype)
+        h = self.user.hidden(table[seq], mask, types)
+        return h @ table.T
+
+    def user_vectors(self, seq: torch.Tensor, types: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        table = self.items() if table is None else table
+        mask = (seq > 0).to(table.dtype)
+        return self.user(table[seq], mask, types)

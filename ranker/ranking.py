@@ -1,0 +1,42 @@
+"""The ranking stage after retrieval: seen-item filtering, business filters, optional diversity. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["RankingPolicy", "rank_candidates"]
+
+
+@dataclass(frozen=True)
+class RankingPolicy:
+    exclude_seen: bool = True
+    categories: Collection[int] | None = None  # only these category indices, when set
+    unavailable: Collection[int] = ()  # item rows that must not be shown
+    max_per_category: int | None = None  # diversity: cap items per category in the list
+
+
+def rank_candidates(rows: Sequence[int], scores: Sequence[float], k: int, policy: RankingPolicy,
+                    seen: Collection[int], item_categories: np.ndarray) -> list[tuple[int, float]]:
+    """Filter and re-order retrieved (row, score) candidates, best first, to at most k."""
+    out: list[tuple[int, float]] = []
+    per_cat: dict[int, int] = {}
+    seen_set = set(seen) if policy.exclude_seen else set()
+    unavailable = set(policy.unavailable)
+    allowed = set(policy.categories) if policy.categories is not None else None
+    for row, score in zip(rows, scores, strict=True):
+        if row in seen_set or row in unavailable or not np.isfinite(score):
+            continue
+        cat = int(item_categories[row])
+        if allowed is not None and cat not in allowed:
+            continue
+        if policy.max_per_category is not None:
+            if per_cat.get(cat, 0) >= policy.max_per_category:
+                continue
+            per_cat[cat] = per_cat.get(cat, 0) + 1
+        out.append((int(row), float(score)))
+        if len(out) >= k:
+            break
+    return out

@@ -1,0 +1,48 @@
+"""Encoder fixtures: exports made once per session (offline), the real Scientific item texts, and
+the PyTorch reference vectors they are compared against."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusionrec.datasets import load_items
+
+REPO = Path(__file__).resolve().parents[2]
+SCIENTIFIC = Path(os.environ.get("FUSIONREC_SCIENTIFIC_DATA", REPO.parent / "shared" / "data" / "scientific"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from encoders.export import export_encoder
+
+    root = tmp_path_factory.mktemp("encoders")
+    out = {}
+    for variant in ("fp32", "int8", "fp16"):
+        export_encoder(None, root / variant, variant)  # type: ignore[arg-type]
+        out[variant] = root / variant
+    return out
+
+
+@pytest.fixture(scope="session")
+def catalog_texts() -> list[str]:
+    items = SCIENTIFIC / "items.csv"
+    if not items.is_file():
+        pytest.skip(f"real Scientific data not found at {SCIENTIFIC} (set FUSIONREC_SCIENTIFIC_DATA)")
+    return [it.text() for it in load_items(items)]
+
+
+@pytest.fixture(scope="session")
+def torch_catalog(catalog_texts: list[str], exports: dict[str, Path]) -> np.ndarray:
+    """PyTorch (transformers eager, same pooling and truncation) vectors for the whole catalog."""
+    from encoders.export import default_model_dir
+    from encoders.manifest import EncoderManifest
+    from encoders.torch_reference import TorchEncoder
+
+    max_length = EncoderManifest.read(exports["fp32"]).max_length
+    return TorchEncoder(default_model_dir(), max_length).encode(catalog_texts, batch_size=64)

