@@ -104,12 +104,20 @@ def main() -> None:
         enc.encode(texts, batch_size=64)
         catalog[name] = round(time.perf_counter() - started, 2)
     by = {(r["backend"], r["batch"]): r["sentences_per_s"] for r in rows}
-    ratios = {f"{b}@{n}": round(by[(b, n)] / by[("torch-fp32", n)], 2)
-              for b in ("onnx-fp32", "onnx-int8") for n in (1, 32, 128)}
-    out = {"rows": rows, "catalog_seconds": catalog, "ratios_vs_torch": ratios, "texts": len(texts),
-           "threads": threads, "machine": {"cpu": platform.processor() or platform.machine(),
-                                           "cores": os.cpu_count(), "cuda": cuda},
-           "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__}}
+    ratios = {
+        f"{b}@{n}": round(by[(b, n)] / by[("torch-fp32", n)], 2)
+        for b in ("onnx-fp32", "onnx-int8")
+        for n in (1, 32, 128)
+    }
+    out = {
+        "rows": rows,
+        "catalog_seconds": catalog,
+        "ratios_vs_torch": ratios,
+        "texts": len(texts),
+        "threads": threads,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "cuda": cuda},
+        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2))
     print(json.dumps({"catalog_seconds": catalog, "ratios_vs_torch": ratios}, indent=2))

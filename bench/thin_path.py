@@ -77,9 +77,7 @@ def bench_kafka(data: str | None, batch_size: int, partitions: int, bootstrap: s
         ).start()
         try:
             wait_for(
-                lambda: (
-                    _committed(bootstrap, group, topic, partitions) >= produced.produced or not worker.alive()
-                ),
+                lambda: _committed(bootstrap, group, topic, partitions) >= produced.produced or not worker.alive(),
                 600,
                 "the worker to consume every event",
                 poll_s=1.0,

@@ -10,5 +10,14 @@ from encoders.sequence import SequenceEncoder
 from encoders.session import EncoderError, SessionConfig, create_session
 from encoders.text import TextEncoder
 
-__all__ = ["CatalogReport", "EncoderError", "EncoderManifest", "SequenceEncoder", "SessionConfig", "TextEncoder",
-           "create_session", "encode_catalog", "load_catalog_vectors"]
+__all__ = [
+    "CatalogReport",
+    "EncoderError",
+    "EncoderManifest",
+    "SequenceEncoder",
+    "SessionConfig",
+    "TextEncoder",
+    "create_session",
+    "encode_catalog",
+    "load_catalog_vectors",
+]

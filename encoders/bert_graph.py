@@ -28,7 +28,8 @@ class PooledEncoder(nn.Module):
         cfg = hf_model.config
         if cfg.model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
-                f"model_type {cfg.model_type!r} is not BERT-family; supported: {sorted(SUPPORTED_MODEL_TYPES)}")
+                f"model_type {cfg.model_type!r} is not BERT-family; supported: {sorted(SUPPORTED_MODEL_TYPES)}"
+            )
         if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
             raise ValueError("only absolute position embeddings are supported")
         if cfg.hidden_act not in ("gelu", "gelu_new", "relu"):
@@ -39,8 +40,9 @@ class PooledEncoder(nn.Module):
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
         self.act = cfg.hidden_act
         # RoBERTa-style models number positions from padding_idx + 1
-        self.position_offset = (cfg.pad_token_id + 1) if cfg.model_type in {"roberta", "xlm-roberta",
-                                                                             "camembert"} else 0
+        self.position_offset = (
+            (cfg.pad_token_id + 1) if cfg.model_type in {"roberta", "xlm-roberta", "camembert"} else 0
+        )
         self.embedding_project = getattr(hf_model, "embeddings_project", None)
 
     def _activation(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,12 +52,16 @@ class PooledEncoder(nn.Module):
             return nn.functional.gelu(x, approximate="tanh")
         return nn.functional.gelu(x)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
         seq = input_ids.shape[1]
         positions = torch.arange(seq, device=input_ids.device).unsqueeze(0) + self.position_offset
-        x = (self.emb.word_embeddings(input_ids) + self.emb.position_embeddings(positions)
-             + self.emb.token_type_embeddings(token_type_ids))
+        x = (
+            self.emb.word_embeddings(input_ids)
+            + self.emb.position_embeddings(positions)
+            + self.emb.token_type_embeddings(token_type_ids)
+        )
         x = self.emb.LayerNorm(x)
         if self.embedding_project is not None:
             x = self.embedding_project(x)

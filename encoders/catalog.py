@@ -44,8 +44,14 @@ def load_catalog_vectors(folder: str | Path) -> tuple[list[str], np.ndarray]:
     return ids, vectors
 
 
-def encode_catalog(items: Sequence[Item], encoder: TextEncoder, out_dir: str | Path, *, batch_size: int = 64,
-                   progress: bool = True) -> CatalogReport:
+def encode_catalog(
+    items: Sequence[Item],
+    encoder: TextEncoder,
+    out_dir: str | Path,
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> CatalogReport:
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,21 +67,44 @@ def encode_catalog(items: Sequence[Item], encoder: TextEncoder, out_dir: str | P
             old = dict(zip(ids, vectors, strict=True))
             old_hashes = json.loads((out / "text_hashes.json").read_text())
     todo = [i for i in texts if old_hashes.get(i) != hashes[i] or i not in old]
-    fresh = encoder.encode([texts[i] for i in todo], batch_size=batch_size, progress=progress,
-                           desc="encode items") if todo else np.zeros((0, encoder.dim), np.float32)
+    fresh = (
+        encoder.encode([texts[i] for i in todo], batch_size=batch_size, progress=progress, desc="encode items")
+        if todo
+        else np.zeros((0, encoder.dim), np.float32)
+    )
     new_vectors = dict(zip(todo, fresh, strict=True))
     ids = list(texts)
-    matrix = np.stack([new_vectors[i] if i in new_vectors else old[i] for i in ids]) if ids else np.zeros(
-        (0, encoder.dim), np.float32)
+    matrix = (
+        np.stack([new_vectors[i] if i in new_vectors else old[i] for i in ids])
+        if ids
+        else np.zeros((0, encoder.dim), np.float32)
+    )
     np.save(out / "vectors.npy", matrix.astype(np.float32))
     (out / "ids.json").write_text(json.dumps(ids))
     (out / "text_hashes.json").write_text(json.dumps(hashes))
-    report = CatalogReport(items=len(ids), encoded=len(todo), reused=len(ids) - len(todo),
-                           removed=len(set(old) - set(texts)), seconds=time.perf_counter() - started)
-    manifest_path.write_text(json.dumps({
-        "encoder_digest": encoder.manifest.digest, "encoder_variant": encoder.manifest.variant,
-        "encoder_source": encoder.manifest.source_model, "dim": encoder.dim, "items": len(ids),
-        "last_run": {"encoded": report.encoded, "reused": report.reused, "removed": report.removed,
-                     "seconds": round(report.seconds, 3)},
-    }, indent=2))
+    report = CatalogReport(
+        items=len(ids),
+        encoded=len(todo),
+        reused=len(ids) - len(todo),
+        removed=len(set(old) - set(texts)),
+        seconds=time.perf_counter() - started,
+    )
+    manifest_path.write_text(
+        json.dumps(
+            {
+                "encoder_digest": encoder.manifest.digest,
+                "encoder_variant": encoder.manifest.variant,
+                "encoder_source": encoder.manifest.source_model,
+                "dim": encoder.dim,
+                "items": len(ids),
+                "last_run": {
+                    "encoded": report.encoded,
+                    "reused": report.reused,
+                    "removed": report.removed,
+                    "seconds": round(report.seconds, 3),
+                },
+            },
+            indent=2,
+        )
+    )
     return report

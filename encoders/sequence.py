@@ -18,8 +18,13 @@ from encoders.session import SessionConfig, create_session
 
 __all__ = ["SequenceEncoder"]
 
-_NP_TYPES = {"tensor(float)": np.float32, "tensor(bool)": np.bool_, "tensor(int64)": np.int64,
-             "tensor(int32)": np.int32, "tensor(float16)": np.float16}
+_NP_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(bool)": np.bool_,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(float16)": np.float16,
+}
 
 
 class SequenceEncoder:
@@ -32,18 +37,22 @@ class SequenceEncoder:
         self.output_name = self.session.get_outputs()[0].name
         self.max_length = max_length
 
-    def encode(self, sequences: Sequence[np.ndarray], event_types: Sequence[Sequence[int]] | None = None,
-               batch_size: int = 256) -> np.ndarray:
+    def encode(
+        self,
+        sequences: Sequence[np.ndarray],
+        event_types: Sequence[Sequence[int]] | None = None,
+        batch_size: int = 256,
+    ) -> np.ndarray:
         """One user vector per sequence ([steps, dim] arrays, oldest first; the last max_length kept)."""
         if not sequences:
             return np.zeros((0, 0), dtype=np.float32)
-        seqs = [np.asarray(s, dtype=np.float32)[-self.max_length:] for s in sequences]
+        seqs = [np.asarray(s, dtype=np.float32)[-self.max_length :] for s in sequences]
         dim = seqs[0].shape[1]
         lengths = np.array([max(len(s), 1) for s in seqs])
         order = np.argsort(lengths, kind="stable")
         results: list[np.ndarray | None] = [None] * len(seqs)
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             width = int(lengths[idx].max())
             vecs = np.zeros((len(idx), width, dim), dtype=np.float32)
             mask = np.zeros((len(idx), width), dtype=np.float32)
@@ -51,12 +60,15 @@ class SequenceEncoder:
             for row, i in enumerate(idx):
                 s = seqs[i]
                 if len(s):
-                    vecs[row, width - len(s):] = s
-                    mask[row, width - len(s):] = 1
+                    vecs[row, width - len(s) :] = s
+                    mask[row, width - len(s) :] = 1
                     if event_types is not None:
-                        t = list(event_types[i])[-len(s):]
-                        types[row, width - len(t):] = t
-            feed = {"item_vectors": vecs, "mask": mask.astype(_NP_TYPES.get(self.inputs["mask"].type, np.float32))}
+                        t = list(event_types[i])[-len(s) :]
+                        types[row, width - len(t) :] = t
+            feed: dict[str, np.ndarray] = {
+                "item_vectors": vecs,
+                "mask": mask.astype(_NP_TYPES.get(self.inputs["mask"].type, np.float32)),
+            }
             if "event_types" in self.inputs:
                 feed["event_types"] = types
             out = self.session.run([self.output_name], feed)[0]

@@ -15,7 +15,8 @@ try:
     import onnxruntime as ort
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
-        "encoders need ONNX Runtime: pip install 'fusionrec[cpu]' (or 'fusionrec[gpu]' for CUDA)") from exc
+        "encoders need ONNX Runtime: pip install 'fusionrec[cpu]' (or 'fusionrec[gpu]' for CUDA)"
+    ) from exc
 
 Provider = Literal["auto", "cpu", "cuda"]
 CUDA = "CUDAExecutionProvider"
@@ -38,8 +39,10 @@ def create_session(model: str | Path, cfg: SessionConfig = SessionConfig()) -> A
     """A session on CUDA when asked and present (auto), CUDA only (cuda: error when missing), or CPU."""
     available = ort.get_available_providers()
     if cfg.provider == "cuda" and CUDA not in available:
-        raise EncoderError(f"CUDA was required but this onnxruntime offers only {available}; "
-                           "install 'fusionrec[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU")
+        raise EncoderError(
+            f"CUDA was required but this onnxruntime offers only {available}; "
+            "install 'fusionrec[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU"
+        )
     want_cuda = cfg.provider == "cuda" or (cfg.provider == "auto" and CUDA in available)
     providers: list[Any] = [(CUDA, {"device_id": cfg.device_id}), CPU] if want_cuda else [CPU]
     opts = ort.SessionOptions()
@@ -50,8 +53,7 @@ def create_session(model: str | Path, cfg: SessionConfig = SessionConfig()) -> A
     session = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
     active = session.get_providers()
     if cfg.provider == "cuda" and (not active or active[0] != CUDA):
-        raise EncoderError(f"CUDA was required but the session runs on {active} (driver or CUDA libraries "
-                           "missing?)")
+        raise EncoderError(f"CUDA was required but the session runs on {active} (driver or CUDA libraries missing?)")
     if want_cuda and active and active[0] != CUDA:
         log.warning("cuda_unavailable falling_back_to=%s", active)
     log.info("onnx_session model=%s providers=%s", Path(model).name, ",".join(active))

@@ -26,8 +26,9 @@ class TextEncoder:
         self.folder = Path(folder)
         self.manifest = EncoderManifest.read(self.folder)
         self.session = create_session(self.folder / self.manifest.onnx_file, session)
-        self.tokenizer = TextTokenizer(self.folder / self.manifest.tokenizer_file, self.manifest.max_length,
-                                       self.manifest.pad_token_id)
+        self.tokenizer = TextTokenizer(
+            self.folder / self.manifest.tokenizer_file, self.manifest.max_length, self.manifest.pad_token_id
+        )
         self.input_names = [i.name for i in self.session.get_inputs()]  # feed only what the graph declares
         self.output_name = self.session.get_outputs()[0].name
         self.on_cuda = self.session.get_providers()[0] == CUDA
@@ -37,8 +38,9 @@ class TextEncoder:
     def providers(self) -> list[str]:
         return list(self.session.get_providers())
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,
-               desc: str = "encode") -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 64, progress: bool = False, desc: str = "encode"
+    ) -> np.ndarray:
         """[len(texts), dim] float32 unit vectors, in input order."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
@@ -47,7 +49,7 @@ class TextEncoder:
         order = np.argsort([len(ids) for ids, _ in encoded], kind="stable")
         with tqdm(total=len(texts), unit="text", desc=desc, disable=not progress, leave=False) as bar:
             for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 feed = self.tokenizer.pad([encoded[i] for i in idx])
                 out[idx] = self._run({k: v for k, v in feed.items() if k in self.input_names})
                 bar.update(len(idx))

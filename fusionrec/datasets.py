@@ -73,8 +73,15 @@ def load_items(path: Path) -> list[Item]:
         title, category, brand = row[text_col], row.get("category", ""), row.get("brand", "")
         if text_col == "text" and not category:
             title, category, brand = split_item_text(title)
-        items.append(Item(item_id=row["item_id"], title=title, description=row.get("description", ""),
-                          category=category, brand=brand))
+        items.append(
+            Item(
+                item_id=row["item_id"],
+                title=title,
+                description=row.get("description", ""),
+                category=category,
+                brand=brand,
+            )
+        )
     return items
 
 

@@ -58,9 +58,7 @@ class CassandraSettings(_Frozen):
         return f"cassandra://{','.join(self.hosts)}:{self.port}/{self.keyspace}"
 
     def replication(self) -> str:
-        return replication_clause(
-            self.replication_strategy, self.replication_factor, self.datacenters or None
-        )
+        return replication_clause(self.replication_strategy, self.replication_factor, self.datacenters or None)
 
 
 class WorkerSettings(_Frozen):
@@ -77,9 +75,7 @@ class EmbeddedSettings(_Frozen):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="FUSIONREC_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="FUSIONREC_", env_nested_delimiter="__", frozen=True, extra="ignore")
 
     kafka: KafkaSettings = KafkaSettings()
     cassandra: CassandraSettings = CassandraSettings()

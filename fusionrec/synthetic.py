@@ -84,11 +84,7 @@ def generate_shop(
         t = rng.uniform(0, 3600)
         seq = 0
         for _ in range(sessions_per_user):
-            cat = (
-                favourites[0]
-                if rng.random() < 0.65
-                else (favourites[1] if rng.random() < 0.8 else rng.choice(cats))
-            )
+            cat = favourites[0] if rng.random() < 0.65 else (favourites[1] if rng.random() < 0.8 else rng.choice(cats))
             pool = by_cat[cat]
             if rng.random() < 0.5:
                 adj_word: str = rng.choice(CATEGORIES[cat][0])
@@ -112,9 +108,7 @@ def generate_shop(
                 item = rng.choices(pool, weights=weights)[0]
                 depth = 1 + sum(rng.random() < p for p in (0.6, 0.35, 0.5))
                 for etype in FUNNEL[:depth]:
-                    pending.append(
-                        (t, seq, Event(f"{user_id}:{seq}", etype, user_id, 0, item_id=item.item_id))
-                    )
+                    pending.append((t, seq, Event(f"{user_id}:{seq}", etype, user_id, 0, item_id=item.item_id)))
                     seq += 1
                     t += rng.uniform(1, 30)
             t += rng.uniform(3600, 86400)

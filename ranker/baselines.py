@@ -30,8 +30,14 @@ class ItemKNN:
     """Item-item co-occurrence within a window, cosine-normalised; a user scores the neighbours
     of their recent items, recent ones weighted more."""
 
-    def __init__(self, train: Sequence[Sequence[int]], n_items: int, window: int = 3, recent: int = 5,
-                 decay: float = 0.7) -> None:
+    def __init__(
+        self,
+        train: Sequence[Sequence[int]],
+        n_items: int,
+        window: int = 3,
+        recent: int = 5,
+        decay: float = 0.7,
+    ) -> None:
         sim = np.zeros((n_items, n_items), dtype=np.float32)
         freq = np.zeros(n_items, dtype=np.float32)
         for seq in train:
@@ -50,7 +56,7 @@ class ItemKNN:
     def scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         out = np.zeros((len(histories), self.sim.shape[0]), dtype=np.float32)
         for u, hist in enumerate(histories):
-            recent = [i - 1 for i in hist[-self.recent:]]
+            recent = [i - 1 for i in hist[-self.recent :]]
             w = self.decay ** np.arange(len(recent) - 1, -1, -1)
             out[u] = w @ self.sim[recent]
         # popularity breaks ties among unscored items, always below any co-occurrence evidence

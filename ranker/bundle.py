@@ -26,7 +26,13 @@ from encoders.session import SessionConfig
 __all__ = ["BUNDLE_FORMAT", "ModelBundle", "bundle_version", "write_manifest"]
 
 BUNDLE_FORMAT = "fusionrec-model-bundle/1"
-FILES = ("user_encoder.onnx", "item_vectors.npy", "item_ids.json", "item_categories.npy", "category_names.json")
+FILES = (
+    "user_encoder.onnx",
+    "item_vectors.npy",
+    "item_ids.json",
+    "item_categories.npy",
+    "category_names.json",
+)
 
 
 def bundle_version(folder: Path) -> str:
@@ -37,8 +43,12 @@ def bundle_version(folder: Path) -> str:
 
 
 def write_manifest(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
-    manifest = {"format": BUNDLE_FORMAT, "version": bundle_version(folder),
-                "files": {name: file_digest(folder / name) for name in FILES}, **info}
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "version": bundle_version(folder),
+        "files": {name: file_digest(folder / name) for name in FILES},
+        **info,
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
@@ -72,11 +82,15 @@ class ModelBundle:
                     raise ValueError(f"{root / name} does not match its manifest digest: the bundle was altered")
         ids = json.loads((root / "item_ids.json").read_text())
         vectors = np.load(root / "item_vectors.npy")
-        return cls(folder=root, manifest=manifest, item_ids=ids, item_vectors=vectors,
-                   item_categories=np.load(root / "item_categories.npy"),
-                   category_names=json.loads((root / "category_names.json").read_text()),
-                   encoder=SequenceEncoder(root / "user_encoder.onnx", session,
-                                           max_length=int(manifest["model"]["max_len"])))
+        return cls(
+            folder=root,
+            manifest=manifest,
+            item_ids=ids,
+            item_vectors=vectors,
+            item_categories=np.load(root / "item_categories.npy"),
+            category_names=json.loads((root / "category_names.json").read_text()),
+            encoder=SequenceEncoder(root / "user_encoder.onnx", session, max_length=int(manifest["model"]["max_len"])),
+        )
 
     def variants(self) -> dict[str, ModelBundle]:
         root = self.folder / "variants"
@@ -84,8 +98,12 @@ class ModelBundle:
             return {}
         return {p.name: ModelBundle.load(p, verify=False) for p in sorted(root.iterdir()) if p.is_dir()}
 
-    def user_vectors(self, histories: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None = None,
-                     batch_size: int = 512) -> np.ndarray:
+    def user_vectors(
+        self,
+        histories: Sequence[Sequence[int]],
+        types: Sequence[Sequence[int]] | None = None,
+        batch_size: int = 512,
+    ) -> np.ndarray:
         """User vectors for histories of item ROWS (0-based into item_vectors), oldest first."""
         seqs = [self.item_vectors[list(h)] for h in histories]
         return self.encoder.encode(seqs, types, batch_size=batch_size)

@@ -17,8 +17,16 @@ import numpy as np
 from fusionrec.datasets import Dataset
 from schemas.events import EventType
 
-__all__ = ["Catalog", "EVENT_TYPE_INDEX", "Split", "SplitData", "build_catalog", "holdout_split", "leave_one_out",
-           "user_sequences"]
+__all__ = [
+    "EVENT_TYPE_INDEX",
+    "Catalog",
+    "Split",
+    "SplitData",
+    "build_catalog",
+    "holdout_split",
+    "leave_one_out",
+    "user_sequences",
+]
 
 EVENT_TYPE_INDEX = {t.value: i + 1 for i, t in enumerate(EventType)}  # 0 = padding
 
@@ -64,9 +72,13 @@ def build_catalog(dataset: Dataset) -> Catalog:
     for it in dataset.items:
         cats.append(cat_names.setdefault(it.category, len(cat_names) + 1) if it.category else 0)
         brands.append(brand_names.setdefault(it.brand, len(brand_names) + 1) if it.brand else 0)
-    return Catalog(ids=[it.item_id for it in dataset.items], texts=[it.text() for it in dataset.items],
-                   categories=np.array(cats, dtype=np.int64), brands=np.array(brands, dtype=np.int64),
-                   category_names=["", *cat_names])
+    return Catalog(
+        ids=[it.item_id for it in dataset.items],
+        texts=[it.text() for it in dataset.items],
+        categories=np.array(cats, dtype=np.int64),
+        brands=np.array(brands, dtype=np.int64),
+        category_names=["", *cat_names],
+    )
 
 
 def user_sequences(dataset: Dataset, catalog: Catalog) -> dict[str, tuple[list[int], list[int]]]:
@@ -84,15 +96,23 @@ def user_sequences(dataset: Dataset, catalog: Catalog) -> dict[str, tuple[list[i
     return out
 
 
-def _split(users: Iterable[str], seqs: dict[str, tuple[list[int], list[int]]], cut: int,
-           targets: dict[str, int] | None = None) -> Split:
+def _split(
+    users: Iterable[str],
+    seqs: dict[str, tuple[list[int], list[int]]],
+    cut: int,
+    targets: dict[str, int] | None = None,
+) -> Split:
     us, hs, ts, ys = [], [], [], []
     for u in users:
         items, types = seqs[u]
         if targets is None:
             if len(items) <= cut:
                 continue
-            hist, htypes, target = items[: len(items) - cut], types[: len(items) - cut], items[len(items) - cut]
+            hist, htypes, target = (
+                items[: len(items) - cut],
+                types[: len(items) - cut],
+                items[len(items) - cut],
+            )
         else:
             hist, htypes, target = items, types, targets[u]
         us.append(u)
@@ -106,12 +126,18 @@ def leave_one_out(seqs: dict[str, tuple[list[int], list[int]]]) -> SplitData:
     users = sorted(u for u, (items, _) in seqs.items() if len(items) >= 3)
     train = [seqs[u][0][:-2] for u in users]
     train_types = [seqs[u][1][:-2] for u in users]
-    return SplitData(protocol="leave-one-out", train=train, train_types=train_types,
-                     valid=_split(users, seqs, 2), test=_split(users, seqs, 1))
+    return SplitData(
+        protocol="leave-one-out",
+        train=train,
+        train_types=train_types,
+        valid=_split(users, seqs, 2),
+        test=_split(users, seqs, 1),
+    )
 
 
-def holdout_split(seqs: dict[str, tuple[list[int], list[int]]], holdout: Sequence[tuple[str, str]],
-                  catalog: Catalog) -> SplitData:
+def holdout_split(
+    seqs: dict[str, tuple[list[int], list[int]]], holdout: Sequence[tuple[str, str]], catalog: Catalog
+) -> SplitData:
     """Targets from (user_id, item_id) rows; users or items unknown to the data are reported, not guessed."""
     index = catalog.index()
     unknown = [(u, i) for u, i in holdout if u not in seqs or i not in index]
@@ -120,6 +146,10 @@ def holdout_split(seqs: dict[str, tuple[list[int], list[int]]], holdout: Sequenc
     targets = {u: index[i] for u, i in holdout}
     users = sorted(targets)
     with_valid = [u for u in users if len(seqs[u][0]) >= 2]
-    return SplitData(protocol="holdout", train=[seqs[u][0][:-1] for u in with_valid],
-                     train_types=[seqs[u][1][:-1] for u in with_valid], valid=_split(with_valid, seqs, 1),
-                     test=_split(users, seqs, 0, targets))
+    return SplitData(
+        protocol="holdout",
+        train=[seqs[u][0][:-1] for u in with_valid],
+        train_types=[seqs[u][1][:-1] for u in with_valid],
+        valid=_split(with_valid, seqs, 1),
+        test=_split(users, seqs, 0, targets),
+    )

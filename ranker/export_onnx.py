@@ -20,14 +20,26 @@ def export_user_encoder(model: SeqRecModel, path: Path, opset: int = 17) -> None
     user = model.user.eval()
     dim = model.cfg.dim
     args = (torch.randn(2, 5, dim), torch.ones(2, 5), torch.full((2, 5), 4, dtype=torch.long))
-    axes = {"item_vectors": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"},
-            "event_types": {0: "batch", 1: "length"}, "user_vector": {0: "batch"}}
+    axes = {
+        "item_vectors": {0: "batch", 1: "length"},
+        "mask": {0: "batch", 1: "length"},
+        "event_types": {0: "batch", 1: "length"},
+        "user_vector": {0: "batch"},
+    }
     fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel does not export; the plain path does
     try:
         with torch.no_grad():
-            torch.onnx.export(user, args, str(path), input_names=["item_vectors", "mask", "event_types"],
-                              output_names=["user_vector"], dynamic_axes=axes, opset_version=opset, dynamo=False)
+            torch.onnx.export(
+                user,
+                args,
+                str(path),
+                input_names=["item_vectors", "mask", "event_types"],
+                output_names=["user_vector"],
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+            )
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
 
@@ -41,6 +53,12 @@ def export_bundle(model: SeqRecModel, catalog: Catalog, folder: Path, info: dict
     (folder / "item_ids.json").write_text(json.dumps(catalog.ids))
     (folder / "category_names.json").write_text(json.dumps(catalog.category_names))
     export_user_encoder(model, folder / "user_encoder.onnx")
-    info = {**info, "model": model.cfg.to_dict(), "alpha": float(model.user.alpha), "decay": float(model.user.decay),
-            "dim": model.cfg.dim, "n_items": catalog.n_items}
+    info = {
+        **info,
+        "model": model.cfg.to_dict(),
+        "alpha": float(model.user.alpha),
+        "decay": float(model.user.decay),
+        "dim": model.cfg.dim,
+        "n_items": catalog.n_items,
+    }
     return write_manifest(folder, info)

@@ -11,18 +11,29 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["auc", "catalog_coverage", "cross_category_share", "f1_at_k", "mrr", "ndcg_at_k", "precision_at_k",
-           "recall_at_k", "summarize", "target_ranks"]
+__all__ = [
+    "auc",
+    "catalog_coverage",
+    "cross_category_share",
+    "f1_at_k",
+    "mrr",
+    "ndcg_at_k",
+    "precision_at_k",
+    "recall_at_k",
+    "summarize",
+    "target_ranks",
+]
 
 
-def target_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequence[int]] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def target_ranks(
+    scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequence[int]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(ranks, n_candidates) per row. scores: [users, items]; targets: [users] item indices.
 
     rank = #candidates scoring above the target + #other candidates tying with it. Excluded items
     (never the target itself) are removed from the candidates.
     """
-    s = np.array(scores, dtype=np.float64, copy=True)
+    s = np.array(scores, dtype=np.float32, copy=True)
     n_users, n_items = s.shape
     rows = np.arange(n_users)
     n_cand = np.full(n_users, n_items, dtype=np.int64)
@@ -83,8 +94,13 @@ def cross_category_share(ranks: np.ndarray, k: int, crosses: np.ndarray) -> floa
     return float(np.mean(crosses[hits])) if hits.any() else 0.0
 
 
-def summarize(ranks: np.ndarray, n_candidates: np.ndarray, top_k: np.ndarray, n_items: int,
-              crosses: np.ndarray | None = None) -> dict[str, float]:
+def summarize(
+    ranks: np.ndarray,
+    n_candidates: np.ndarray,
+    top_k: np.ndarray,
+    n_items: int,
+    crosses: np.ndarray | None = None,
+) -> dict[str, float]:
     out: dict[str, float] = {}
     for k in (10, 20, 50):
         out[f"recall@{k}"] = recall_at_k(ranks, k)

@@ -39,8 +39,14 @@ class ModelConfig:
 
 
 class FusedItems(nn.Module):
-    def __init__(self, cfg: ModelConfig, text: torch.Tensor, categories: torch.Tensor, brands: torch.Tensor,
-                 pop_bucket: torch.Tensor) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        text: torch.Tensor,
+        categories: torch.Tensor,
+        brands: torch.Tensor,
+        pop_bucket: torch.Tensor,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         centered = text - text[1:].mean(dim=0, keepdim=True)
@@ -63,8 +69,12 @@ class FusedItems(nn.Module):
     def forward(self) -> torch.Tensor:
         """[n_items + 1, dim] fused vectors for the whole catalog (row 0: padding)."""
         p = self.text_proj(self.text)
-        g = (self.id_emb.weight + self.cat_emb(self.categories) + self.brand_emb(self.brands)
-             + self.pop_emb(self.pop_bucket))
+        g = (
+            self.id_emb.weight
+            + self.cat_emb(self.categories)
+            + self.brand_emb(self.brands)
+            + self.pop_emb(self.pop_bucket)
+        )
         fusion = self.cfg.fusion
         if fusion == "weighted":
             out = self.cfg.beta * p + (1.0 - self.cfg.beta) * g
@@ -84,6 +94,9 @@ class FusedItems(nn.Module):
 
 
 class UserEncoder(nn.Module):
+    alpha: torch.Tensor
+    decay: torch.Tensor
+
     """Sequence of fused item vectors (right-aligned, newest last) -> user vector z_i, and f_i with α.
 
     This is exactly the graph exported to ONNX: inputs item_vectors [B, L, D], mask [B, L],
@@ -96,8 +109,15 @@ class UserEncoder(nn.Module):
         self.cfg = cfg
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         self.type_emb = nn.Embedding(cfg.n_event_types + 1, cfg.dim, padding_idx=0)
-        layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, dim_feedforward=cfg.dim * 2, dropout=cfg.dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            cfg.dim,
+            cfg.heads,
+            dim_feedforward=cfg.dim * 2,
+            dropout=cfg.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.in_norm = nn.LayerNorm(cfg.dim)
         self.out_norm = nn.LayerNorm(cfg.dim)
@@ -128,14 +148,20 @@ class UserEncoder(nn.Module):
         # F(x_i): recency-decayed mean of the history's item vectors
         width = item_vectors.shape[1]
         steps_from_end = torch.arange(width - 1, -1, -1, device=item_vectors.device, dtype=item_vectors.dtype)
-        w = (self.decay ** steps_from_end)[None, :] * mask
+        w = (self.decay**steps_from_end)[None, :] * mask
         profile = (w.unsqueeze(-1) * item_vectors).sum(1) / w.sum(1, keepdim=True).clamp(min=1e-9)
         return self.alpha * z + (1.0 - self.alpha) * profile
 
 
 class SeqRecModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, text: torch.Tensor, categories: torch.Tensor, brands: torch.Tensor,
-                 pop_bucket: torch.Tensor) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        text: torch.Tensor,
+        categories: torch.Tensor,
+        brands: torch.Tensor,
+        pop_bucket: torch.Tensor,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.items = FusedItems(cfg, text, categories, brands, pop_bucket)

@@ -18,8 +18,14 @@ class RankingPolicy:
     max_per_category: int | None = None  # diversity: cap items per category in the list
 
 
-def rank_candidates(rows: Sequence[int], scores: Sequence[float], k: int, policy: RankingPolicy,
-                    seen: Collection[int], item_categories: np.ndarray) -> list[tuple[int, float]]:
+def rank_candidates(
+    rows: Sequence[int],
+    scores: Sequence[float],
+    k: int,
+    policy: RankingPolicy,
+    seen: Collection[int],
+    item_categories: np.ndarray,
+) -> list[tuple[int, float]]:
     """Filter and re-order retrieved (row, score) candidates, best first, to at most k."""
     out: list[tuple[int, float]] = []
     per_cat: dict[int, int] = {}

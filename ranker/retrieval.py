@@ -12,8 +12,9 @@ __all__ = ["ExactRetriever", "HnswRetriever", "Retriever", "make_retriever"]
 
 
 class Retriever(Protocol):
-    def search(self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int]] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(rows [n, k], scores [n, k]) best first; rows index the item matrix; excluded rows never appear."""
         ...
 
@@ -22,13 +23,14 @@ class ExactRetriever:
     def __init__(self, items: np.ndarray) -> None:
         self.items = np.ascontiguousarray(items, dtype=np.float32)
 
-    def search(self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int]] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         scores = np.asarray(queries, dtype=np.float32) @ self.items.T
         if exclude is not None:
-            for r, rows in enumerate(exclude):
-                if len(rows):
-                    scores[r, list(rows)] = -np.inf
+            for r, banned in enumerate(exclude):
+                if len(banned):
+                    scores[r, list(banned)] = -np.inf
         k = min(k, scores.shape[1])
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         part = np.take_along_axis(scores, top, axis=1)
@@ -51,8 +53,9 @@ class HnswRetriever:
         self.index.set_ef(ef)
         self.n = len(items)
 
-    def search(self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int]] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[int]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         extra = max((len(e) for e in exclude), default=0) if exclude else 0
         want = min(self.n, k + extra)
         labels, dist = self.index.knn_query(np.asarray(queries, dtype=np.float32), k=want)

@@ -17,8 +17,16 @@ from ranker.data import Catalog, Split, SplitData
 from ranker.metrics import ndcg_at_k, target_ranks
 from ranker.model import ModelConfig, SeqRecModel
 
-__all__ = ["TrainConfig", "TrainResult", "catalog_tensors", "choose_alpha", "pad_left", "score_split",
-           "seed_everything", "train_model"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "catalog_tensors",
+    "choose_alpha",
+    "pad_left",
+    "score_split",
+    "seed_everything",
+    "train_model",
+]
 
 log = logging.getLogger("fusionrec.train")
 
@@ -55,16 +63,21 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def catalog_tensors(catalog: Catalog, text: np.ndarray, train: Sequence[Sequence[int]], pop_buckets: int = 16
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def catalog_tensors(
+    catalog: Catalog, text: np.ndarray, train: Sequence[Sequence[int]], pop_buckets: int = 16
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(text [n+1, d], categories, brands, popularity bucket) with row 0 as padding."""
     counts = np.zeros(catalog.n_items + 1, dtype=np.float64)
     for seq in train:
         np.add.at(counts, np.asarray(seq), 1)
     buckets = np.minimum(np.floor(np.log2(counts + 1) * 2), pop_buckets).astype(np.int64)
     padded = np.vstack([np.zeros((1, text.shape[1]), dtype=np.float32), text.astype(np.float32)])
-    return (torch.from_numpy(padded), torch.from_numpy(catalog.categories), torch.from_numpy(catalog.brands),
-            torch.from_numpy(buckets))
+    return (
+        torch.from_numpy(padded),
+        torch.from_numpy(catalog.categories),
+        torch.from_numpy(catalog.brands),
+        torch.from_numpy(buckets),
+    )
 
 
 def pad_left(seqs: Sequence[Sequence[int]], width: int | None = None) -> torch.Tensor:
@@ -73,24 +86,28 @@ def pad_left(seqs: Sequence[Sequence[int]], width: int | None = None) -> torch.T
     for r, s in enumerate(seqs):
         s = list(s)[-width:]
         if s:
-            out[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            out[r, width - len(s) :] = torch.tensor(s, dtype=torch.long)
     return out
 
 
 def score_split(model: SeqRecModel, split: Split, batch: int = 1024) -> np.ndarray:
-    """Scores [users, n_items] (column j = item j + 1) from the model's user vectors."""
+    """Scores [users, n_items] (column j = item j + 1) from the model's user vectors.
+
+    Users are batched by history length, so a batch pads only to its own longest history."""
     model.eval()
     max_len = model.cfg.max_len
-    out = []
+    order = np.argsort([min(len(h), max_len) for h in split.histories], kind="stable")
+    out = np.zeros((len(split.histories), model.cfg.n_items), dtype=np.float32)
     with torch.no_grad():
         table = model.items()
-        for start in range(0, len(split.histories), batch):
-            hist = split.histories[start:start + batch]
-            types = split.history_types[start:start + batch]
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
+            hist = [split.histories[i] for i in idx]
+            types = [split.history_types[i] for i in idx]
             width = min(max_len, max(len(h) for h in hist))
             f = model.user_vectors(pad_left(hist, width), pad_left(types, width), table)
-            out.append((f @ table[1:].T).numpy())
-    return np.vstack(out)
+            out[idx] = (f @ table[1:].T).numpy()
+    return out
 
 
 def valid_ndcg(model: SeqRecModel, split: Split, batch: int) -> float:
@@ -99,15 +116,44 @@ def valid_ndcg(model: SeqRecModel, split: Split, batch: int) -> float:
     return ndcg_at_k(ranks, 10)
 
 
-def _training_windows(train: Sequence[Sequence[int]], types: Sequence[Sequence[int]], max_len: int
-                      ) -> list[tuple[list[int], list[int]]]:
+def _training_windows(
+    train: Sequence[Sequence[int]], types: Sequence[Sequence[int]], max_len: int
+) -> list[tuple[list[int], list[int]]]:
     """One window per user (the last max_len + 1 steps); users with a single training event teach nothing."""
-    return [(list(s[-(max_len + 1):]), list(t[-(max_len + 1):])) for s, t in zip(train, types, strict=True)
-            if len(s) >= 2]
+    return [
+        (list(s[-(max_len + 1) :]), list(t[-(max_len + 1) :])) for s, t in zip(train, types, strict=True) if len(s) >= 2
+    ]
 
 
-def train_model(cfg: ModelConfig, tcfg: TrainConfig, data: SplitData, tensors: tuple[torch.Tensor, ...],
-                progress: bool = True, desc: str = "train") -> TrainResult:
+def _length_buckets(
+    windows: list[tuple[list[int], list[int]]], batch_size: int, rng: np.random.Generator
+) -> list[list[tuple[list[int], list[int]]]]:
+    """Batches of similar length (little padding), in random order; ties shuffled each epoch."""
+    keys = rng.random(len(windows))
+    order = sorted(range(len(windows)), key=lambda i: (len(windows[i][0]), keys[i]))
+    batches = [[windows[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _loss(model: SeqRecModel, inputs: torch.Tensor, in_types: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Full-softmax cross-entropy over the catalog, computed only where a real target exists."""
+    table = model.items()
+    mask = (inputs > 0).to(table.dtype)
+    h = model.user.hidden(table[inputs], mask, in_types)
+    real = targets > 0
+    logits = h[real] @ table.T
+    logits[:, 0] = -math.inf  # padding is never a prediction
+    return torch.nn.functional.cross_entropy(logits, targets[real])
+
+
+def train_model(
+    cfg: ModelConfig,
+    tcfg: TrainConfig,
+    data: SplitData,
+    tensors: tuple[torch.Tensor, ...],
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainResult:
     seed_everything(tcfg.seed, tcfg.threads)
     model = SeqRecModel(cfg, *tensors)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
@@ -122,21 +168,15 @@ def train_model(cfg: ModelConfig, tcfg: TrainConfig, data: SplitData, tensors: t
     epoch = 0
     for epoch in bar:
         model.train()
-        order = rng.permutation(len(windows))
         total, steps = 0.0, 0
-        for start in range(0, len(order), tcfg.batch_size):
-            chunk = [windows[i] for i in order[start:start + tcfg.batch_size]]
+        for chunk in _length_buckets(windows, tcfg.batch_size, rng):
             seq = pad_left([w[0] for w in chunk])
             typ = pad_left([w[1] for w in chunk])
-            inputs, targets, in_types = seq[:, :-1], seq[:, 1:], typ[:, :-1]
-            logits = model.sequence_logits(inputs, in_types)
-            logits[..., 0] = -math.inf  # padding is never a prediction
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                     ignore_index=0)
+            loss = _loss(model, seq[:, :-1], typ[:, :-1], seq[:, 1:])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += float(loss.detach())
             steps += 1
         score = valid_ndcg(model, data.valid, tcfg.eval_batch)
         curve.append(score)
@@ -153,14 +193,25 @@ def train_model(cfg: ModelConfig, tcfg: TrainConfig, data: SplitData, tensors: t
     model.load_state_dict(best_state)
     model.eval()
     seconds = time.perf_counter() - started
-    log.info("trained fusion=%s beta=%.2f best_epoch=%d valid_ndcg10=%.4f epochs=%d seconds=%.1f", cfg.fusion,
-             cfg.beta, best_epoch, best, epoch, seconds)
+    log.info(
+        "trained fusion=%s beta=%.2f best_epoch=%d valid_ndcg10=%.4f epochs=%d seconds=%.1f",
+        cfg.fusion,
+        cfg.beta,
+        best_epoch,
+        best,
+        epoch,
+        seconds,
+    )
     return TrainResult(model, best_epoch, best, epoch, seconds, curve)
 
 
-def choose_alpha(model: SeqRecModel, valid: Split, batch: int = 1024,
-                 alphas: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5), decays: Sequence[float] = (0.5, 0.8)
-                 ) -> tuple[float, float, float]:
+def choose_alpha(
+    model: SeqRecModel,
+    valid: Split,
+    batch: int = 1024,
+    alphas: Sequence[float] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5),
+    decays: Sequence[float] = (0.5, 0.8),
+) -> tuple[float, float, float]:
     """Grid-search α (and F's recency decay) on validation NDCG@10; returns (alpha, decay, ndcg)."""
     best = (1.0, 0.8, -1.0)
     for decay in decays:

@@ -79,9 +79,7 @@ def event_from_dict(obj: Any) -> Event:
     for key, value in context.items():
         if not isinstance(value, str | int | float | bool):
             raise InvalidEvent(f"context.{key}", f"expected a scalar, got {type(value).__name__}")
-    return Event(
-        event_id=event_id, type=etype, user_id=user_id, ts=ts, item_id=item_id, query=query, context=context
-    )
+    return Event(event_id=event_id, type=etype, user_id=user_id, ts=ts, item_id=item_id, query=query, context=context)
 
 
 def decode_event(raw: bytes | str) -> Event:

@@ -153,9 +153,7 @@ class Pipeline:
             try:
                 event = decode_event(rec.value)
             except InvalidEvent as exc:
-                outcome.dead_letters.append(
-                    DeadLetterRecord(rec.source, rec.offset, exc.field, exc.reason, rec.value)
-                )
+                outcome.dead_letters.append(DeadLetterRecord(rec.source, rec.offset, exc.field, exc.reason, rec.value))
                 continue
             outcome.n_valid += 1
             by_user[event.user_id].append(Delivery(event, rec.source, rec.offset))

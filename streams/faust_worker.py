@@ -110,9 +110,7 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event) 
         producer_acks=-1,
         stream_buffer_maxsize=max(4 * cfg.batch_size, 4096),
     )
-    source = app.topic(
-        cfg.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
+    source = app.topic(cfg.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     dead = app.topic(
         cfg.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
@@ -140,9 +138,7 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event) 
                     "fusionrec.source": d.source.encode(),
                     "fusionrec.offset": str(d.offset).encode(),
                 }
-                pending.append(
-                    await dead.send(key=f"{d.source}:{d.offset}".encode(), value=d.raw, headers=headers)
-                )
+                pending.append(await dead.send(key=f"{d.source}:{d.offset}".encode(), value=d.raw, headers=headers))
             for fut in pending:
                 await fut  # confirmed by the broker before the source offsets may be committed
             for e in events:

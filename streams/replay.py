@@ -39,14 +39,8 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
-        raise ServiceError(
-            f"cannot reach Kafka at {bootstrap}: {exc}; `fusionrec services up` starts one"
-        ) from exc
-    new = [
-        NewTopic(name, num_partitions=n, replication_factor=1)
-        for name, n in topics.items()
-        if name not in existing
-    ]
+        raise ServiceError(f"cannot reach Kafka at {bootstrap}: {exc}; `fusionrec services up` starts one") from exc
+    new = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items() if name not in existing]
     if not new:
         return
     for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():

@@ -34,6 +34,4 @@ def open_store(url: str, *, replication: str | None = None) -> Store:
         keyspace = parsed.path.strip("/") or "fusionrec"
         hosts = [h for h in hostpart.split(",") if h] or ["127.0.0.1"]
         return CassandraStore(hosts, int(port or 9042), keyspace, replication=replication, url=url)
-    raise ConfigError(
-        f"unknown store URL {url!r}: use memory://, sqlite:///path or cassandra://host:port/keyspace"
-    )
+    raise ConfigError(f"unknown store URL {url!r}: use memory://, sqlite:///path or cassandra://host:port/keyspace")

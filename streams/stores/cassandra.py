@@ -205,9 +205,7 @@ class CassandraStore:
             return None
         return RecommendationList(
             user_id=row.user_id,
-            items=tuple(
-                ScoredItem(i, float(s)) for i, s in zip(row.item_ids or [], row.scores or [], strict=True)
-            ),
+            items=tuple(ScoredItem(i, float(s)) for i, s in zip(row.item_ids or [], row.scores or [], strict=True)),
             model_version=row.model_version,
             config_digest=row.config_digest,
             generated_at=_epoch_ms(row.generated_at),

@@ -98,9 +98,7 @@ class SQLiteStore:
 
     def get_recommendations(self, user_id: str) -> RecommendationList | None:
         with self._lock:
-            row = self.conn.execute(
-                "SELECT payload FROM recommendations WHERE user_id = ?", (user_id,)
-            ).fetchone()
+            row = self.conn.execute("SELECT payload FROM recommendations WHERE user_id = ?", (user_id,)).fetchone()
         return decode_recommendations(row[0]) if row else None
 
     def count_states(self) -> int:
@@ -118,7 +116,5 @@ class SQLiteStore:
         with self._lock:
             return [
                 tuple(r)
-                for r in self.conn.execute(
-                    "SELECT source, offset, field, reason, raw FROM dead_letters ORDER BY id"
-                )
+                for r in self.conn.execute("SELECT source, offset, field, reason, raw FROM dead_letters ORDER BY id")
             ]

@@ -34,8 +34,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 def _state(user: str, n: int) -> UserState:
     events = [
-        Delivery(Event(f"{user}-{i}", EventType.VIEW, user, 1000 + i, item_id=f"i{i}"), "t:0", i)
-        for i in range(n)
+        Delivery(Event(f"{user}-{i}", EventType.VIEW, user, 1000 + i, item_id=f"i{i}"), "t:0", i) for i in range(n)
     ]
     return apply_events(UserState(user), events)[0]
 

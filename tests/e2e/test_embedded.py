@@ -59,13 +59,9 @@ def test_embedded_replay_twice_and_bad_lines_stay_exact(tmp_path: Path) -> None:
     pipeline = build_pipeline(store, build_ranker(shop), k=10)
     values = [v for _, v in event_records(shop)]
     values.insert(17, b"{broken")
-    values.insert(
-        400, b'{"event_id": "z", "type": "view", "user_id": "U00003", "ts": "now", "item_id": "I1"}'
-    )
+    values.insert(400, b'{"event_id": "z", "type": "view", "user_id": "U00003", "ts": "now", "item_id": "I1"}')
     for _ in range(2):  # a full second replay of the same file must change nothing
-        report = run_embedded(
-            records_from_values(values, "file:shop"), pipeline, store, batch_size=64, progress=False
-        )
+        report = run_embedded(records_from_values(values, "file:shop"), pipeline, store, batch_size=64, progress=False)
     assert report.applied == 0 and report.duplicates == len(shop.events)
     stored = {u: s.folded_view() for u, s in store.get_states(list(shop.by_user())).items()}
     assert stored == expected_views(shop.events)

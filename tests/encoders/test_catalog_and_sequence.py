@@ -18,8 +18,12 @@ def test_second_run_encodes_only_changed_items(exports: dict[str, Path], tmp_pat
     first = encode_catalog(items, enc, tmp_path, progress=False)
     assert (first.encoded, first.reused) == (30, 0)
     ids, v1 = load_catalog_vectors(tmp_path)
-    changed = [*items[:5], Item("i5", "A completely different microscope slide"), *items[6:29],
-               Item("new", "Brand new beaker")]  # i5 changed, i29 removed, "new" added
+    changed = [
+        *items[:5],
+        Item("i5", "A completely different microscope slide"),
+        *items[6:29],
+        Item("new", "Brand new beaker"),
+    ]  # i5 changed, i29 removed, "new" added
     second = encode_catalog(changed, enc, tmp_path, progress=False)
     assert (second.encoded, second.reused, second.removed) == (2, 28, 1)
     ids2, v2 = load_catalog_vectors(tmp_path)
@@ -52,10 +56,21 @@ def _export_tiny_sequence_model(path: Path, dim: int = 8, out_dim: int = 4) -> o
     torch.manual_seed(0)
     model = Tiny().eval()
     args = (torch.randn(2, 3, dim), torch.ones(2, 3), torch.zeros(2, 3, dtype=torch.long))
-    torch.onnx.export(model, args, str(path), input_names=["item_vectors", "mask", "event_types"],
-                      output_names=["user_vector"], opset_version=17, dynamo=False,
-                      dynamic_axes={"item_vectors": {0: "b", 1: "l"}, "mask": {0: "b", 1: "l"},
-                                    "event_types": {0: "b", 1: "l"}, "user_vector": {0: "b"}})
+    torch.onnx.export(
+        model,
+        args,
+        str(path),
+        input_names=["item_vectors", "mask", "event_types"],
+        output_names=["user_vector"],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes={
+            "item_vectors": {0: "b", 1: "l"},
+            "mask": {0: "b", 1: "l"},
+            "event_types": {0: "b", 1: "l"},
+            "user_vector": {0: "b"},
+        },
+    )
     return model
 
 
@@ -71,8 +86,11 @@ def test_sequence_encoder_matches_torch_on_ragged_batches(tmp_path: Path) -> Non
     for s, t, g in zip(seqs, types, got, strict=True):
         s, t = s[-50:], t[-50:]
         with torch.no_grad():
-            want = model(torch.from_numpy(s)[None], torch.ones(1, len(s)),  # type: ignore[operator]
-                         torch.tensor([t], dtype=torch.long))[0].numpy()
+            want = model(
+                torch.from_numpy(s)[None],
+                torch.ones(1, len(s)),  # type: ignore[operator]
+                torch.tensor([t], dtype=torch.long),
+            )[0].numpy()
         assert np.allclose(g, want, atol=1e-5)
 
 

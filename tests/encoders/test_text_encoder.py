@@ -34,8 +34,9 @@ def test_manifest_records_source_variant_and_shape(exports: dict[str, Path]) -> 
         assert json.loads((folder / "manifest.json").read_text())["format"] == "fusionrec-text-encoder/1"
 
 
-def test_fp32_parity_with_pytorch(exports: dict[str, Path], catalog_texts: list[str],
-                                  torch_catalog: np.ndarray) -> None:
+def test_fp32_parity_with_pytorch(
+    exports: dict[str, Path], catalog_texts: list[str], torch_catalog: np.ndarray
+) -> None:
     # 300 real texts plus the 20 longest (those hit truncation at max_length)
     longest = sorted(range(len(catalog_texts)), key=lambda i: -len(catalog_texts[i]))[:20]
     idx = list(range(300)) + longest
@@ -46,8 +47,9 @@ def test_fp32_parity_with_pytorch(exports: dict[str, Path], catalog_texts: list[
     assert np.allclose(np.linalg.norm(onnx_vecs, axis=1), 1.0, atol=1e-5)
 
 
-def test_int8_quality_over_the_whole_catalog(exports: dict[str, Path], catalog_texts: list[str],
-                                             torch_catalog: np.ndarray) -> None:
+def test_int8_quality_over_the_whole_catalog(
+    exports: dict[str, Path], catalog_texts: list[str], torch_catalog: np.ndarray
+) -> None:
     int8 = TextEncoder(exports["int8"]).encode(catalog_texts, batch_size=64)
     cos = (int8 * torch_catalog).sum(axis=1)
     assert cos.mean() >= 0.99, f"mean cosine {cos.mean():.4f}"
@@ -56,8 +58,9 @@ def test_int8_quality_over_the_whole_catalog(exports: dict[str, Path], catalog_t
     assert overlap >= 0.9, f"top-10 neighbour overlap {overlap:.4f}"
 
 
-def test_fp16_export_runs_and_agrees(exports: dict[str, Path], catalog_texts: list[str],
-                                     torch_catalog: np.ndarray) -> None:
+def test_fp16_export_runs_and_agrees(
+    exports: dict[str, Path], catalog_texts: list[str], torch_catalog: np.ndarray
+) -> None:
     vecs = TextEncoder(exports["fp16"]).encode(catalog_texts[:64])
     assert vecs.dtype == np.float32  # float32 in and out, float16 inside
     assert (vecs * torch_catalog[:64]).sum(axis=1).min() >= 0.999
@@ -65,7 +68,12 @@ def test_fp16_export_runs_and_agrees(exports: dict[str, Path], catalog_texts: li
 
 def test_batching_and_order_do_not_change_results(exports: dict[str, Path]) -> None:
     enc = TextEncoder(exports["fp32"], SessionConfig(provider="cpu", intra_op_threads=1))
-    texts = ["short", "a much longer text about a sanding roll with 80 grit and adhesive backing", "", "mid text"]
+    texts = [
+        "short",
+        "a much longer text about a sanding roll with 80 grit and adhesive backing",
+        "",
+        "mid text",
+    ]
     one_by_one = np.stack([enc.encode([t])[0] for t in texts])
     batched = enc.encode(texts, batch_size=3)
     assert np.allclose(one_by_one, batched, atol=1e-5)

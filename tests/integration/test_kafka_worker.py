@@ -107,9 +107,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(
     # commit rarely, so the kill is certain to leave processed-but-uncommitted events to replay
     slow_commits = {"FUSIONREC_WORKER__COMMIT_INTERVAL_S": "3600"}
     first = _worker(tmp_path, names, "first", env=slow_commits, batch_size=100).start()
-    wait_for(
-        lambda: store.count_states() >= 300 or not first.alive(), 120, "the first worker to be mid-stream"
-    )
+    wait_for(lambda: store.count_states() >= 300 or not first.alive(), 120, "the first worker to be mid-stream")
     assert first.alive(), first.log()[-3000:]
     first.kill()
     folded_at_kill = _total_events(store)
@@ -129,9 +127,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(
     stop_line = second.last_line("worker_stop")
     assert stop_line is not None
     m = re.search(r"duplicates=(\d+)", stop_line)
-    assert m is not None and int(m.group(1)) > 0, (
-        f"the restart should have replayed folded events: {stop_line}"
-    )
+    assert m is not None and int(m.group(1)) > 0, f"the restart should have replayed folded events: {stop_line}"
 
 
 def test_malformed_events_go_to_dead_letters_and_valid_flow(
@@ -147,9 +143,7 @@ def test_malformed_events_go_to_dead_letters_and_valid_flow(
             "missing",
         ),
         (
-            orjson.dumps(
-                {"event_id": "m2", "type": "teleport", "user_id": "U00001", "ts": 1, "item_id": "I1"}
-            ),
+            orjson.dumps({"event_id": "m2", "type": "teleport", "user_id": "U00001", "ts": 1, "item_id": "I1"}),
             "type",
             "unknown event type",
         ),
@@ -159,9 +153,7 @@ def test_malformed_events_go_to_dead_letters_and_valid_flow(
             "expected a string",
         ),
         (
-            orjson.dumps(
-                {"event_id": "m4", "type": "click", "user_id": "U00002", "ts": "yesterday", "item_id": "I1"}
-            ),
+            orjson.dumps({"event_id": "m4", "type": "click", "user_id": "U00002", "ts": "yesterday", "item_id": "I1"}),
             "ts",
             "integer",
         ),
@@ -197,9 +189,7 @@ def test_malformed_events_go_to_dead_letters_and_valid_flow(
     )
     fragments = {(p, f): frag for p, f, frag in bad}
     for msg in letters:
-        assert (
-            fragments[(msg["value"], msg["headers"]["fusionrec.field"])] in msg["headers"]["fusionrec.reason"]
-        )
+        assert fragments[(msg["value"], msg["headers"]["fusionrec.field"])] in msg["headers"]["fusionrec.reason"]
         assert msg["headers"]["fusionrec.source"].startswith(names["topic"] + ":")
         assert int(msg["headers"]["fusionrec.offset"]) >= 0
 

@@ -18,9 +18,7 @@ def _write(tmp: Path, items: str, events: str) -> Path:
 
 
 def test_position_layout_interleaves_users(tmp_path: Path) -> None:
-    d = _write(
-        tmp_path, "item_id,text\nA,apple\nB,banana\n", "user_id,item_id,position\nu1,A,0\nu1,B,1\nu2,B,0\n"
-    )
+    d = _write(tmp_path, "item_id,text\nA,apple\nB,banana\n", "user_id,item_id,position\nu1,A,0\nu1,B,1\nu2,B,0\n")
     ds = load_dataset(d, spacing_ms=10)
     assert [it.title for it in ds.items] == ["apple", "banana"]
     assert [(e.user_id, e.item_id, e.ts) for e in ds.events] == [

@@ -22,9 +22,13 @@ from ranker.metrics import (
 
 
 def test_target_ranks_with_ties_and_exclusions() -> None:
-    scores = np.array([[0.9, 0.5, 0.7, 0.1],   # target 2 -> one item above: rank 1
-                       [0.5, 0.5, 0.2, 0.5],   # target 0 ties two others: pessimistic rank 2
-                       [0.9, 0.8, 0.3, 0.95]])  # target 2, items 0 and 3 excluded -> rank 1 of 2
+    scores = np.array(
+        [
+            [0.9, 0.5, 0.7, 0.1],  # target 2 -> one item above: rank 1
+            [0.5, 0.5, 0.2, 0.5],  # target 0 ties two others: pessimistic rank 2
+            [0.9, 0.8, 0.3, 0.95],
+        ]
+    )  # target 2, items 0 and 3 excluded -> rank 1 of 2
     ranks, n = target_ranks(scores, np.array([2, 0, 2]), exclude=[[], [], [0, 3, 2]])
     assert ranks.tolist() == [1, 2, 1]
     assert n.tolist() == [4, 4, 2]  # the target is never excluded

@@ -17,9 +17,7 @@ def _d(i: int, offset: int | None = None, etype: EventType = EventType.VIEW, sou
 
 
 def test_fold_counts_items_queries_and_digest() -> None:
-    s, applied = apply_events(
-        UserState("u"), [_d(0), _d(1, etype=EventType.PURCHASE), _d(2, etype=EventType.SEARCH)]
-    )
+    s, applied = apply_events(UserState("u"), [_d(0), _d(1, etype=EventType.PURCHASE), _d(2, etype=EventType.SEARCH)])
     assert applied == 3
     assert s.n_events == 3
     assert s.counts == {"view": 1, "purchase": 1, "search": 1}

@@ -1,0 +1,165 @@
+"""`fusionrec train`: encode item texts, train every fusion variant, choose β and α on validation,
+export the best as the bundle (others under variants/), check ONNX against torch. Needs `train`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from encoders import SessionConfig, TextEncoder
+from fusionrec.datasets import Dataset
+from ranker.bundle import ModelBundle
+from ranker.data import Catalog, SplitData, build_catalog, leave_one_out, user_sequences
+from ranker.export_onnx import export_bundle
+from ranker.model import ModelConfig
+from ranker.train import TrainConfig, catalog_tensors, choose_alpha, score_split, train_model
+
+__all__ = ["DEFAULT_VARIANTS", "encode_texts", "fit", "train_all_but_last"]
+
+log = logging.getLogger("fusionrec.fit")
+
+#: (name, fusion, beta). β is a training-time weight, so each value is its own training run.
+DEFAULT_VARIANTS: tuple[tuple[str, str, float], ...] = (
+    ("weighted-b0.3", "weighted", 0.3),
+    ("weighted-b0.5", "weighted", 0.5),
+    ("weighted-b0.7", "weighted", 0.7),
+    ("concat", "concat", 0.5),
+    ("gated", "gated", 0.5),
+)
+
+
+def encode_texts(catalog: Catalog, encoder_dir: Path, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    if not (encoder_dir / "manifest.json").is_file():
+        from encoders.export import export_encoder
+
+        log.info("no encoder at %s: exporting the default int8 encoder there (offline)", encoder_dir)
+        export_encoder(None, encoder_dir, "int8")
+    enc = TextEncoder(encoder_dir, SessionConfig(provider="auto"))
+    vectors = enc.encode(catalog.texts, batch_size=64, progress=progress, desc="encode item texts")
+    m = enc.manifest
+    return vectors, {"variant": m.variant, "digest": m.digest, "source_model": m.source_model, "dim": m.dim}
+
+
+def train_all_but_last(seqs: dict[str, tuple[list[int], list[int]]]) -> SplitData:
+    """Train on every event but each user's last, validate on the last (for deployment / hold-out)."""
+    from ranker.data import _split
+
+    users = sorted(u for u, (items, _) in seqs.items() if len(items) >= 2)
+    return SplitData(
+        protocol="all-but-last",
+        train=[seqs[u][0][:-1] for u in users],
+        train_types=[seqs[u][1][:-1] for u in users],
+        valid=_split(users, seqs, 1),
+        test=_split(users, seqs, 1),
+    )
+
+
+def _onnx_agreement(model: Any, bundle_dir: Path, data: SplitData, k: int = 10) -> float:
+    """Share of validation users whose top-k from the ONNX bundle equals torch's (history excluded)."""
+    bundle = ModelBundle.load(bundle_dir)
+    split = data.valid
+    torch_scores = score_split(model, split)
+    onnx_scores = bundle.scores([[i - 1 for i in h] for h in split.histories], split.history_types)
+    same = 0
+    for u, hist in enumerate(split.histories):
+        seen = [i - 1 for i in hist]
+        a, b = torch_scores[u].copy(), onnx_scores[u].copy()
+        a[seen] = -np.inf
+        b[seen] = -np.inf
+        same += set(np.argsort(-a, kind="stable")[:k]) == set(np.argsort(-b, kind="stable")[:k])
+    return same / max(len(split.histories), 1)
+
+
+def fit(
+    dataset: Dataset,
+    out: Path,
+    encoder_dir: Path,
+    *,
+    protocol: str = "leave-one-out",
+    train_cfg: TrainConfig = TrainConfig(),
+    model_overrides: dict[str, Any] | None = None,
+    variants: tuple[tuple[str, str, float], ...] = DEFAULT_VARIANTS,
+    progress: bool = True,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    catalog = build_catalog(dataset)
+    text, encoder_info = encode_texts(catalog, encoder_dir, progress)
+    seqs = user_sequences(dataset, catalog)
+    data = leave_one_out(seqs) if protocol == "leave-one-out" else train_all_but_last(seqs)
+    tensors = catalog_tensors(catalog, text, data.train)
+    base = ModelConfig(
+        n_items=catalog.n_items,
+        n_categories=len(catalog.category_names) - 1,
+        n_brands=int(catalog.brands.max()),
+        text_dim=text.shape[1],
+        **(model_overrides or {}),
+    )
+    results: dict[str, dict[str, Any]] = {}
+    trained: dict[str, Any] = {}
+    for name, fusion, beta in variants:
+        cfg = replace(base, fusion=fusion, beta=beta)
+        res = train_model(cfg, train_cfg, data, tensors, progress=progress, desc=f"train {name}")
+        alpha, decay, valid = choose_alpha(res.model, data.valid, train_cfg.eval_batch)
+        results[name] = {
+            "fusion": fusion,
+            "beta": beta,
+            "alpha": alpha,
+            "decay": decay,
+            "valid_ndcg@10": round(valid, 6),
+            "valid_ndcg@10_alpha1": round(res.best_valid_ndcg10, 6),
+            "best_epoch": res.best_epoch,
+            "epochs_run": res.epochs_run,
+            "train_seconds": round(res.seconds, 1),
+            "valid_curve": [round(c, 5) for c in res.curve],
+        }
+        trained[name] = res.model
+    best = max(results, key=lambda n: (results[n]["valid_ndcg@10"], n))
+    if out.exists():
+        shutil.rmtree(out)
+    common = {
+        "protocol": data.protocol,
+        "seed": train_cfg.seed,
+        "train": asdict(train_cfg),
+        "encoder": encoder_info,
+        "data": {
+            "name": dataset.name,
+            "digest": dataset.digest(),
+            "users": len(seqs),
+            "items": catalog.n_items,
+            "train_windows": len(data.train),
+        },
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+    }
+    for name in results:
+        target = out if name == best else out / "variants" / name
+        export_bundle(trained[name], catalog, target, {**common, "variant": name, "validation": results[name]})
+        np.save(target / "text_vectors.npy", text.astype(np.float32))
+    agreement = _onnx_agreement(trained[best], out, data)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.update(
+        {
+            "chosen_variant": best,
+            "variants": results,
+            "onnx_top10_agreement": round(agreement, 5),
+            "fit_seconds": round(time.perf_counter() - started, 1),
+        }
+    )
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    log.info(
+        "bundle version=%s variant=%s valid_ndcg10=%.4f onnx_top10_agreement=%.4f seconds=%.0f",
+        manifest["version"],
+        best,
+        results[best]["valid_ndcg@10"],
+        agreement,
+        manifest["fit_seconds"],
+    )
+    return manifest
