@@ -21,7 +21,7 @@ $(VENV)/.runtime: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(PY)
-	$(PIP) install -q -e '.[cpu,dev]'
+	$(PIP) install -q -e '.[cpu,train,dev]'
 	touch $(VENV)/.runtime $@
 
 demo: $(VENV)/.runtime
@@ -43,6 +43,7 @@ check: $(VENV)/.dev
 
 bench: $(VENV)/.dev services-up
 	$(PY) bench/thin_path.py --json out/thin_path.json
+	$(PY) bench/encoders.py --json out/encoders.json
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

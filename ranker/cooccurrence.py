@@ -50,8 +50,12 @@ class CooccurrenceModel:
         return ranked, source
 
     def rank(self, state: UserState, k: int) -> tuple[list[tuple[str, float]], str]:
-        """The pipeline's ranking port: a user's state in, top-k and its source out."""
+        """A user's state in, top-k and its source out."""
         return self.recommend(state.recent_items, k)
+
+    def rank_many(self, states: Sequence[UserState], k: int) -> list[tuple[list[tuple[str, float]], str]]:
+        """The pipeline's ranking port: every touched user of a batch."""
+        return [self.recommend(s.recent_items, k) for s in states]
 
 
 def fit_cooccurrence(

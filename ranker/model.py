@@ -10,6 +10,7 @@ item vectors. Scores are f_i·g_j over the whole catalog (tied input/output item
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -93,10 +94,33 @@ class FusedItems(nn.Module):
         return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
 
 
-class UserEncoder(nn.Module):
-    alpha: torch.Tensor
-    decay: torch.Tensor
+class Block(nn.Module):
+    """Pre-norm transformer block written out so that it exports with dynamic batch and length
+    (nn.MultiheadAttention's traced reshapes bake the traced sequence length into the graph)."""
 
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        qkv = self.qkv(self.norm1(x)).view(batch, -1, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim) + attn_bias
+        ctx = torch.matmul(self.drop(torch.softmax(scores, dim=-1)), v)
+        ctx = ctx.permute(0, 2, 1, 3).reshape(batch, -1, self.heads * self.head_dim)
+        x = x + self.drop(self.proj(ctx))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class UserEncoder(nn.Module):
     """Sequence of fused item vectors (right-aligned, newest last) -> user vector z_i, and f_i with α.
 
     This is exactly the graph exported to ONNX: inputs item_vectors [B, L, D], mask [B, L],
@@ -104,21 +128,15 @@ class UserEncoder(nn.Module):
     (left-padded windows) and serving (batches padded to their own width) agree.
     """
 
+    alpha: torch.Tensor
+    decay: torch.Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         self.type_emb = nn.Embedding(cfg.n_event_types + 1, cfg.dim, padding_idx=0)
-        layer = nn.TransformerEncoderLayer(
-            cfg.dim,
-            cfg.heads,
-            dim_feedforward=cfg.dim * 2,
-            dropout=cfg.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
         self.in_norm = nn.LayerNorm(cfg.dim)
         self.out_norm = nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
@@ -133,14 +151,15 @@ class UserEncoder(nn.Module):
         positions = torch.arange(width, device=item_vectors.device) + (self.cfg.max_len - width)
         x = item_vectors + self.pos_emb(positions)[None] + self.type_emb(event_types)
         x = self.drop(self.in_norm(x)) * mask.unsqueeze(-1)
-        causal = torch.triu(torch.full((width, width), float("-inf"), device=x.device), diagonal=1)
-        pad = torch.zeros_like(mask).masked_fill(mask == 0, float("-inf"))
-        # a fully padded row would give NaN softmax: let padded queries see themselves
-        attn = causal[None] + pad[:, None, :]
-        eye = torch.eye(width, device=x.device)[None]
-        attn = torch.where((mask == 0)[:, :, None] & (eye > 0), torch.zeros_like(attn), attn)
-        attn = attn.repeat_interleave(self.cfg.heads, dim=0)
-        h = self.encoder(x, mask=attn)
+        steps = torch.arange(width, device=x.device)
+        future = steps[None, :] > steps[:, None]  # [L, L]: key after query
+        blocked = future[None] | (mask == 0)[:, None, :]  # [B, L, L]: future steps and padding
+        # a padded query row would see nothing (NaN softmax): let every row see itself
+        blocked = blocked & (steps[None, :] != steps[:, None])[None]
+        attn_bias = (blocked.to(x.dtype) * -1e9).unsqueeze(1)
+        h = x
+        for block in self.blocks:
+            h = block(h, attn_bias)
         return self.out_norm(h)
 
     def forward(self, item_vectors: torch.Tensor, mask: torch.Tensor, event_types: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,10 @@ def markdown_table(out: dict[str, Any]) -> str:
 
 
 def write_report(out: dict[str, Any], folder: Path) -> list[Path]:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError("plots need matplotlib: pip install 'fusionrec[train]'") from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

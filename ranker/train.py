@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 42
     threads: int = 2
     eval_batch: int = 1024
+    sampled_negatives: int = 0  # 0: full softmax over the catalog; N: sampled softmax with N shared negatives
 
 
 @dataclass
@@ -135,15 +136,24 @@ def _length_buckets(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _loss(model: SeqRecModel, inputs: torch.Tensor, in_types: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Full-softmax cross-entropy over the catalog, computed only where a real target exists."""
+def _loss(model: SeqRecModel, inputs: torch.Tensor, in_types: torch.Tensor, targets: torch.Tensor,
+          sampled: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cross-entropy where a real target exists: over the whole catalog (full softmax), or over the
+    batch's targets plus `sampled` uniformly drawn negatives shared by the batch (sampled softmax,
+    for catalogs too large to score every step; uniform sampling needs no log-Q correction)."""
     table = model.items()
     mask = (inputs > 0).to(table.dtype)
     h = model.user.hidden(table[inputs], mask, in_types)
     real = targets > 0
-    logits = h[real] @ table.T
-    logits[:, 0] = -math.inf  # padding is never a prediction
-    return torch.nn.functional.cross_entropy(logits, targets[real])
+    wanted = targets[real]
+    if sampled <= 0:
+        logits = h[real] @ table.T
+        logits[:, 0] = -math.inf  # padding is never a prediction
+        return torch.nn.functional.cross_entropy(logits, wanted)
+    negatives = torch.randint(1, table.shape[0], (sampled,), generator=generator)
+    candidates, inverse = torch.unique(torch.cat([wanted, negatives]), return_inverse=True)
+    logits = h[real] @ table[candidates].T
+    return torch.nn.functional.cross_entropy(logits, inverse[: len(wanted)])
 
 
 def train_model(
@@ -161,6 +171,7 @@ def train_model(
     if not windows:
         raise ValueError("no user has two training events: nothing to learn from")
     rng = np.random.default_rng(tcfg.seed)
+    gen = torch.Generator().manual_seed(tcfg.seed)
     best, best_epoch, best_state, bad = -1.0, 0, None, 0
     curve: list[float] = []
     started = time.perf_counter()
@@ -172,7 +183,7 @@ def train_model(
         for chunk in _length_buckets(windows, tcfg.batch_size, rng):
             seq = pad_left([w[0] for w in chunk])
             typ = pad_left([w[1] for w in chunk])
-            loss = _loss(model, seq[:, :-1], typ[:, :-1], seq[:, 1:])
+            loss = _loss(model, seq[:, :-1], typ[:, :-1], seq[:, 1:], tcfg.sampled_negatives, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -76,7 +76,9 @@ class Ranker(Protocol):
     @property
     def version(self) -> str: ...
 
-    def rank(self, state: UserState, k: int) -> tuple[list[tuple[str, float]], str]: ...
+    def rank_many(self, states: Sequence[UserState], k: int) -> list[tuple[list[tuple[str, float]], str]]:
+        """Top-k (item_id, score) and its source per state, all touched users of a batch at once."""
+        ...
 
 
 class PipelineSensor(Protocol):
@@ -177,7 +179,7 @@ class Pipeline:
                 if after is not before:
                     changed.append(after)
             now_ms = int(self.clock() * 1000)
-            lists = [self._rank(state, now_ms) for state in changed]
+            lists = self._rank(changed, now_ms)
             outcome.n_users = len(changed)
             outcome.newest_event_ts = max((s.last_ts for s in changed), default=0)
             self._with_retry("put_recommendations", lambda: self.store.put_recommendations(lists), outcome)
@@ -186,14 +188,19 @@ class Pipeline:
         self.sensor.on_batch(outcome)
         return outcome
 
-    def _rank(self, state: UserState, now_ms: int) -> RecommendationList:
-        ranked, source = self.ranker.rank(state, self.k)
-        return RecommendationList(
-            user_id=state.user_id,
-            items=tuple(ScoredItem(i, round(float(s), 6)) for i, s in ranked),
-            model_version=self.ranker.version,
-            config_digest=self.config_digest,
-            generated_at=now_ms,
-            newest_event_ts=state.last_ts,
-            source=source,
-        )
+    def _rank(self, states: list[UserState], now_ms: int) -> list[RecommendationList]:
+        if not states:
+            return []
+        ranked = self.ranker.rank_many(states, self.k)
+        return [
+            RecommendationList(
+                user_id=state.user_id,
+                items=tuple(ScoredItem(i, round(float(s), 6)) for i, s in items),
+                model_version=self.ranker.version,
+                config_digest=self.config_digest,
+                generated_at=now_ms,
+                newest_event_ts=state.last_ts,
+                source=source,
+            )
+            for state, (items, source) in zip(states, ranked, strict=True)
+        ]

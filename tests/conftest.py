@@ -45,3 +45,17 @@ def cassandra_keyspace(services: dict[str, str], unique: str) -> Iterator[str]:
         session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=60)
     finally:
         cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """fp32, int8 and fp16 exports of the default encoder, made once per session, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from encoders.export import export_encoder
+
+    root = tmp_path_factory.mktemp("encoders")
+    out = {}
+    for variant in ("fp32", "int8", "fp16"):
+        export_encoder(None, root / variant, variant)  # type: ignore[arg-type]
+        out[variant] = root / variant
+    return out

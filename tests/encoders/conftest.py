@@ -18,18 +18,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
-def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from encoders.export import export_encoder
-
-    root = tmp_path_factory.mktemp("encoders")
-    out = {}
-    for variant in ("fp32", "int8", "fp16"):
-        export_encoder(None, root / variant, variant)  # type: ignore[arg-type]
-        out[variant] = root / variant
-    return out
-
-
-@pytest.fixture(scope="session")
 def catalog_texts() -> list[str]:
     items = SCIENTIFIC / "items.csv"
     if not items.is_file():
