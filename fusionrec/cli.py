@@ -146,6 +146,14 @@ def worker(
     dead_letter_topic: Annotated[str | None, typer.Option(help="Dead-letter topic.")] = None,
     group: Annotated[str | None, typer.Option(help="Consumer group id.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Events per micro-batch.")] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="Model bundle from `fusionrec train` (default: the co-occurrence baseline fitted on --data)."
+        ),
+    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    items_topic: Annotated[str | None, typer.Option(help="Topic of new/changed item records (JSON).")] = None,
 ) -> None:
     """Consume the clickstream (faust-streaming), fold events into user state, write lists to the store.
 
@@ -167,11 +175,14 @@ def worker(
         batch_size=batch_size or settings.worker.batch_size,
         batch_within_s=settings.worker.batch_within_s,
         commit_interval_s=settings.worker.commit_interval_s,
+        items_topic=items_topic or settings.kafka.items_topic,
         datadir=str(Path(".local") / "faust" / (group or settings.kafka.group)),
     )
-    ensure_topics(cfg.bootstrap, {cfg.topic: settings.kafka.partitions, cfg.dead_letter_topic: 1})
+    ensure_topics(
+        cfg.bootstrap, {cfg.topic: settings.kafka.partitions, cfg.dead_letter_topic: 1, cfg.items_topic or "items": 1}
+    )
     dataset = load_data(data or settings.data)
-    ranker = build_ranker(dataset)
+    ranker = build_ranker(dataset, bundle)
     results = open_results_store(settings, store)
     deadline = time.monotonic() + 120
     while True:  # the store may still be starting: wait, don't crash
@@ -183,7 +194,14 @@ def worker(
                 raise
             logging.getLogger("fusionrec.worker").warning("store_not_ready error=%s", exc)
             time.sleep(2)
-    run_worker(cfg, lambda stopping: build_pipeline(results, ranker, settings.worker.k, stopping))
+    from streams.metrics import PrometheusSensor
+
+    sensor = PrometheusSensor()
+    if metrics_port:
+        sensor.serve(metrics_port)
+    run_worker(
+        cfg, lambda stopping: build_pipeline(results, ranker, settings.worker.k, stopping, sensor), sensor=sensor
+    )
 
 
 @app.command()

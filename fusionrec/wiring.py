@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 from fusionrec.datasets import Dataset, load_dataset
 from fusionrec.settings import Settings
 from fusionrec.synthetic import generate_shop
-from ranker.cooccurrence import CooccurrenceModel, fit_cooccurrence
+from ranker.cooccurrence import fit_cooccurrence
 from schemas.codec import encode_event
-from streams.core import Pipeline, RetryPolicy
+from streams.core import Pipeline, PipelineSensor, Ranker, RetryPolicy
 from streams.stores import Store, open_store
 
 __all__ = ["build_pipeline", "build_ranker", "event_records", "load_data", "open_results_store"]
@@ -23,8 +24,20 @@ def load_data(data: str | None, limit_users: int | None = None) -> Dataset:
     return load_dataset(data, limit_users=limit_users)
 
 
-def build_ranker(dataset: Dataset) -> CooccurrenceModel:
-    return fit_cooccurrence(dataset.item_sequences())
+def build_ranker(dataset: Dataset, bundle: str | Path | None = None) -> Ranker:
+    """The model bundle's ranker when a bundle is given (ONNX user encoder, batched), else the
+    co-occurrence baseline fitted on the dataset. Popular items from the dataset back cold starts."""
+    if bundle is None:
+        return fit_cooccurrence(dataset.item_sequences())
+    from ranker.bundle import ModelBundle
+    from ranker.online import BundleRanker
+
+    counts: dict[str, int] = {}
+    for seq in dataset.item_sequences():
+        for item in seq:
+            counts[item] = counts.get(item, 0) + 1
+    popular = sorted(counts, key=lambda i: (-counts[i], i))[:500]
+    return BundleRanker(ModelBundle.load(bundle), popular=popular)
 
 
 def event_records(dataset: Dataset) -> Iterator[tuple[bytes, bytes]]:
@@ -39,7 +52,11 @@ def open_results_store(settings: Settings, url: str | None = None) -> Store:
 
 
 def build_pipeline(
-    store: Store, ranker: CooccurrenceModel, k: int, stopping: threading.Event | None = None
+    store: Store,
+    ranker: Ranker,
+    k: int,
+    stopping: threading.Event | None = None,
+    sensor: PipelineSensor | None = None,
 ) -> Pipeline:
     stop = stopping or threading.Event()
-    return Pipeline(store, ranker, k=k, retry=RetryPolicy(should_stop=stop.is_set))
+    return Pipeline(store, ranker, k=k, retry=RetryPolicy(should_stop=stop.is_set), sensor=sensor)

@@ -92,6 +92,15 @@ class ModelBundle:
             encoder=SequenceEncoder(root / "user_encoder.onnx", session, max_length=int(manifest["model"]["max_len"])),
         )
 
+    def item_fusion(self) -> tuple[Any, Any]:
+        """(text encoder, item-fusion session) for live items; raises when the bundle predates them."""
+        from encoders.session import create_session
+        from encoders.text import TextEncoder
+
+        if not (self.folder / "item_fusion.onnx").is_file() or not (self.folder / "encoder").is_dir():
+            raise FileNotFoundError(f"{self.folder} has no item_fusion.onnx/encoder: retrain to serve live items")
+        return TextEncoder(self.folder / "encoder"), create_session(self.folder / "item_fusion.onnx")
+
     def variants(self) -> dict[str, ModelBundle]:
         root = self.folder / "variants"
         if not root.is_dir():

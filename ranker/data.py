@@ -38,6 +38,7 @@ class Catalog:
     categories: np.ndarray  # [n_items + 1] category index per item (0 = padding/unknown)
     brands: np.ndarray
     category_names: list[str]
+    brand_names: list[str]
 
     @property
     def n_items(self) -> int:
@@ -78,6 +79,7 @@ def build_catalog(dataset: Dataset) -> Catalog:
         categories=np.array(cats, dtype=np.int64),
         brands=np.array(brands, dtype=np.int64),
         category_names=["", *cat_names],
+        brand_names=["", *brand_names],
     )
 
 

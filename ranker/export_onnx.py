@@ -44,6 +44,32 @@ def export_user_encoder(model: SeqRecModel, path: Path, opset: int = 17) -> None
         torch.backends.mha.set_fastpath_enabled(fast)
 
 
+def export_item_fusion(model: SeqRecModel, path: Path, opset: int = 17) -> None:
+    from ranker.model import ItemFusion
+
+    fusion = ItemFusion(model.items).eval()
+    n = 3
+    args = (
+        torch.randn(n, model.cfg.text_dim),
+        torch.zeros(n, dtype=torch.long),
+        torch.ones(n, dtype=torch.long),
+        torch.ones(n, dtype=torch.long),
+        torch.zeros(n, dtype=torch.long),
+    )
+    names = ["text_vectors", "item_rows", "categories", "brands", "pop_buckets"]
+    with torch.no_grad():
+        torch.onnx.export(
+            fusion,
+            args,
+            str(path),
+            input_names=names,
+            output_names=["item_vector"],
+            dynamic_axes={**{k: {0: "batch"} for k in names}, "item_vector": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
 def export_bundle(model: SeqRecModel, catalog: Catalog, folder: Path, info: dict[str, Any]) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
@@ -53,6 +79,8 @@ def export_bundle(model: SeqRecModel, catalog: Catalog, folder: Path, info: dict
     (folder / "item_ids.json").write_text(json.dumps(catalog.ids))
     (folder / "category_names.json").write_text(json.dumps(catalog.category_names))
     export_user_encoder(model, folder / "user_encoder.onnx")
+    export_item_fusion(model, folder / "item_fusion.onnx")
+    (folder / "brand_names.json").write_text(json.dumps(catalog.brand_names))
     info = {
         **info,
         "model": model.cfg.to_dict(),

@@ -143,6 +143,7 @@ def fit(
         target = out if name == best else out / "variants" / name
         export_bundle(trained[name], catalog, target, {**common, "variant": name, "validation": results[name]})
         np.save(target / "text_vectors.npy", text.astype(np.float32))
+    shutil.copytree(encoder_dir, out / "encoder")  # live items are encoded with the same text encoder
     agreement = _onnx_agreement(trained[best], out, data)
     manifest = json.loads((out / "manifest.json").read_text())
     manifest.update(

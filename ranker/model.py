@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-__all__ = ["ModelConfig", "SeqRecModel", "UserEncoder"]
+__all__ = ["ItemFusion", "ModelConfig", "SeqRecModel", "UserEncoder"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,12 @@ class ModelConfig:
 
 
 class FusedItems(nn.Module):
+    text: torch.Tensor
+    text_mean: torch.Tensor
+    categories: torch.Tensor
+    brands: torch.Tensor
+    pop_bucket: torch.Tensor
+
     def __init__(
         self,
         cfg: ModelConfig,
@@ -50,8 +56,10 @@ class FusedItems(nn.Module):
     ) -> None:
         super().__init__()
         self.cfg = cfg
-        centered = text - text[1:].mean(dim=0, keepdim=True)
+        mean = text[1:].mean(dim=0, keepdim=True)
+        centered = text - mean
         centered[0] = 0
+        self.register_buffer("text_mean", mean)
         self.register_buffer("text", centered)
         self.register_buffer("categories", categories)
         self.register_buffer("brands", brands)
@@ -69,13 +77,20 @@ class FusedItems(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """[n_items + 1, dim] fused vectors for the whole catalog (row 0: padding)."""
-        p = self.text_proj(self.text)
-        g = (
-            self.id_emb.weight
-            + self.cat_emb(self.categories)
-            + self.brand_emb(self.brands)
-            + self.pop_emb(self.pop_bucket)
-        )
+        out = self.fuse(self.text, self.id_emb.weight, self.categories, self.brands, self.pop_bucket)
+        return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
+
+    def fuse(
+        self,
+        text_centered: torch.Tensor,
+        id_vectors: torch.Tensor,
+        categories: torch.Tensor,
+        brands: torch.Tensor,
+        pop_bucket: torch.Tensor,
+    ) -> torch.Tensor:
+        """g_j from centred text vectors and the other features (shared by training and new items)."""
+        p = self.text_proj(text_centered)
+        g = id_vectors + self.cat_emb(categories) + self.brand_emb(brands) + self.pop_emb(pop_bucket)
         fusion = self.cfg.fusion
         if fusion == "weighted":
             out = self.cfg.beta * p + (1.0 - self.cfg.beta) * g
@@ -90,8 +105,27 @@ class FusedItems(nn.Module):
             out = g
         else:
             raise ValueError(f"unknown fusion {fusion!r}")
-        out = self.norm(out)
-        return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
+        return self.norm(out)
+
+
+class ItemFusion(nn.Module):
+    """The item side as a graph for live items: text vector + item row (0 = new, no ID embedding yet)
+    + category + brand + popularity bucket -> g_j. Exported to ONNX beside the user encoder."""
+
+    def __init__(self, items: FusedItems) -> None:
+        super().__init__()
+        self.items = items
+
+    def forward(
+        self,
+        text_vectors: torch.Tensor,
+        item_rows: torch.Tensor,
+        categories: torch.Tensor,
+        brands: torch.Tensor,
+        pop_buckets: torch.Tensor,
+    ) -> torch.Tensor:
+        centered = text_vectors - self.items.text_mean
+        return self.items.fuse(centered, self.items.id_emb(item_rows), categories, brands, pop_buckets)
 
 
 class Block(nn.Module):

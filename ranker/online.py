@@ -4,7 +4,9 @@ model knows nothing about (cold start). No torch."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -13,18 +15,23 @@ from ranker.data import EVENT_TYPE_INDEX
 from ranker.ranking import RankingPolicy, rank_candidates
 from ranker.retrieval import ExactRetriever
 from ranker.state import UserState
+from schemas.items import Item
 
 __all__ = ["BundleRanker"]
 
 
 class BundleRanker:
-    def __init__(self, bundle: ModelBundle, policy: RankingPolicy = RankingPolicy(), popular: Sequence[str] = ()
-                 ) -> None:
+    def __init__(
+        self, bundle: ModelBundle, policy: RankingPolicy = RankingPolicy(), popular: Sequence[str] = ()
+    ) -> None:
         self.bundle = bundle
         self.policy = policy
         self.rows = {item_id: r for r, item_id in enumerate(bundle.item_ids)}
         self.retriever = ExactRetriever(bundle.item_vectors)
         self.popular = [self.rows[i] for i in popular if i in self.rows] or list(range(min(200, len(self.rows))))
+        self._fusion: tuple[Any, Any] | None = None
+        names = bundle.folder / "brand_names.json"
+        self.brand_names: list[str] = json.loads(names.read_text()) if names.is_file() else [""]
 
     @property
     def version(self) -> str:
@@ -39,8 +46,11 @@ class BundleRanker:
         histories: list[list[int]] = []
         types: list[list[int]] = []
         for n, state in enumerate(states):
-            pairs = [(self.rows[i], EVENT_TYPE_INDEX.get(t, 1)) for i, t in
-                     zip(state.recent_items, state.recent_types, strict=True) if i in self.rows]
+            pairs = [
+                (self.rows[i], EVENT_TYPE_INDEX.get(t, 1))
+                for i, t in zip(state.recent_items, state.recent_types, strict=True)
+                if i in self.rows
+            ]
             if pairs:
                 known.append(n)
                 histories.append([p[0] for p in pairs])
@@ -52,10 +62,49 @@ class BundleRanker:
             want = k + (max(len(h) for h in histories) if self.policy.exclude_seen else 0) + 32
             rows, scores = self.retriever.search(vectors, want)
             for j, n in enumerate(known):
-                ranked = rank_candidates(rows[j], scores[j], k, self.policy, histories[j],
-                                         self.bundle.item_categories)
+                ranked = rank_candidates(rows[j], scores[j], k, self.policy, histories[j], self.bundle.item_categories)
                 out[n] = ([(self.bundle.item_ids[r], s) for r, s in ranked], "personal")
         return [o for o in out if o is not None]
+
+    def add_items(self, items: Sequence[Item]) -> int:
+        """Encode new or changed items (ONNX text encoder + item fusion) into the live index.
+
+        A changed item keeps its row (and learned ID embedding); a new item gets a row with no ID
+        embedding yet, its category and brand when known, and the lowest popularity bucket."""
+        if not items:
+            return 0
+        if self._fusion is None:
+            self._fusion = self.bundle.item_fusion()
+        encoder, session = self._fusion
+        cats = {n: i for i, n in enumerate(self.bundle.category_names)}
+        brands = {n: i for i, n in enumerate(self.brand_names)}
+        text = encoder.encode([it.text() for it in items])
+        existing = [self.rows.get(it.item_id, -1) for it in items]
+        feed = {
+            "text_vectors": text.astype(np.float32),
+            "item_rows": np.array([r + 1 if r >= 0 else 0 for r in existing], dtype=np.int64),
+            "categories": np.array([cats.get(it.category, 0) for it in items], dtype=np.int64),
+            "brands": np.array([brands.get(it.brand, 0) for it in items], dtype=np.int64),
+            "pop_buckets": np.zeros(len(items), dtype=np.int64),
+        }
+        declared = {i.name for i in session.get_inputs()}
+        vectors = session.run(None, {k: v for k, v in feed.items() if k in declared})[0].astype(np.float32)
+        b = self.bundle
+        new_rows = []
+        for it, row, vec, cat in zip(items, existing, vectors, feed["categories"], strict=True):
+            if row >= 0:
+                b.item_vectors[row] = vec
+                b.item_categories[row] = cat
+            else:
+                new_rows.append((it.item_id, vec, cat))
+        if new_rows:
+            b.item_vectors = np.vstack([b.item_vectors, np.stack([v for _, v, _ in new_rows])])
+            b.item_categories = np.concatenate([b.item_categories, np.array([c for _, _, c in new_rows])])
+            for item_id, _, _ in new_rows:
+                self.rows[item_id] = len(b.item_ids)
+                b.item_ids.append(item_id)
+        self.retriever = ExactRetriever(b.item_vectors)
+        return len(items)
 
     def _popular(self, state: UserState, k: int) -> list[tuple[str, float]]:
         seen = {self.rows[i] for i in state.recent_items if i in self.rows}

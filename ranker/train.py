@@ -136,8 +136,14 @@ def _length_buckets(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _loss(model: SeqRecModel, inputs: torch.Tensor, in_types: torch.Tensor, targets: torch.Tensor,
-          sampled: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+def _loss(
+    model: SeqRecModel,
+    inputs: torch.Tensor,
+    in_types: torch.Tensor,
+    targets: torch.Tensor,
+    sampled: int = 0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Cross-entropy where a real target exists: over the whole catalog (full softmax), or over the
     batch's targets plus `sampled` uniformly drawn negatives shared by the batch (sampled softmax,
     for catalogs too large to score every step; uniform sampling needs no log-Q correction)."""

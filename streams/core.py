@@ -70,6 +70,7 @@ class BatchOutcome:
     dead_letters: list[DeadLetterRecord] = field(default_factory=list)
     store_retries: int = 0
     elapsed_s: float = 0.0
+    freshness_ms: list[int] = field(default_factory=list)  # list written - newest event, per touched user
 
 
 class Ranker(Protocol):
@@ -184,6 +185,8 @@ class Pipeline:
             outcome.newest_event_ts = max((s.last_ts for s in changed), default=0)
             self._with_retry("put_recommendations", lambda: self.store.put_recommendations(lists), outcome)
             self._with_retry("put_states", lambda: self.store.put_states(changed), outcome)
+            written_ms = int(self.clock() * 1000)
+            outcome.freshness_ms = [max(0, written_ms - s.last_ts) for s in changed]
         outcome.elapsed_s = time.perf_counter() - started
         self.sensor.on_batch(outcome)
         return outcome

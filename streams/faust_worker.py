@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemas.codec import decode_item
+from schemas.errors import InvalidItem
 from streams.core import BatchOutcome, Pipeline, RawRecord
 
 __all__ = ["WorkerConfig", "build_app", "run_worker"]
@@ -41,6 +43,7 @@ class WorkerConfig:
     commit_interval_s: float = 1.0
     datadir: str = ".local/faust"
     log_every_s: float = 5.0
+    items_topic: str | None = None
 
 
 class _Totals:
@@ -93,7 +96,8 @@ class _App(faust.App):
         await super().on_stop()
 
 
-def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event) -> Any:
+def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event, sensor: Any = None) -> Any:
+    """The faust app with one agent; `sensor` (optional) also receives consumer lag per partition."""
     Path(cfg.datadir).mkdir(parents=True, exist_ok=True)
     totals = _Totals(cfg.log_every_s)
     app = _App(
@@ -144,17 +148,61 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event) 
             for e in events:
                 await stream.ack(e)
             totals.add(outcome)
+            if sensor is not None:
+                last: dict[Any, int] = {}
+                for e in events:
+                    last[e.message.tp] = e.message.offset
+                for tp, offset in last.items():
+                    high = app.consumer.highwater(tp)
+                    if high is not None:
+                        sensor.set_lag(f"{tp.topic}:{tp.partition}", int(high) - offset - 1)
+
+    if cfg.items_topic:
+        items_source = app.topic(
+            cfg.items_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+        @app.agent(items_source, concurrency=1)
+        async def live_items(stream: Any) -> None:
+            """New or changed items: encoded and fused into the live index (same thread as the pipeline)."""
+            loop = asyncio.get_running_loop()
+            add = getattr(pipeline.ranker, "add_items", None)
+            async for events in stream.noack_take(256, within=cfg.batch_within_s):
+                good, bad = [], []
+                for e in events:
+                    try:
+                        good.append(decode_item(e.message.value or b""))
+                    except InvalidItem as invalid:
+                        bad.append((e, invalid))
+                for e, exc in bad:
+                    headers = {
+                        "fusionrec.reason": exc.reason.encode(),
+                        "fusionrec.field": exc.field.encode(),
+                        "fusionrec.source": f"{e.message.topic}:{e.message.partition}".encode(),
+                        "fusionrec.offset": str(e.message.offset).encode(),
+                    }
+                    await (await dead.send(key=b"item", value=e.message.value or b"", headers=headers))
+                if good and add is not None:
+                    n = await loop.run_in_executor(executor, add, good)
+                    log.info("live_items added=%d invalid=%d", n, len(bad))
+                elif good:
+                    log.warning("live_items_ignored count=%d reason=the ranker has no live index", len(good))
+                for e in events:
+                    await stream.ack(e)
 
     return app
 
 
 def run_worker(
-    cfg: WorkerConfig, pipeline_factory: Callable[[threading.Event], Pipeline], loglevel: str = "INFO"
+    cfg: WorkerConfig,
+    pipeline_factory: Callable[[threading.Event], Pipeline],
+    loglevel: str = "INFO",
+    sensor: Any = None,
 ) -> None:
     """Run until SIGTERM/SIGINT; faust handles the signals and commits acked offsets on the way out."""
     stopping = threading.Event()
     pipeline = pipeline_factory(stopping)
-    app = build_app(cfg, pipeline, stopping)
+    app = build_app(cfg, pipeline, stopping, sensor)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     log.info(
         "worker_start topic=%s group=%s bootstrap=%s batch_size=%d store=%s",

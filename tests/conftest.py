@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from fusionrec.synthetic import generate_shop
+
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "deploy" / "local" / "services.sh"
 
@@ -58,4 +60,52 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for variant in ("fp32", "int8", "fp16"):
         export_encoder(None, root / variant, variant)  # type: ignore[arg-type]
         out[variant] = root / variant
+    return out
+
+
+VARIANTS = (("weighted-b0.5", "weighted", 0.5), ("gated", "gated", 0.5))
+SMALL = {"dim": 32, "layers": 1, "heads": 2, "max_len": 20}
+
+
+def _write_shop(root: Path) -> Path:
+    shop = generate_shop(n_users=300, n_items=120)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "items.csv").write_text(
+        "item_id,title,category,brand\n"
+        + "".join(f'{it.item_id},"{it.title}",{it.category},{it.brand}\n' for it in shop.items)
+    )
+    per_user: dict[str, int] = {}
+    lines = []
+    for ev in shop.events:
+        if ev.item_id is not None:
+            lines.append(f"{ev.user_id},{ev.item_id},{ev.ts}\n")
+            per_user[ev.user_id] = per_user.get(ev.user_id, 0) + 1
+    (root / "events.csv").write_text("user_id,item_id,ts\n" + "".join(lines))
+    return root
+
+
+@pytest.fixture(scope="session")
+def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_shop(tmp_path_factory.mktemp("shop"))
+
+
+@pytest.fixture(scope="session")
+def bundles(shop_dir: Path, exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from fusionrec.datasets import load_dataset
+    from ranker.fit import fit
+    from ranker.train import TrainConfig
+
+    out = []
+    for run in range(2):  # same seed twice: determinism
+        folder = tmp_path_factory.mktemp(f"bundle{run}")
+        fit(
+            load_dataset(shop_dir),
+            folder,
+            exports["int8"],
+            variants=VARIANTS,
+            model_overrides=SMALL,
+            train_cfg=TrainConfig(epochs=4, patience=4, seed=7, batch_size=128),
+            progress=False,
+        )
+        out.append(folder)
     return out

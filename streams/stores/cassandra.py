@@ -31,7 +31,7 @@ try:
     from cassandra import ConsistencyLevel, DriverException, OperationTimedOut, RequestExecutionException
     from cassandra.cluster import Cluster, NoHostAvailable, Session
     from cassandra.concurrent import execute_concurrent_with_args
-    from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+    from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the Cassandra store needs cassandra-driver: pip install 'fusionrec'") from exc
 
@@ -73,6 +73,8 @@ def connect(hosts: Sequence[str], port: int, timeout_s: float = 10.0) -> tuple[A
         connect_timeout=timeout_s,
         control_connection_timeout=timeout_s,
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+        # a node back from an outage is retried every second, so back-pressure ends soon after it returns
+        reconnection_policy=ConstantReconnectionPolicy(delay=1.0, max_attempts=None),
         protocol_version=5,
     )
     try:

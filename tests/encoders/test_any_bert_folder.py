@@ -24,8 +24,14 @@ def test_tiny_random_model_folder_exports_with_parity(kind: str, tmp_path: Path)
     torch.manual_seed(0)
     src = tmp_path / f"tiny-{kind}"
     tok = AutoTokenizer.from_pretrained(str(default_model_dir()), local_files_only=True)
-    common = {"vocab_size": tok.vocab_size + 2, "hidden_size": 32, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 130}
+    common = {
+        "vocab_size": tok.vocab_size + 2,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 130,
+    }
     if kind == "bert":
         model = BertModel(BertConfig(**common))
     else:

@@ -11,47 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusionrec.synthetic import generate_shop
 from ranker.bundle import ModelBundle
-from ranker.fit import fit
-from ranker.train import TrainConfig
+from tests.conftest import VARIANTS
 
 REPO = Path(__file__).resolve().parents[2]
-VARIANTS = (("weighted-b0.5", "weighted", 0.5), ("gated", "gated", 0.5))
-SMALL = {"dim": 32, "layers": 1, "heads": 2, "max_len": 20}
-
-
-def _write_shop(root: Path) -> Path:
-    shop = generate_shop(n_users=300, n_items=120)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "items.csv").write_text("item_id,title,category,brand\n" + "".join(
-        f'{it.item_id},"{it.title}",{it.category},{it.brand}\n' for it in shop.items))
-    per_user: dict[str, int] = {}
-    lines = []
-    for ev in shop.events:
-        if ev.item_id is not None:
-            lines.append(f"{ev.user_id},{ev.item_id},{ev.ts}\n")
-            per_user[ev.user_id] = per_user.get(ev.user_id, 0) + 1
-    (root / "events.csv").write_text("user_id,item_id,ts\n" + "".join(lines))
-    return root
-
-
-@pytest.fixture(scope="module")
-def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write_shop(tmp_path_factory.mktemp("shop"))
-
-
-@pytest.fixture(scope="module")
-def bundles(shop_dir: Path, exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    from fusionrec.datasets import load_dataset
-
-    out = []
-    for run in range(2):  # same seed twice: determinism
-        folder = tmp_path_factory.mktemp(f"bundle{run}")
-        fit(load_dataset(shop_dir), folder, exports["int8"], variants=VARIANTS, model_overrides=SMALL,
-            train_cfg=TrainConfig(epochs=4, patience=4, seed=7, batch_size=128), progress=False)
-        out.append(folder)
-    return out
 
 
 def test_bundle_layout_and_manifest(bundles: list[Path]) -> None:
@@ -84,14 +47,32 @@ def test_same_seed_same_bundle(bundles: list[Path]) -> None:
 
 def test_evaluate_cli_default_and_holdout(bundles: list[Path], shop_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
-    proc = subprocess.run([sys.executable, "-m", "fusionrec", "evaluate", "--data", str(shop_dir), "--bundle",
-                           str(bundles[1]), "--json", str(out), "--report", str(tmp_path / "report")], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusionrec",
+            "evaluate",
+            "--data",
+            str(shop_dir),
+            "--bundle",
+            str(bundles[1]),
+            "--json",
+            str(out),
+            "--report",
+            str(tmp_path / "report"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["protocol"] == "leave-one-out" and res["n_items"] == 120
     assert {"fusionrec", "popularity", "item-knn", "text-only", "fusion:gated", "fusion:weighted-b0.5"} <= set(
-        res["results"])
+        res["results"]
+    )
     for metrics in res["results"].values():
         assert {"recall@10", "ndcg@10", "recall@50", "mrr", "auc", "coverage@10", "f1@10"} <= set(metrics)
     for name in ("report.md", "metrics_vs_k.png", "ndcg10_by_history_length.png"):
@@ -99,9 +80,26 @@ def test_evaluate_cli_default_and_holdout(bundles: list[Path], shop_dir: Path, t
     holdout = tmp_path / "holdout.csv"
     holdout.write_text("user_id,item_id\nU00001,I00003\nU00002,I00007\n")
     out2 = tmp_path / "eval2.json"
-    proc = subprocess.run([sys.executable, "-m", "fusionrec", "evaluate", "--data", str(shop_dir), "--bundle",
-                           str(bundles[1]), "--json", str(out2), "--holdout", str(holdout)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusionrec",
+            "evaluate",
+            "--data",
+            str(shop_dir),
+            "--bundle",
+            str(bundles[1]),
+            "--json",
+            str(out2),
+            "--holdout",
+            str(holdout),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res2 = json.loads(out2.read_text())
     assert res2["protocol"] == "holdout" and res2["n_users"] == 2

@@ -22,7 +22,11 @@ def test_exact_retrieval_matches_brute_force_and_excludes() -> None:
 def test_ranking_filters_and_diversity() -> None:
     cats = np.array([0, 0, 0, 1, 1, 2])
     rows, scores = [0, 1, 2, 3, 4, 5], [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
-    assert [r for r, _ in rank_candidates(rows, scores, 3, RankingPolicy(), seen={0}, item_categories=cats)] == [1, 2, 3]
+    assert [r for r, _ in rank_candidates(rows, scores, 3, RankingPolicy(), seen={0}, item_categories=cats)] == [
+        1,
+        2,
+        3,
+    ]
     diverse = RankingPolicy(max_per_category=1)
     assert [r for r, _ in rank_candidates(rows, scores, 3, diverse, seen=set(), item_categories=cats)] == [0, 3, 5]
     only = RankingPolicy(categories={1}, unavailable={3})
@@ -49,8 +53,13 @@ def test_sampled_softmax_matches_full_softmax_when_every_item_is_sampled() -> No
 
     torch.manual_seed(0)
     cfg = ModelConfig(n_items=6, n_categories=1, n_brands=1, text_dim=4, dim=8, layers=1, heads=2, dropout=0.0)
-    model = SeqRecModel(cfg, torch.randn(7, 4), torch.ones(7, dtype=torch.long), torch.ones(7, dtype=torch.long),
-                        torch.zeros(7, dtype=torch.long)).eval()
+    model = SeqRecModel(
+        cfg,
+        torch.randn(7, 4),
+        torch.ones(7, dtype=torch.long),
+        torch.ones(7, dtype=torch.long),
+        torch.zeros(7, dtype=torch.long),
+    ).eval()
     inputs = torch.tensor([[0, 1, 2], [3, 4, 5]])
     types = torch.full_like(inputs, 4)
     targets = torch.tensor([[0, 2, 3], [4, 5, 6]])

@@ -117,3 +117,29 @@ def test_failure_raised_when_stopping_during_outage() -> None:
         assert isinstance(exc.__cause__, StoreUnavailable)
     else:
         raise AssertionError("expected the pipeline to give up once asked to stop")
+
+
+def test_prometheus_sensor_counts_what_the_pipeline_did() -> None:
+    from prometheus_client import generate_latest
+
+    from streams.metrics import PrometheusSensor
+
+    shop = generate_shop(n_users=5)
+    sensor = PrometheusSensor()
+    pipeline = Pipeline(
+        MemoryStore(),
+        fit_cooccurrence(shop.item_sequences()),
+        sensor=sensor,
+        clock=lambda: shop.events[-1].ts / 1000 + 0.2,
+    )
+    values = [encode_event(e) for e in shop.events] + [b"{bad"]
+    pipeline.process(_records(values))
+    pipeline.process(_records(values))  # all duplicates the second time
+    text = generate_latest(sensor.registry).decode()
+    n = len(shop.events)
+    assert f"fusionrec_events_total {2 * n + 2}.0" in text
+    assert f"fusionrec_events_applied_total {n}.0" in text
+    assert f"fusionrec_events_duplicate_total {n}.0" in text
+    assert "fusionrec_dead_letters_total 2.0" in text
+    assert "fusionrec_batch_seconds_count 2.0" in text
+    assert "fusionrec_freshness_seconds_count 5.0" in text  # one per user whose list was refreshed

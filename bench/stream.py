@@ -1,0 +1,226 @@
+"""Real-time path benchmark, in one go on this machine (Kafka, Cassandra and the worker together):
+
+io_floor_eps   consume the events and write one Cassandra row per event, no model work
+pipeline_eps   the full pipeline (decode, fold, batched ONNX user encoder, retrieval, ranking, writes)
+batch1_eps     the full pipeline with micro-batch size 1
+freshness_ms   p50/p95/p99 from an event's production to its user's refreshed list being readable
+               in Cassandra, at a steady --rate events/s (default 500); sampled events are polled
+new_item_visible_s  null: the items topic is not implemented yet
+
+  python bench/stream.py --json out/stream.json --data ../shared/data/scientific --bundle out/bundle
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+
+from fusionrec.wiring import event_records, load_data  # noqa: E402
+from schemas.codec import encode_event  # noqa: E402
+from schemas.events import Event  # noqa: E402
+from streams.replay import ensure_topics, produce_records  # noqa: E402
+from streams.stores.cassandra import CassandraStore, connect  # noqa: E402
+from tests.integration.harness import WorkerProcess, wait_for  # noqa: E402
+
+BOOT = "127.0.0.1:9092"
+
+
+def _committed(group: str, topic: str, partitions: int) -> int:
+    c = Consumer({"bootstrap.servers": BOOT, "group.id": group, "enable.auto.commit": False})
+    try:
+        return sum(
+            max(tp.offset, 0) for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        )
+    finally:
+        c.close()
+
+
+def io_floor(topic: str, n: int, batch: int = 500) -> float:
+    """Consume n events and upsert one row per event (prepared, concurrent), committing per batch."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    ks = f"floor_{uuid.uuid4().hex[:8]}"
+    cluster, session = connect(["127.0.0.1"], 9042)
+    session.execute(f"CREATE KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}")
+    session.execute(f"CREATE TABLE {ks}.events (event_id text PRIMARY KEY, user_id text, payload blob)")
+    stmt = session.prepare(f"INSERT INTO {ks}.events (event_id, user_id, payload) VALUES (?, ?, ?)")
+    c = Consumer(
+        {
+            "bootstrap.servers": BOOT,
+            "group.id": f"floor-{ks}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([topic])
+    done, started = 0, None
+    while done < n:
+        msgs = [m for m in c.consume(batch, timeout=1.0) if not m.error()]
+        if not msgs:
+            continue
+        started = started or time.perf_counter()
+        rows = [(f"{m.partition()}:{m.offset()}", (m.key() or b"").decode(), m.value()) for m in msgs]
+        execute_concurrent_with_args(session, stmt, rows, concurrency=64)
+        c.commit(asynchronous=False)
+        done += len(msgs)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    c.close()
+    session.execute(f"DROP KEYSPACE {ks}", timeout=60)
+    cluster.shutdown()
+    return done / elapsed
+
+
+def pipeline_run(topic: str, n: int, partitions: int, batch: int, data: str, bundle: str | None) -> float:
+    tag = uuid.uuid4().hex[:8]
+    group, ks = f"bench-{tag}", f"bench_{tag}"
+    with tempfile.TemporaryDirectory() as tmp:
+        w = WorkerProcess(
+            Path(tmp) / "w.log",
+            topic=topic,
+            dead_letter_topic=f"{topic}.dlq",
+            group=group,
+            keyspace=ks,
+            batch_size=batch,
+            env={"FUSIONREC_DATA": data, **({"FUSIONREC_BUNDLE": bundle} if bundle else {})},
+        )
+        if bundle:
+            w.args += ["--bundle", bundle]
+        w.start()
+        try:
+            wait_for(lambda: _committed(group, topic, partitions) >= n or not w.alive(), 1800, "the worker", poll_s=1.0)
+        finally:
+            w.stop()
+        line = w.last_line("worker_stop") or ""
+    cluster, session = connect(["127.0.0.1"], 9042)
+    session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=60)
+    cluster.shutdown()
+    m = re.search(r"active_eps=(\d+)", line)
+    if not m:
+        raise SystemExit(f"worker did not report: {line!r}")
+    return float(m.group(1))
+
+
+def freshness(data: str, bundle: str | None, rate: float, seconds: float, sample_every: int = 10) -> dict[str, float]:
+    """Steady `rate` events/s with ts = production time; poll sampled users' lists until they show the event."""
+    dataset = load_data(data)
+    tag = uuid.uuid4().hex[:8]
+    topic, group, ks = f"fresh-{tag}", f"fresh-{tag}", f"fresh_{tag}"
+    ensure_topics(BOOT, {topic: 4, f"{topic}.dlq": 1})
+    store = CassandraStore(["127.0.0.1"], 9042, ks)
+    store.setup()
+    latencies: list[float] = []
+    pool = ThreadPoolExecutor(max_workers=32)
+
+    def watch(user: str, ts: int, produced: float) -> None:
+        deadline = produced + 10
+        while time.time() < deadline:
+            rec = store.get_recommendations(user)
+            if rec is not None and rec.newest_event_ts >= ts:
+                latencies.append((time.time() - produced) * 1000)
+                return
+            time.sleep(0.005)
+
+    n = int(rate * seconds)
+    source = list(islice(dataset.events, n))
+    with tempfile.TemporaryDirectory() as tmp:
+        w = WorkerProcess(
+            Path(tmp) / "w.log",
+            topic=topic,
+            dead_letter_topic=f"{topic}.dlq",
+            group=group,
+            keyspace=ks,
+            batch_size=500,
+            env={"FUSIONREC_DATA": data},
+        )
+        if bundle:
+            w.args += ["--bundle", bundle]
+        w.start()
+        time.sleep(12)  # group join and warm-up before the clock starts
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": BOOT, "linger.ms": 0, "acks": "all"})
+        start = time.time()
+        for i, ev in enumerate(source):
+            due = start + i / rate
+            while time.time() < due:
+                time.sleep(max(0.0, min(0.002, due - time.time())))
+            now = time.time()
+            fresh = Event(ev.event_id + f"#{tag}", ev.type, ev.user_id, int(now * 1000), ev.item_id, ev.query)
+            p.produce(topic, key=ev.user_id.encode(), value=encode_event(fresh))
+            p.poll(0)
+            if i % sample_every == 0 and i > rate:  # skip the first second
+                pool.submit(watch, ev.user_id, fresh.ts, now)
+        p.flush(30)
+        pool.shutdown(wait=True)
+        w.stop()
+    store.close()
+    cluster, session = connect(["127.0.0.1"], 9042)
+    session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=60)
+    cluster.shutdown()
+    arr = np.array(latencies)
+    return {
+        "p50": round(float(np.percentile(arr, 50)), 1),
+        "p95": round(float(np.percentile(arr, 95)), 1),
+        "p99": round(float(np.percentile(arr, 99)), 1),
+        "samples": len(arr),
+        "expected_samples": len(range(int(rate) + 1, n, sample_every)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--data", default="synthetic")
+    ap.add_argument("--bundle", default=None, help="model bundle (default: the co-occurrence baseline)")
+    ap.add_argument("--events", type=int, default=20000, help="events for the throughput runs")
+    ap.add_argument("--batch1-events", type=int, default=2000)
+    ap.add_argument("--rate", type=float, default=500.0)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    args = ap.parse_args()
+    dataset = load_data(args.data)
+    n = min(args.events, len(dataset.events))
+    tag = uuid.uuid4().hex[:8]
+    topic, partitions = f"stream-{tag}", 4
+    ensure_topics(BOOT, {topic: partitions, f"{topic}.dlq": 1})
+    produce_records(BOOT, topic, islice(event_records(dataset), n), progress=False)
+    t1 = f"stream1-{tag}"
+    ensure_topics(BOOT, {t1: partitions, f"{t1}.dlq": 1})
+    produce_records(BOOT, t1, islice(event_records(dataset), args.batch1_events), progress=False)
+    out = {
+        "io_floor_eps": round(io_floor(topic, n)),
+        "pipeline_eps": round(pipeline_run(topic, n, partitions, 500, args.data, args.bundle)),
+        "batch1_eps": round(pipeline_run(t1, args.batch1_events, partitions, 1, args.data, args.bundle)),
+    }
+    out["freshness_ms"] = freshness(args.data, args.bundle, args.rate, args.seconds)
+    out.update(
+        {
+            "freshness_rate_eps": args.rate,
+            "new_item_visible_s": None,
+            "events": n,
+            "data": args.data,
+            "bundle": args.bundle,
+            "pipeline_over_floor": round(out["pipeline_eps"] / out["io_floor_eps"], 3),
+            "pipeline_over_batch1": round(out["pipeline_eps"] / max(out["batch1_eps"], 1), 2),
+        }
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
