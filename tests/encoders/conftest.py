@@ -12,7 +12,12 @@ import pytest
 from fusionrec.datasets import load_items
 
 REPO = Path(__file__).resolve().parents[2]
-SCIENTIFIC = Path(os.environ.get("FUSIONREC_SCIENTIFIC_DATA", REPO.parent / "shared" / "data" / "scientific"))
+_CANDIDATES = [
+    os.environ.get("FUSIONREC_SCIENTIFIC_DATA", ""),
+    str(REPO.parent / "shared" / "data" / "scientific"),
+    "/work/shared/data/scientific",
+]  # the workplace's shared folder, for clones made elsewhere
+SCIENTIFIC = next((Path(c) for c in _CANDIDATES if c and (Path(c) / "items.csv").is_file()), Path(_CANDIDATES[1]))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
