@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer  # noqa: E402
 
+from bench.common import committed, drop_keyspace  # noqa: E402
 from fusionrec.wiring import event_records, load_data  # noqa: E402
 from schemas.codec import encode_event  # noqa: E402
 from schemas.events import Event  # noqa: E402
@@ -37,16 +38,6 @@ from streams.stores.cassandra import CassandraStore, connect  # noqa: E402
 from tests.integration.harness import WorkerProcess, wait_for  # noqa: E402
 
 BOOT = "127.0.0.1:9092"
-
-
-def _committed(group: str, topic: str, partitions: int) -> int:
-    c = Consumer({"bootstrap.servers": BOOT, "group.id": group, "enable.auto.commit": False})
-    try:
-        return sum(
-            max(tp.offset, 0) for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        )
-    finally:
-        c.close()
 
 
 def io_floor(topic: str, n: int, batch: int = 500) -> float:
@@ -101,13 +92,13 @@ def pipeline_run(topic: str, n: int, partitions: int, batch: int, data: str, bun
             w.args += ["--bundle", bundle]
         w.start()
         try:
-            wait_for(lambda: _committed(group, topic, partitions) >= n or not w.alive(), 1800, "the worker", poll_s=1.0)
+            wait_for(
+                lambda: committed(BOOT, group, topic, partitions) >= n or not w.alive(), 1800, "the worker", poll_s=1.0
+            )
         finally:
             w.stop()
         line = w.last_line("worker_stop") or ""
-    cluster, session = connect(["127.0.0.1"], 9042)
-    session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=60)
-    cluster.shutdown()
+    drop_keyspace(ks)
     m = re.search(r"active_eps=(\d+)", line)
     if not m:
         raise SystemExit(f"worker did not report: {line!r}")
@@ -168,9 +159,7 @@ def freshness(data: str, bundle: str | None, rate: float, seconds: float, sample
         pool.shutdown(wait=True)
         w.stop()
     store.close()
-    cluster, session = connect(["127.0.0.1"], 9042)
-    session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=60)
-    cluster.shutdown()
+    drop_keyspace(ks)
     arr = np.array(latencies)
     return {
         "p50": round(float(np.percentile(arr, 50)), 1),

@@ -24,12 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
+from bench.common import committed, drop_keyspace  # noqa: E402
 from fusionrec.wiring import build_pipeline, build_ranker, event_records, load_data  # noqa: E402
 from streams.embedded import records_from_values, run_embedded  # noqa: E402
 from streams.replay import ensure_topics, produce_records  # noqa: E402
-from streams.stores.cassandra import connect  # noqa: E402
 from streams.stores.sqlite import SQLiteStore  # noqa: E402
 from tests.integration.harness import WorkerProcess, wait_for  # noqa: E402
 
@@ -50,15 +49,6 @@ def bench_embedded(data: str | None, batch_size: int) -> dict[str, float]:
     }
 
 
-def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        offs = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return sum(max(tp.offset, 0) for tp in offs)
-    finally:
-        c.close()
-
-
 def bench_kafka(data: str | None, batch_size: int, partitions: int, bootstrap: str) -> dict[str, float]:
     dataset = load_data(data)
     tag = uuid.uuid4().hex[:8]
@@ -77,7 +67,7 @@ def bench_kafka(data: str | None, batch_size: int, partitions: int, bootstrap: s
         ).start()
         try:
             wait_for(
-                lambda: _committed(bootstrap, group, topic, partitions) >= produced.produced or not worker.alive(),
+                lambda: committed(bootstrap, group, topic, partitions) >= produced.produced or not worker.alive(),
                 600,
                 "the worker to consume every event",
                 poll_s=1.0,
@@ -86,9 +76,7 @@ def bench_kafka(data: str | None, batch_size: int, partitions: int, bootstrap: s
             worker.stop()
         line = worker.last_line("worker_stop") or ""
         log_tail = worker.log()[-2000:]
-    cluster, session = connect(["127.0.0.1"], 9042)
-    session.execute(f"DROP KEYSPACE IF EXISTS {ks}", timeout=60)
-    cluster.shutdown()
+    drop_keyspace(ks)
     m = re.search(r"records=(\d+).*active_s=([\d.]+) active_eps=(\d+)", line)
     if not m:
         raise SystemExit(f"worker did not report; log tail:\n{log_tail}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +24,6 @@ from streams.stores.cassandra import CassandraStore
 from tests.integration.harness import WorkerProcess, expected_views, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def names(unique: str, cassandra_keyspace: str) -> dict[str, str]:
-    return {
-        "topic": f"clicks-{unique}",
-        "dead_letter_topic": f"clicks-{unique}.dlq",
-        "group": f"g-{unique}",
-        "keyspace": cassandra_keyspace,
-    }
-
-
-@pytest.fixture
-def store(services: dict[str, str], names: dict[str, str]) -> Iterator[CassandraStore]:
-    s = CassandraStore([services["cassandra_host"]], int(services["cassandra_port"]), names["keyspace"])
-    s.setup()
-    yield s
-    s.close()
 
 
 def _stored_views(store: CassandraStore) -> dict[str, dict[str, Any]]:

@@ -4,7 +4,6 @@ first event's personal list, and a new item from the items topic reaching a matc
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -19,14 +18,6 @@ from streams.stores.cassandra import CassandraStore
 from tests.integration.harness import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def store(services: dict[str, str], cassandra_keyspace: str) -> Iterator[CassandraStore]:
-    s = CassandraStore([services["cassandra_host"]], int(services["cassandra_port"]), cassandra_keyspace)
-    s.setup()
-    yield s
-    s.close()
 
 
 def _fresh_list(store: CassandraStore, user: str, ts: int) -> bool:

@@ -7,7 +7,6 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +20,6 @@ from tests.conftest import SERVICES
 from tests.integration.harness import WorkerProcess, expected_views, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def names(unique: str, cassandra_keyspace: str) -> dict[str, str]:
-    return {
-        "topic": f"res-{unique}",
-        "dead_letter_topic": f"res-{unique}.dlq",
-        "group": f"gr-{unique}",
-        "keyspace": cassandra_keyspace,
-    }
-
-
-@pytest.fixture
-def store(services: dict[str, str], names: dict[str, str]) -> Iterator[CassandraStore]:
-    s = CassandraStore([services["cassandra_host"]], int(services["cassandra_port"]), names["keyspace"])
-    s.setup()
-    yield s
-    s.close()
 
 
 def _worker(tmp_path: Path, names: dict[str, str], name: str, **kw: Any) -> WorkerProcess:

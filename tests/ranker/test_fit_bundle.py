@@ -40,6 +40,7 @@ def test_onnx_user_encoder_agrees_with_torch(bundles: list[Path]) -> None:
 
 def test_same_seed_same_bundle(bundles: list[Path]) -> None:
     a, b = (json.loads((p / "manifest.json").read_text()) for p in bundles)
+
     def numbers(m: dict) -> dict:  # everything but wall-clock time
         return {n: {k: v for k, v in r.items() if k != "train_seconds"} for n, r in m["variants"].items()}
 

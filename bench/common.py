@@ -1,0 +1,27 @@
+"""Helpers shared by the benchmarks: consumer-group progress and keyspace clean-up."""
+
+from __future__ import annotations
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.stores.cassandra import connect
+
+__all__ = ["committed", "drop_keyspace"]
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """Sum of the group's committed offsets over the topic's partitions (0 where none yet)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        offsets = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        c.close()
+
+
+def drop_keyspace(keyspace: str, host: str = "127.0.0.1", port: int = 9042) -> None:
+    cluster, session = connect([host], port)
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+    finally:
+        cluster.shutdown()
