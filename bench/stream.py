@@ -86,7 +86,7 @@ def pipeline_run(topic: str, n: int, partitions: int, batch: int, data: str, bun
             group=group,
             keyspace=ks,
             batch_size=batch,
-            env={"FUSIONREC_DATA": data, **({"FUSIONREC_BUNDLE": bundle} if bundle else {})},
+            env={"FUSIONREC_DATA": data},
         )
         if bundle:
             w.args += ["--bundle", bundle]

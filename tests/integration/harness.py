@@ -103,3 +103,25 @@ class WorkerProcess:
     def last_line(self, prefix: str) -> str | None:
         lines = [ln for ln in self.log().splitlines() if prefix in ln]
         return lines[-1] if lines else None
+
+
+def named_worker(log_dir: Path, names: dict[str, str], name: str, **kw: Any) -> WorkerProcess:
+    """A worker on a test's own topics, group and keyspace, logging to log_dir/name.log."""
+    return WorkerProcess(
+        log_dir / f"{name}.log",
+        topic=names["topic"],
+        dead_letter_topic=names["dead_letter_topic"],
+        group=names["group"],
+        keyspace=names["keyspace"],
+        **kw,
+    )
+
+
+def assert_folds_exactly(store: Any, events: Iterable[Event]) -> dict[str, dict[str, Any]]:
+    """Every stored user state equals the pure fold of exactly that user's events; returns the expected views."""
+    stored = {u: s.folded_view() for u, s in store.all_states().items()}
+    expected = expected_views(events)
+    assert set(stored) == set(expected), "users missing or unexpected in Cassandra"
+    wrong = [u for u in expected if stored[u] != expected[u]]
+    assert not wrong, f"{len(wrong)} users' state differs from their fold, e.g. {wrong[:3]}"
+    return expected

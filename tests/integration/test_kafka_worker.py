@@ -19,41 +19,24 @@ from confluent_kafka import Consumer, Producer
 from fusionrec.synthetic import generate_shop
 from fusionrec.wiring import event_records
 from schemas.codec import encode_event
+from schemas.events import Event
 from streams.replay import ensure_topics, produce_records
 from streams.stores.cassandra import CassandraStore
-from tests.integration.harness import WorkerProcess, expected_views, wait_for
+from tests.integration.harness import assert_folds_exactly, named_worker, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _stored_views(store: CassandraStore) -> dict[str, dict[str, Any]]:
-    return {u: s.folded_view() for u, s in store.all_states().items()}
 
 
 def _total_events(store: CassandraStore) -> int:
     return sum(s.n_events for s in store.all_states().values())
 
 
-def _assert_exact(store: CassandraStore, expected: dict[str, dict[str, Any]]) -> None:
-    stored = _stored_views(store)
-    assert set(stored) == set(expected), "users missing or unexpected in Cassandra"
-    wrong = [u for u in expected if stored[u] != expected[u]]
-    assert not wrong, f"{len(wrong)} users' state differs from their fold, e.g. {wrong[:3]}"
+def _assert_exact(store: CassandraStore, events: list[Event]) -> None:
+    expected = assert_folds_exactly(store, events)
     for u in list(expected)[:50]:  # and each such user has a fresh list naming the newest event
         rec = store.get_recommendations(u)
         assert rec is not None and len(rec.items) == 20
         assert rec.newest_event_ts == expected[u]["last_ts"]
-
-
-def _worker(tmp_path: Path, names: dict[str, str], name: str, **kw: Any) -> WorkerProcess:
-    return WorkerProcess(
-        tmp_path / f"{name}.log",
-        topic=names["topic"],
-        dead_letter_topic=names["dead_letter_topic"],
-        group=names["group"],
-        keyspace=names["keyspace"],
-        **kw,
-    )
 
 
 def test_replayed_events_fold_exactly(
@@ -62,7 +45,7 @@ def test_replayed_events_fold_exactly(
     shop = generate_shop()
     assert len(shop.events) >= 10_000
     ensure_topics(services["bootstrap"], {names["topic"]: 4, names["dead_letter_topic"]: 1})
-    worker = _worker(tmp_path, names, "worker").start()
+    worker = named_worker(tmp_path, names, "worker").start()
     try:
         report = produce_records(services["bootstrap"], names["topic"], event_records(shop), progress=False)
         assert report.produced == len(shop.events)
@@ -73,7 +56,7 @@ def test_replayed_events_fold_exactly(
         )
         assert worker.alive(), worker.log()[-3000:]
         time.sleep(2)  # nothing more may arrive: a double count would show now
-        _assert_exact(store, expected_views(shop.events))
+        _assert_exact(store, shop.events)
     finally:
         assert worker.stop() == 0, worker.log()[-3000:]
     assert "worker_stop" in worker.log()
@@ -87,13 +70,13 @@ def test_sigkill_mid_stream_then_restart_is_exact(
     produce_records(services["bootstrap"], names["topic"], event_records(shop), progress=False)
     # commit rarely, so the kill is certain to leave processed-but-uncommitted events to replay
     slow_commits = {"FUSIONREC_WORKER__COMMIT_INTERVAL_S": "3600"}
-    first = _worker(tmp_path, names, "first", env=slow_commits, batch_size=100).start()
+    first = named_worker(tmp_path, names, "first", env=slow_commits, batch_size=100).start()
     wait_for(lambda: store.count_states() >= 300 or not first.alive(), 120, "the first worker to be mid-stream")
     assert first.alive(), first.log()[-3000:]
     first.kill()
     folded_at_kill = _total_events(store)
     assert 0 < folded_at_kill < len(shop.events), "the kill must land mid-stream"
-    second = _worker(tmp_path, names, "second").start()
+    second = named_worker(tmp_path, names, "second").start()
     try:
         wait_for(
             lambda: _total_events(store) >= len(shop.events) or not second.alive(),
@@ -102,7 +85,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(
         )
         assert second.alive(), second.log()[-3000:]
         time.sleep(2)
-        _assert_exact(store, expected_views(shop.events))
+        _assert_exact(store, shop.events)
     finally:
         assert second.stop() == 0, second.log()[-3000:]
     stop_line = second.last_line("worker_stop")
@@ -154,11 +137,11 @@ def test_malformed_events_go_to_dead_letters_and_valid_flow(
             producer.produce(names["topic"], key=f"bad-{i}".encode(), value=payload)
     assert producer.flush(30) == 0
     n_bad = len(range(0, len(good), 40))
-    worker = _worker(tmp_path, names, "worker").start()
+    worker = named_worker(tmp_path, names, "worker").start()
     try:
         wait_for(lambda: _total_events(store) >= len(good) or not worker.alive(), 180, "valid events to flow")
         assert worker.alive(), worker.log()[-3000:]
-        _assert_exact(store, expected_views(good))
+        _assert_exact(store, good)
         letters = _consume_all(services["bootstrap"], names["dead_letter_topic"], n_bad, timeout_s=60)
     finally:
         assert worker.stop() == 0, worker.log()[-3000:]

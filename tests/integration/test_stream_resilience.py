@@ -8,7 +8,6 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,20 +16,9 @@ from fusionrec.wiring import event_records
 from streams.replay import ensure_topics, produce_records
 from streams.stores.cassandra import CassandraStore
 from tests.conftest import SERVICES
-from tests.integration.harness import WorkerProcess, expected_views, wait_for
+from tests.integration.harness import assert_folds_exactly, named_worker, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _worker(tmp_path: Path, names: dict[str, str], name: str, **kw: Any) -> WorkerProcess:
-    return WorkerProcess(
-        tmp_path / f"{name}.log",
-        topic=names["topic"],
-        dead_letter_topic=names["dead_letter_topic"],
-        group=names["group"],
-        keyspace=names["keyspace"],
-        **kw,
-    )
 
 
 def _folded(store: CassandraStore) -> int:
@@ -38,14 +26,6 @@ def _folded(store: CassandraStore) -> int:
         return sum(s.n_events for s in store.all_states().values())
     except Exception:  # the node may be down in the outage test: "not yet" rather than an error
         return -1
-
-
-def _assert_exact(store: CassandraStore, events: list[Any]) -> None:
-    stored = {u: s.folded_view() for u, s in store.all_states().items()}
-    expected = expected_views(events)
-    assert set(stored) == set(expected)
-    wrong = [u for u in expected if stored[u] != expected[u]]
-    assert not wrong, f"{len(wrong)} users differ from their fold, e.g. {wrong[:3]}"
 
 
 def _records(log: str) -> int:
@@ -64,7 +44,7 @@ def test_two_kills_and_a_rebalance_stay_exact(
     slow_commits = {"FUSIONREC_WORKER__COMMIT_INTERVAL_S": "3600"}  # every kill leaves work to replay
     marks = []
     for n, share in enumerate((0.15, 0.35)):
-        w = _worker(tmp_path, names, f"killed{n}", env=slow_commits).start()
+        w = named_worker(tmp_path, names, f"killed{n}", env=slow_commits).start()
         wait_for(
             lambda w=w, share=share: _folded(store) >= share * len(events) or not w.alive(),
             300,  # type: ignore[misc]
@@ -74,9 +54,9 @@ def test_two_kills_and_a_rebalance_stay_exact(
         w.kill()
         marks.append(_folded(store))
     assert marks[0] < marks[1] < len(events)
-    first = _worker(tmp_path, names, "first").start()
+    first = named_worker(tmp_path, names, "first").start()
     wait_for(lambda: _folded(store) > marks[1] + 2000 or not first.alive(), 300, "the restarted worker to progress")
-    second = _worker(tmp_path, names, "second").start()  # joins the group: partitions are rebalanced
+    second = named_worker(tmp_path, names, "second").start()  # joins the group: partitions are rebalanced
     try:
         wait_for(
             lambda: _folded(store) >= len(events) or not (first.alive() and second.alive()),
@@ -85,7 +65,7 @@ def test_two_kills_and_a_rebalance_stay_exact(
         )
         assert first.alive() and second.alive(), first.log()[-2000:] + second.log()[-2000:]
         time.sleep(3)
-        _assert_exact(store, events)
+        assert_folds_exactly(store, events)
     finally:
         assert first.stop() == 0 and second.stop() == 0
     assert _records(second.log()) > 0, "the second worker never got a partition"
@@ -97,7 +77,7 @@ def test_cassandra_outage_is_back_pressure(
 ) -> None:
     shop = generate_shop(n_users=800, seed=12)
     ensure_topics(services["bootstrap"], {names["topic"]: 4, names["dead_letter_topic"]: 1})
-    worker = _worker(tmp_path, names, "worker").start()
+    worker = named_worker(tmp_path, names, "worker").start()
     producer = threading.Thread(
         target=produce_records,
         args=(services["bootstrap"], names["topic"], event_records(shop)),
@@ -115,7 +95,7 @@ def test_cassandra_outage_is_back_pressure(
         wait_for(lambda: _folded(store) >= len(shop.events) or not worker.alive(), 300, "the stream to catch up")
         assert worker.alive(), worker.log()[-3000:]
         time.sleep(3)
-        _assert_exact(store, shop.events)
+        assert_folds_exactly(store, shop.events)
     finally:
         subprocess.run(["bash", str(SERVICES), "up", "cassandra"], capture_output=True, timeout=300)
         assert worker.stop() == 0, worker.log()[-3000:]
