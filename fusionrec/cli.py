@@ -448,6 +448,11 @@ def cassandra_migrate(
     typer.echo(f"keyspace {keyspace or c.keyspace} ready (replication {replication})")
 
 
+from fusionrec.cli_serving import register as _register_serving  # noqa: E402
+
+_register_serving(app)
+
+
 def main() -> None:
     try:
         app()

@@ -6,8 +6,10 @@ import re
 from importlib import resources
 
 __all__ = [
+    "SELECT_ITEM_TAGS",
     "SELECT_RECOMMENDATIONS",
     "SELECT_STATE",
+    "UPSERT_ITEM_TAGS",
     "UPSERT_RECOMMENDATIONS",
     "UPSERT_STATE",
     "ddl_statements",
@@ -53,3 +55,5 @@ SELECT_RECOMMENDATIONS = (
     "SELECT user_id, item_ids, scores, model_version, config_digest, source, generated_at, newest_event_ts "
     "FROM {ks}.recommendations WHERE user_id = ?"
 )
+UPSERT_ITEM_TAGS = "INSERT INTO {ks}.item_tags (item_id, tags, scores, model, updated_at) VALUES (?, ?, ?, ?, ?)"
+SELECT_ITEM_TAGS = "SELECT item_id, tags, scores FROM {ks}.item_tags WHERE item_id = ?"

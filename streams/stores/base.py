@@ -7,7 +7,7 @@ cannot be reached raises `StoreUnavailable`, which the pipeline turns into back-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from ranker.state import UserState
@@ -44,3 +44,10 @@ class Store(Protocol):
     def get_recommendations(self, user_id: str) -> RecommendationList | None: ...
 
     def count_states(self) -> int: ...
+
+    def put_item_tags(self, tags: Mapping[str, Sequence[tuple[str, float]]], model: str) -> None:
+        """Upsert each item's (tag, score) list, best first, and the encoder that scored them."""
+
+    def get_item_tags(self, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+        """Tags of the items that have some; others are absent from the answer."""
+        ...

@@ -7,7 +7,7 @@ becomes StoreUnavailable, which the pipeline turns into back-pressure.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,8 +15,10 @@ import orjson
 
 from ranker.state import UserState, state_from_dict, state_to_dict
 from schemas.cql import (
+    SELECT_ITEM_TAGS,
     SELECT_RECOMMENDATIONS,
     SELECT_STATE,
+    UPSERT_ITEM_TAGS,
     UPSERT_RECOMMENDATIONS,
     UPSERT_STATE,
     ddl_statements,
@@ -130,6 +132,8 @@ class CassandraStore:
                     ("select_state", SELECT_STATE),
                     ("upsert_recs", UPSERT_RECOMMENDATIONS),
                     ("select_recs", SELECT_RECOMMENDATIONS),
+                    ("upsert_tags", UPSERT_ITEM_TAGS),
+                    ("select_tags", SELECT_ITEM_TAGS),
                 ):
                     stmt = session.prepare(cql.format(ks=self.keyspace))
                     stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
@@ -214,6 +218,22 @@ class CassandraStore:
             newest_event_ts=int(row.newest_event_ts or 0),
             source=row.source or "personal",
         )
+
+    def put_item_tags(self, tags: Mapping[str, Sequence[tuple[str, float]]], model: str) -> None:
+        now = dt.datetime.now(tz=dt.UTC)
+        self._concurrent(
+            "upsert_tags",
+            [(i, [t for t, _ in pairs], [float(v) for _, v in pairs], model, now) for i, pairs in tags.items()],
+        )
+
+    def get_item_tags(self, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+        ids = list(dict.fromkeys(item_ids))
+        out: dict[str, list[tuple[str, float]]] = {}
+        for item_id, rows in zip(ids, self._concurrent("select_tags", [(i,) for i in ids]), strict=True):
+            row = rows.one()
+            if row is not None:
+                out[item_id] = list(zip(row.tags or [], [float(v) for v in row.scores or []], strict=True))
+        return out
 
     def count_states(self) -> int:
         with _translated("count"):

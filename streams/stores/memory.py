@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ranker.state import UserState
 from schemas.errors import StoreUnavailable
@@ -16,6 +16,7 @@ class MemoryStore:
         self.url = url
         self.states: dict[str, UserState] = {}
         self.lists: dict[str, RecommendationList] = {}
+        self.tags: dict[str, list[tuple[str, float]]] = {}
         self.available = True  # flip to simulate an outage in tests
 
     def _check(self) -> None:
@@ -49,3 +50,12 @@ class MemoryStore:
     def count_states(self) -> int:
         self._check()
         return len(self.states)
+
+    def put_item_tags(self, tags: Mapping[str, Sequence[tuple[str, float]]], model: str) -> None:
+        self._check()
+        for item_id, pairs in tags.items():
+            self.tags[item_id] = [(t, float(v)) for t, v in pairs]
+
+    def get_item_tags(self, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+        self._check()
+        return {i: list(self.tags[i]) for i in item_ids if i in self.tags}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import orjson
@@ -19,6 +19,7 @@ __all__ = ["SQLiteStore"]
 _DDL = [
     "CREATE TABLE IF NOT EXISTS user_state (user_id TEXT PRIMARY KEY, state BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS recommendations (user_id TEXT PRIMARY KEY, payload BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS item_tags (item_id TEXT PRIMARY KEY, payload BLOB NOT NULL, model TEXT)",
     "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT, "
     "offset INTEGER, field TEXT, reason TEXT, raw BLOB, UNIQUE(source, offset))",
 ]
@@ -104,6 +105,25 @@ class SQLiteStore:
     def count_states(self) -> int:
         with self._lock:
             return int(self.conn.execute("SELECT COUNT(*) FROM user_state").fetchone()[0])
+
+    def put_item_tags(self, tags: Mapping[str, Sequence[tuple[str, float]]], model: str) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO item_tags (item_id, payload, model) VALUES (?, ?, ?)",
+            [(i, orjson.dumps([[t, float(v)] for t, v in pairs]), model) for i, pairs in tags.items()],
+        )
+
+    def get_item_tags(self, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+        out: dict[str, list[tuple[str, float]]] = {}
+        ids = list(dict.fromkeys(item_ids))
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for item_id, blob in self.conn.execute(
+                    f"SELECT item_id, payload FROM item_tags WHERE item_id IN ({marks})", chunk
+                ):
+                    out[item_id] = [(str(t), float(v)) for t, v in orjson.loads(blob)]
+        return out
 
     # Embedded mode's dead-letter "topic": a table with the same fields as the Kafka headers.
     def put_dead_letters(self, letters: Sequence[tuple[str, int, str, str, bytes]]) -> None:

@@ -93,3 +93,15 @@ def test_empty_writes_are_noops(store: Store) -> None:
     store.put_states([])
     store.put_recommendations([])
     assert store.count_states() == 0
+
+
+def test_item_tags_round_trip_and_upsert(store: Store) -> None:
+    assert store.get_item_tags(["nothing"]) == {}
+    store.put_item_tags({"a": [("sanding roll", 0.8), ("grit", 0.5)], "b": [("pipette", 0.7)]}, model="m")
+    got = store.get_item_tags(["a", "b", "c", "a"])
+    assert set(got) == {"a", "b"}
+    assert [t for t, _ in got["a"]] == ["sanding roll", "grit"]
+    assert got["a"][0][1] == pytest.approx(0.8, abs=1e-6)
+    store.put_item_tags({"a": [("adhesive", 0.9)]}, model="m2")
+    assert [t for t, _ in store.get_item_tags(["a"])["a"]] == ["adhesive"]
+    store.put_item_tags({}, model="m")

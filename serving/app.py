@@ -1,0 +1,127 @@
+"""The HTTP API (FastAPI): a thin shell over ServingService with bounds, clear 4xx errors,
+Prometheus metrics, health and readiness. OpenAPI docs at /docs, the schema at /openapi.json."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, ORJSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.service import NotFound, ServingService
+
+__all__ = ["create_app"]
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def create_app(service: ServingService) -> FastAPI:
+    lim = service.limits
+    app = FastAPI(
+        title="fusionrec serving API",
+        version="1",
+        description="Per-user recommendation lists (stored by the streaming worker), similar items and "
+        "personalised hybrid search over the catalog.",
+        default_response_class=ORJSONResponse,
+    )
+    registry = CollectorRegistry()
+    requests = Counter("fusionrec_api_requests", "API requests", ["endpoint", "status"], registry=registry)
+    latency = Histogram(
+        "fusionrec_api_request_seconds", "API request latency", ["endpoint"], buckets=_BUCKETS, registry=registry
+    )
+    sources = Counter("fusionrec_api_list_source", "Which source served a list", ["source"], registry=registry)
+    app.state.service = service
+    app.state.registry = registry
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        latency.labels(endpoint).observe(time.perf_counter() - started)
+        requests.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "request", "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"error": "invalid_request", "problems": problems}, status_code=422)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"error": "not_found", "detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": "http_error", "detail": exc.detail}, status_code=exc.status_code)
+
+    UserId = Annotated[str, Path(min_length=1, max_length=lim.max_id_chars, description="The user's id.")]
+    K = Annotated[int, Query(ge=1, le=lim.max_k, description=f"How many items (1..{lim.max_k}).")]
+
+    @app.get("/v1/users/{user_id}/recommendations", summary="A user's stored list, with fallback")
+    def recommendations(
+        user_id: UserId,
+        k: K = 20,
+        category: Annotated[
+            str | None,
+            Query(max_length=lim.max_query_chars, description="Keep items whose category path contains this."),
+        ] = None,
+    ) -> dict[str, Any]:
+        """The list the streaming worker stored for the user (one key lookup), filtered by category
+        and topped up with popular items; `source` says which: stored, stored+popular or popular."""
+        answer = service.recommendations(user_id, k, category or None)
+        sources.labels(answer["source"]).inc()
+        return answer
+
+    @app.get("/v1/items/{item_id}/similar", summary="Items like this one")
+    def similar(
+        item_id: Annotated[str, Path(min_length=1, max_length=lim.max_id_chars)],
+        k: K = 20,
+    ) -> dict[str, Any]:
+        """Nearest items by the model's fused item vectors (text vectors for items the model lacks)."""
+        return service.similar(item_id, k)
+
+    @app.get("/v1/search", summary="Hybrid search, personalised when user_id is given")
+    def search(
+        q: Annotated[
+            str,
+            Query(
+                min_length=1,
+                max_length=lim.max_query_chars,
+                pattern=r"\S",
+                description=f"The query text (1..{lim.max_query_chars} characters, not blank).",
+            ),
+        ],
+        k: K = 20,
+        user_id: Annotated[str | None, Query(min_length=1, max_length=lim.max_id_chars)] = None,
+    ) -> dict[str, Any]:
+        """BM25 + dense (ONNX text encoder) retrieval fused by z-scored scores; with user_id, the
+        user's model vector re-ranks the candidates."""
+        return service.search(q.strip(), k, user_id)
+
+    @app.get("/healthz", summary="Liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: the store answers")
+    def readyz() -> JSONResponse:
+        ok, detail = service.ready()
+        return JSONResponse(
+            {"status": "ready" if ok else "unavailable", "detail": detail, "model_version": service.res.model_version},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

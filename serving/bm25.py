@@ -1,0 +1,59 @@
+"""BM25 (Robertson/Sparck Jones, Lucene's k1/b form) over item texts, as one sparse matrix of
+precomputed term weights, so a query's scores are a sum of a few rows. Pure numpy/scipy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import sparse
+
+from serving.text import tokenize
+
+__all__ = ["BM25Index"]
+
+
+class BM25Index:
+    def __init__(self, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> None:
+        docs = [tokenize(t) for t in texts]
+        self.vocab: dict[str, int] = {}
+        rows: list[int] = []
+        cols: list[int] = []
+        tfs: list[float] = []
+        for d, tokens in enumerate(docs):
+            counts: dict[int, int] = {}
+            for tok in tokens:
+                term = self.vocab.setdefault(tok, len(self.vocab))
+                counts[term] = counts.get(term, 0) + 1
+            for term, n in counts.items():
+                rows.append(term)
+                cols.append(d)
+                tfs.append(n)
+        self.n_docs = len(docs)
+        lengths = np.array([len(t) for t in docs], dtype=np.float64)
+        avg = float(lengths.mean()) if len(docs) and lengths.mean() > 0 else 1.0
+        r, c, tf = np.array(rows, np.int64), np.array(cols, np.int64), np.array(tfs, np.float64)
+        df = np.bincount(r, minlength=len(self.vocab)).astype(np.float64)
+        idf = np.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5))
+        norm = tf + k1 * (1.0 - b + b * lengths[c] / avg)
+        weights = idf[r] * tf * (k1 + 1.0) / norm
+        self.weights = sparse.csr_matrix(
+            (weights.astype(np.float32), (r, c)), shape=(len(self.vocab), self.n_docs), dtype=np.float32
+        )
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every document for the query (zeros where no term matches); a repeated
+        query term counts once per repeat, as in Lucene."""
+        terms = [self.vocab[t] for t in tokenize(query) if t in self.vocab]
+        if not terms:
+            return np.zeros(self.n_docs, dtype=np.float32)
+        return np.asarray(self.weights[terms].sum(axis=0), dtype=np.float32).ravel()
+
+    def top(self, query: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The n best-scoring documents with a positive score, best first (ties: lower row first)."""
+        s = self.scores(query)
+        hits = np.flatnonzero(s > 0)
+        if len(hits) > n:
+            hits = hits[np.argpartition(-s[hits], n - 1)[:n]]
+        order = np.lexsort((hits, -s[hits]))
+        return hits[order], s[hits[order]]

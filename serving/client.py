@@ -1,0 +1,101 @@
+"""A small client for downstream services: read a user's list straight from Cassandra (one
+prepared, token-aware key lookup: the replica that owns the user answers) or through the API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from schemas.cql import SELECT_RECOMMENDATIONS
+from schemas.errors import FusionrecError, StoreUnavailable
+from schemas.recommendations import RecommendationList, ScoredItem
+
+__all__ = ["ApiClient", "ApiError", "CassandraListReader"]
+
+
+class ApiError(FusionrecError):
+    """The API answered with an error: `status` and its JSON body."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"fusionrec API {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class CassandraListReader:
+    """`get(user_id)` -> the stored RecommendationList or None. Reuses one session; thread-safe."""
+
+    def __init__(self, hosts: Sequence[str] = ("127.0.0.1",), port: int = 9042, keyspace: str = "fusionrec") -> None:
+        from cassandra import ConsistencyLevel
+
+        from streams.stores.cassandra import _epoch_ms, _translated, connect
+
+        self._epoch_ms = _epoch_ms
+        self._translated = _translated
+        self._cluster, self._session = connect(hosts, port)  # TokenAwarePolicy(DCAwareRoundRobinPolicy())
+        with _translated("prepare"):
+            self._stmt = self._session.prepare(SELECT_RECOMMENDATIONS.format(ks=keyspace))
+        self._stmt.consistency_level = ConsistencyLevel.LOCAL_ONE  # a read of one's own list: fastest replica
+
+    def get(self, user_id: str) -> RecommendationList | None:
+        with self._translated("read list"):
+            row = self._session.execute(self._stmt, (user_id,)).one()
+        if row is None:
+            return None
+        return RecommendationList(
+            user_id=row.user_id,
+            items=tuple(ScoredItem(i, float(s)) for i, s in zip(row.item_ids or [], row.scores or [], strict=True)),
+            model_version=row.model_version,
+            config_digest=row.config_digest,
+            generated_at=self._epoch_ms(row.generated_at),
+            newest_event_ts=int(row.newest_event_ts or 0),
+            source=row.source or "personal",
+        )
+
+    def close(self) -> None:
+        self._cluster.shutdown()
+
+    def __enter__(self) -> CassandraListReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class ApiClient:
+    """The API over HTTP (keep-alive connection pool). Errors raise ApiError with the API's body;
+    an unreachable API raises StoreUnavailable so callers can fall back."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 2.0) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+
+    def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            r = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
+        except httpx.TransportError as exc:
+            raise StoreUnavailable(f"fusionrec API unreachable: {exc}") from exc
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
+        if r.status_code >= 400 or not isinstance(body, dict):
+            raise ApiError(r.status_code, body)
+        return body
+
+    def recommendations(self, user_id: str, k: int = 20, category: str | None = None) -> dict[str, Any]:
+        return self._get(f"/v1/users/{quote(user_id, safe='')}/recommendations", {"k": k, "category": category})
+
+    def similar(self, item_id: str, k: int = 20) -> dict[str, Any]:
+        return self._get(f"/v1/items/{quote(item_id, safe='')}/similar", {"k": k})
+
+    def search(self, q: str, k: int = 20, user_id: str | None = None) -> dict[str, Any]:
+        return self._get("/v1/search", {"q": q, "k": k, "user_id": user_id})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

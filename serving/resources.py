@@ -1,0 +1,104 @@
+"""What the API and the search evaluation load once: the catalog, its text vectors (encoded with
+the bundle's own text encoder, cached incrementally on disk), the hybrid index, the model bundle
+and the popularity order. Built from files only; the stores are opened by the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from encoders.catalog import encode_catalog, load_catalog_vectors
+from encoders.session import SessionConfig
+from encoders.text import TextEncoder
+from ranker.bundle import ModelBundle
+from ranker.data import EVENT_TYPE_INDEX
+from schemas.items import Item
+from serving.search import HybridIndex, SearchWeights
+
+__all__ = ["ServingResources", "load_resources"]
+
+
+@dataclass
+class ServingResources:
+    items: list[Item]
+    rows: dict[str, int]
+    index: HybridIndex
+    encoder: TextEncoder
+    bundle: ModelBundle | None
+    bundle_rows: np.ndarray  # catalog row -> bundle row, -1 when the bundle lacks the item
+    item_vectors: np.ndarray  # per catalog row: fused vector (bundle) or text vector; unit rows
+    popular: list[int]  # catalog rows, most popular first
+
+    @property
+    def model_version(self) -> str:
+        return self.bundle.version if self.bundle is not None else "text-only"
+
+    def user_vectors(
+        self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]] | None = None
+    ) -> np.ndarray:
+        """[n, dim] user vectors from item-id histories (oldest first) through the bundle's user
+        encoder; a history with no known item gets a zero vector (no personal signal)."""
+        assert self.bundle is not None, "user vectors need a model bundle"
+        brow = {i: r for r, i in enumerate(self.bundle.item_ids)}
+        seqs, tps, which = [], [], []
+        for n, hist in enumerate(histories):
+            ts = types[n] if types is not None else ["purchase"] * len(hist)
+            pairs = [(brow[i], EVENT_TYPE_INDEX.get(t, 1)) for i, t in zip(hist, ts, strict=True) if i in brow]
+            if pairs:
+                seqs.append([p[0] for p in pairs])
+                tps.append([p[1] for p in pairs])
+                which.append(n)
+        dim = self.bundle.item_vectors.shape[1]
+        out = np.zeros((len(histories), dim), np.float32)
+        if seqs:
+            out[which] = self.bundle.user_vectors(seqs, tps)
+        return out
+
+    def affinity(self, user_vectors: np.ndarray) -> np.ndarray:
+        """[n_users, n_catalog_rows] model scores (0 for items the bundle does not know)."""
+        return np.asarray(user_vectors @ self.item_vectors.T, dtype=np.float32)
+
+
+def load_resources(
+    items: Sequence[Item],
+    *,
+    bundle: str | Path | None,
+    encoder: str | Path | None,
+    cache: str | Path,
+    popularity: dict[str, int] | None = None,
+    weights: SearchWeights = SearchWeights(),
+    session: SessionConfig = SessionConfig(),
+    progress: bool = True,
+) -> ServingResources:
+    """`encoder` defaults to the bundle's own copy (bundle/encoder), so query and item vectors
+    come from the same model the bundle was trained with."""
+    items = list(items)
+    if not items:
+        raise ValueError("the catalog is empty: give an items file with at least one item")
+    mb = ModelBundle.load(bundle, session) if bundle is not None else None
+    enc_dir = Path(encoder) if encoder is not None else (Path(bundle) / "encoder" if bundle is not None else None)
+    if enc_dir is None:
+        raise ValueError("search needs a text encoder: give --encoder or a --bundle that holds one")
+    enc = TextEncoder(enc_dir, session)
+    encode_catalog(items, enc, cache, progress=progress)
+    ids, vectors = load_catalog_vectors(cache)
+    by_id = dict(zip(ids, vectors, strict=True))
+    text_vectors = np.stack([by_id[it.item_id] for it in items]).astype(np.float32)
+    index = HybridIndex([it.item_id for it in items], [it.text() for it in items], text_vectors, weights)
+    rows = {it.item_id: r for r, it in enumerate(items)}
+    if mb is not None:
+        brow = {i: r for r, i in enumerate(mb.item_ids)}
+        bundle_rows = np.array([brow.get(it.item_id, -1) for it in items], dtype=np.int64)
+        fused = np.zeros((len(items), mb.item_vectors.shape[1]), np.float32)
+        known = bundle_rows >= 0
+        fused[known] = mb.item_vectors[bundle_rows[known]]
+        item_vectors = fused
+    else:
+        bundle_rows = np.full(len(items), -1, dtype=np.int64)
+        item_vectors = text_vectors
+    counts = popularity or {}
+    popular = sorted(range(len(items)), key=lambda r: (-counts.get(items[r].item_id, 0), r))
+    return ServingResources(items, rows, index, enc, mb, bundle_rows, item_vectors, popular)

@@ -1,0 +1,195 @@
+"""The read side, without HTTP: stored lists with a fallback chain, similar items, personalised
+hybrid search, item tags. The HTTP app (serving.app) is a thin shell over this."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from schemas.errors import StoreUnavailable
+from serving.resources import ServingResources
+from serving.search import Mode
+from streams.stores import Store
+
+__all__ = ["Limits", "NotFound", "ServingService"]
+
+log = logging.getLogger("fusionrec.serving")
+
+
+class NotFound(LookupError):
+    """A named thing (an item) the catalog does not hold: answered as 404."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_k: int = 100
+    max_query_chars: int = 256
+    max_id_chars: int = 128
+
+
+class _TagCache:
+    """Item tags read from the store, kept for `ttl_s`: tags change when `tag-items` runs, not per request."""
+
+    def __init__(self, store: Store, ttl_s: float, clock: Callable[[], float]) -> None:
+        self.store, self.ttl_s, self.clock = store, ttl_s, clock
+        self._tags: dict[str, tuple[float, list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, item_ids: Sequence[str]) -> dict[str, list[str]]:
+        now = self.clock()
+        with self._lock:
+            fresh = {i: v[1] for i in item_ids if (v := self._tags.get(i)) is not None and now - v[0] < self.ttl_s}
+        missing = [i for i in item_ids if i not in fresh]
+        if missing:
+            try:
+                got = self.store.get_item_tags(missing)
+            except StoreUnavailable as exc:  # tags are decoration: answer without them
+                log.warning("event=tags_unavailable error=%r", str(exc))
+                return fresh
+            with self._lock:
+                for i in missing:
+                    tags = [t for t, _ in got.get(i, [])]
+                    self._tags[i] = (now, tags)
+                    fresh[i] = tags
+        return fresh
+
+
+class ServingService:
+    def __init__(
+        self,
+        resources: ServingResources,
+        store: Store,
+        limits: Limits = Limits(),
+        clock: Callable[[], float] = time.time,
+        tag_ttl_s: float = 300.0,
+    ) -> None:
+        self.res = resources
+        self.store = store
+        self.limits = limits
+        self.clock = clock
+        self.tags = _TagCache(store, tag_ttl_s, clock)
+        self._categories = [it.category.lower() for it in resources.items]
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _items(self, scored: Sequence[tuple[str, float]]) -> list[dict[str, Any]]:
+        tags = self.tags.get([i for i, _ in scored])
+        out = []
+        for item_id, score in scored:
+            row = self.res.rows.get(item_id)
+            it = self.res.items[row] if row is not None else None
+            out.append(
+                {
+                    "item_id": item_id,
+                    "score": round(float(score), 6),
+                    "title": it.title if it else None,
+                    "category": it.category if it else None,
+                    "brand": it.brand if it else None,
+                    "tags": tags.get(item_id, []),
+                }
+            )
+        return out
+
+    def _in_category(self, item_id: str, category: str | None) -> bool:
+        if not category:
+            return True
+        row = self.res.rows.get(item_id)
+        return row is not None and category.lower() in self._categories[row]
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def recommendations(self, user_id: str, k: int, category: str | None = None) -> dict[str, Any]:
+        """Stored list (filtered by category) -> topped up / replaced by popular items."""
+        now_ms = int(self.clock() * 1000)
+        store_error = None
+        try:
+            stored = self.store.get_recommendations(user_id)
+        except StoreUnavailable as exc:
+            stored, store_error = None, str(exc)
+            log.warning("event=store_unavailable endpoint=recommendations error=%r", store_error)
+        picked: list[tuple[str, float]] = []
+        if stored is not None:
+            picked = [(s.item_id, s.score) for s in stored.items if self._in_category(s.item_id, category)][:k]
+        n_stored = len(picked)
+        if len(picked) < k:
+            have = {i for i, _ in picked}
+            for rank, row in enumerate(self.res.popular):
+                item_id = self.res.items[row].item_id
+                if item_id not in have and self._in_category(item_id, category):
+                    picked.append((item_id, 1.0 / (rank + 1)))
+                    if len(picked) == k:
+                        break
+        source = "stored" if n_stored == len(picked) and n_stored else ("stored+popular" if n_stored else "popular")
+        answer: dict[str, Any] = {
+            "user_id": user_id,
+            "source": source,
+            "model_version": stored.model_version if stored is not None and n_stored else "popularity",
+            "generated_at": stored.generated_at if stored is not None else None,
+            "age_ms": now_ms - stored.generated_at if stored is not None else None,
+            "newest_event_ts": stored.newest_event_ts if stored is not None else None,
+            "category": category,
+            "items": self._items(picked),
+        }
+        if store_error:
+            answer["degraded"] = store_error
+        return answer
+
+    def similar(self, item_id: str, k: int) -> dict[str, Any]:
+        row = self.res.rows.get(item_id)
+        if row is None:
+            raise NotFound(f"unknown item {item_id!r}")
+        vectors = self.res.item_vectors
+        basis = "model"
+        if not np.any(vectors[row]):  # an item the bundle does not know: its text vector
+            vectors, basis = self.res.index.text_vectors, "text"
+        scores = vectors @ vectors[row]
+        scores[row] = -np.inf
+        n = min(k, len(scores) - 1)
+        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) - 1 else np.flatnonzero(np.isfinite(scores))
+        top = top[np.lexsort((top, -scores[top]))]
+        return {
+            "item_id": item_id,
+            "basis": basis,
+            "model_version": self.res.model_version,
+            "items": self._items([(self.res.items[r].item_id, float(scores[r])) for r in top]),
+        }
+
+    def search(self, query: str, k: int, user_id: str | None = None) -> dict[str, Any]:
+        qvec = self.res.encoder.encode([query])[0]
+        affinity = None
+        personalized = False
+        note = None
+        if user_id and self.res.bundle is not None:
+            try:
+                state = self.store.get_states([user_id]).get(user_id)
+            except StoreUnavailable as exc:
+                state, note = None, f"not personalised: {exc}"
+            if state is not None and state.recent_items:
+                u = self.res.user_vectors([list(state.recent_items)], [list(state.recent_types)])
+                if np.any(u):
+                    affinity = self.res.affinity(u)[0]
+                    personalized = True
+        mode: Mode = "personal" if personalized else "hybrid"
+        ranked = self.res.index.rank(query, qvec, k, mode=mode, affinity=affinity)
+        answer: dict[str, Any] = {
+            "query": query,
+            "user_id": user_id,
+            "personalized": personalized,
+            "mode": mode,
+            "model_version": self.res.model_version,
+            "items": self._items([(self.res.items[r].item_id, s) for r, s in ranked]),
+        }
+        if note:
+            answer["degraded"] = note
+        return answer
+
+    def ready(self) -> tuple[bool, str]:
+        try:
+            self.store.get_recommendations("__readyz__")
+        except StoreUnavailable as exc:
+            return False, str(exc)
+        return True, "ok"
