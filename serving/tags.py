@@ -16,9 +16,8 @@ from serving.text import STOPWORDS, tokenize
 __all__ = ["candidate_phrases", "mmr", "tag_items"]
 
 
-UNITS = frozenset(
-    "inch inches ft feet foot yd mm cm ml oz ounce ounces lb lbs count gauge gallon quart liter pound size".split()
-)
+_UNITS_TEXT = "inch inches ft feet foot yd mm cm ml oz ounce ounces lb lbs count gauge gallon quart liter pound size"
+UNITS = frozenset(_UNITS_TEXT.split())
 
 
 def candidate_phrases(text: str, max_words: int = 3, exclude: frozenset[str] = frozenset()) -> list[str]:
