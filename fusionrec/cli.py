@@ -449,8 +449,10 @@ def cassandra_migrate(
 
 
 from fusionrec.cli_serving import register as _register_serving  # noqa: E402
+from fusionrec.cli_serving import register_more as _register_more  # noqa: E402
 
 _register_serving(app)
+_register_more(app)
 
 
 def main() -> None:

@@ -103,3 +103,151 @@ def register(app: typer.Typer) -> None:
             _plot(out, report / "search.png")
         typer.echo(table)
         typer.echo(f"weights (validation): {out['weights']}; wrote {json_out}")
+
+
+def _load_reviews(path: Path) -> dict[str, list[str]]:
+    """Reviews as CSV (item_id, text) or JSONL ({"item_id": .., "text": ..}) -> item_id -> texts."""
+    import csv
+
+    out: dict[str, list[str]] = {}
+    if path.suffix in {".jsonl", ".ndjson", ".json"}:
+        with path.open("rb") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    rec = json.loads(line)
+                    if not isinstance(rec, dict) or "item_id" not in rec or "text" not in rec:
+                        raise typer.BadParameter(f"{path}:{n}: a review needs item_id and text")
+                    out.setdefault(str(rec["item_id"]), []).append(str(rec["text"]))
+        return out
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not {"item_id", "text"} <= set(reader.fieldnames or []):
+            raise typer.BadParameter(f"{path}: needs columns item_id,text; has {reader.fieldnames}")
+        for row in reader:
+            out.setdefault(row["item_id"], []).append(row["text"])
+    return out
+
+
+def register_more(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        data: Annotated[
+            str | None, typer.Option(help="Dataset folder (items + events for popularity); synthetic shop when unset.")
+        ] = None,
+        items: Annotated[Path | None, typer.Option(help="Items file instead of --data (CSV or JSONL).")] = None,
+        bundle: Annotated[
+            Path | None, typer.Option(help="Model bundle: user vectors, similar items, personal search.")
+        ] = None,
+        encoder: Annotated[
+            Path | None, typer.Option(help="Text encoder export (default: bundle/encoder, else models/encoder-int8).")
+        ] = None,
+        store: Annotated[
+            str | None,
+            typer.Option(
+                help="Store URL: cassandra://host:9042/keyspace (default from settings) or sqlite:///path.db."
+            ),
+        ] = None,
+        host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port.")] = 8000,
+        cache: Annotated[Path, typer.Option(help="Item text-vector cache (incremental).")] = Path("out/serving-cache"),
+        dense_weight: Annotated[float, typer.Option(help="Dense share of the hybrid (validation-tuned).")] = 0.2,
+        personal_weight: Annotated[float, typer.Option(help="Weight of the user's affinity in search.")] = 0.5,
+        threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: one per core).")] = 0,
+    ) -> None:
+        """Start the HTTP API: GET /v1/users/{id}/recommendations, /v1/items/{id}/similar, /v1/search,
+        /healthz, /readyz, /metrics; OpenAPI docs at /docs.
+
+        Examples:
+          fusionrec serve --store sqlite:///out/fusionrec.db            (after `fusionrec demo`)
+          fusionrec serve --data ../shared/data/scientific --bundle out/bundle-sci
+        """
+        import uvicorn
+
+        from encoders.session import SessionConfig
+        from fusionrec.datasets import load_items_file
+        from fusionrec.settings import load_settings
+        from fusionrec.wiring import load_data, open_results_store
+        from serving.app import create_app
+        from serving.resources import load_resources
+        from serving.search import SearchWeights
+        from serving.service import ServingService
+
+        settings = load_settings()
+        if items is not None:
+            catalog, popularity = load_items_file(items), {}
+        else:
+            ds = load_data(data or settings.data)
+            catalog, popularity = ds.items, _popularity(ds)
+        enc = encoder
+        if enc is None and bundle is None:
+            enc = Path("models/encoder-int8")
+            if not (enc / "manifest.json").is_file():
+                raise typer.BadParameter(
+                    f"no text encoder at {enc}: `fusionrec export-encoder --out {enc} --variant int8` makes one"
+                )
+        res = load_resources(
+            catalog,
+            bundle=bundle,
+            encoder=enc,
+            cache=cache,
+            popularity=popularity,
+            weights=SearchWeights(dense=dense_weight, personal=personal_weight),
+            session=SessionConfig(intra_op_threads=threads),
+        )
+        results = open_results_store(settings, store)
+        results.setup()
+        app_ = create_app(ServingService(res, results))
+        typer.echo(
+            f"serving {len(res.items)} items, model {res.model_version}, store {results.url} "
+            f"on http://{host}:{port} (docs: /docs)"
+        )
+        try:
+            uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+        finally:
+            results.close()
+
+    @app.command("tag-items")
+    def tag_items_cmd(
+        out: Annotated[Path, typer.Option("--out", help="JSONL file: one {item_id, tags: [[tag, score]..]} per item.")],
+        items: Annotated[Path | None, typer.Option(help="Items file (CSV or JSONL).")] = None,
+        data: Annotated[Path | None, typer.Option(help="Dataset folder (its items.csv) instead of --items.")] = None,
+        reviews: Annotated[Path | None, typer.Option(help="Reviews: CSV item_id,text or JSONL.")] = None,
+        encoder: Annotated[Path, typer.Option(help="Text encoder export.")] = Path("models/encoder-int8"),
+        store: Annotated[
+            str | None, typer.Option(help="Also store the tags here (cassandra://.. or sqlite:///..).")
+        ] = None,
+        k: Annotated[int, typer.Option(min=1, max=20, help="Tags per item.")] = 5,
+    ) -> None:
+        """Tag every item with key phrases from its text (and reviews), scored against the item's
+        vector by the same encoder and diversified (MMR). The API returns them with each item.
+
+        Example: fusionrec tag-items --data ../shared/data/scientific --out out/tags.jsonl --store sqlite:///out/fusionrec.db
+        """
+        from encoders.text import TextEncoder
+        from fusionrec.datasets import load_items, load_items_file
+        from fusionrec.settings import load_settings
+        from fusionrec.wiring import open_results_store
+        from serving.tags import tag_items
+
+        if (items is None) == (data is None):
+            raise typer.BadParameter("give exactly one of --items or --data")
+        catalog = load_items_file(items) if items is not None else load_items(Path(data) / "items.csv")  # type: ignore[arg-type]
+        enc = TextEncoder(encoder)
+        tags = tag_items(
+            catalog,
+            lambda texts: enc.encode(texts, batch_size=256, progress=True, desc="tag-items"),
+            _load_reviews(reviews) if reviews else None,
+            k=k,
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w") as fh:
+            for item_id, pairs in tags.items():
+                fh.write(json.dumps({"item_id": item_id, "tags": pairs}) + "\n")
+        if store:
+            s = open_results_store(load_settings(), store)
+            s.setup()
+            try:
+                s.put_item_tags(tags, model=f"{enc.manifest.source_model}:{enc.manifest.variant}")
+            finally:
+                s.close()
+        typer.echo(f"tagged {len(tags)} items -> {out}" + (f" and {store}" if store else ""))

@@ -1,15 +1,14 @@
 """The HTTP API (FastAPI): a thin shell over ServingService with bounds, clear 4xx errors,
 Prometheus metrics, health and readiness. OpenAPI docs at /docs, the schema at /openapi.json."""
 
-from __future__ import annotations
-
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import orjson
 from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, ORJSONResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -20,6 +19,11 @@ __all__ = ["create_app"]
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+def _json(answer: dict[str, Any]) -> Response:
+    """orjson straight to bytes: the answers are plain dicts, no model validation on the way out."""
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
 def create_app(service: ServingService) -> FastAPI:
     lim = service.limits
     app = FastAPI(
@@ -27,7 +31,6 @@ def create_app(service: ServingService) -> FastAPI:
         version="1",
         description="Per-user recommendation lists (stored by the streaming worker), similar items and "
         "personalised hybrid search over the catalog.",
-        default_response_class=ORJSONResponse,
     )
     registry = CollectorRegistry()
     requests = Counter("fusionrec_api_requests", "API requests", ["endpoint", "status"], registry=registry)
@@ -75,20 +78,20 @@ def create_app(service: ServingService) -> FastAPI:
             str | None,
             Query(max_length=lim.max_query_chars, description="Keep items whose category path contains this."),
         ] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """The list the streaming worker stored for the user (one key lookup), filtered by category
         and topped up with popular items; `source` says which: stored, stored+popular or popular."""
         answer = service.recommendations(user_id, k, category or None)
         sources.labels(answer["source"]).inc()
-        return answer
+        return _json(answer)
 
     @app.get("/v1/items/{item_id}/similar", summary="Items like this one")
     def similar(
         item_id: Annotated[str, Path(min_length=1, max_length=lim.max_id_chars)],
         k: K = 20,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Nearest items by the model's fused item vectors (text vectors for items the model lacks)."""
-        return service.similar(item_id, k)
+        return _json(service.similar(item_id, k))
 
     @app.get("/v1/search", summary="Hybrid search, personalised when user_id is given")
     def search(
@@ -103,10 +106,10 @@ def create_app(service: ServingService) -> FastAPI:
         ],
         k: K = 20,
         user_id: Annotated[str | None, Query(min_length=1, max_length=lim.max_id_chars)] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """BM25 + dense (ONNX text encoder) retrieval fused by z-scored scores; with user_id, the
         user's model vector re-ranks the candidates."""
-        return service.search(q.strip(), k, user_id)
+        return _json(service.search(q.strip(), k, user_id))
 
     @app.get("/healthz", summary="Liveness")
     def healthz() -> dict[str, str]:

@@ -88,7 +88,8 @@ def tag_items(
     phrases = sorted({p for ps in per_item for p in ps})
     row = {p: i for i, p in enumerate(phrases)}
     phrase_vecs = encode(phrases) if phrases else np.zeros((0, 1), np.float32)
-    item_vecs = encode([it.text() for it in items])
+    # the document the tags must describe: the item's text and what its reviewers said
+    item_vecs = encode([" ".join([it.text(), *reviews.get(it.item_id, ())]) for it in items])
     out: dict[str, list[tuple[str, float]]] = {}
     for it, vec, cands in zip(items, item_vecs, per_item, strict=True):
         if not cands:

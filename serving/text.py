@@ -27,14 +27,13 @@ def _dedupe(tokens: Iterable[str]) -> list[str]:
 
 
 def common_category_terms(categories: Sequence[str], share: float = 0.5) -> frozenset[str]:
-    """Terms found in at least `share` of the category paths (the root category, say): they say
+    """Terms found in more than `share` of the category paths (the root category, say): they say
     nothing about the item, so category queries leave them out."""
     counts: dict[str, int] = {}
     for cat in categories:
         for t in set(tokenize(cat)):
             counts[t] = counts.get(t, 0) + 1
-    need = max(1, int(share * len(categories)))
-    return frozenset(t for t, n in counts.items() if n >= need)
+    return frozenset(t for t, n in counts.items() if n > share * len(categories))
 
 
 def category_query(category: str, common: frozenset[str] = frozenset()) -> str:

@@ -1,0 +1,134 @@
+"""The downstream client (straight from Cassandra, and through a real `fusionrec serve` process),
+and the `tag-items` and `search-eval` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fusionrec.cli import app
+from fusionrec.datasets import Dataset
+from serving.client import ApiClient, ApiError, CassandraListReader
+from streams.stores import SQLiteStore
+from streams.stores.cassandra import CassandraStore
+from tests.serving.conftest import fill
+
+
+@pytest.fixture
+def cassandra_filled(
+    services: dict[str, str], cassandra_keyspace: str, shop: Dataset, bundles: list[Path]
+) -> Iterator[CassandraStore]:
+    s = CassandraStore([services["cassandra_host"]], int(services["cassandra_port"]), cassandra_keyspace)
+    s.setup()
+    fill(s, shop, bundles[0])
+    yield s
+    s.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_list_reader_reads_straight_from_cassandra(cassandra_filled: CassandraStore, shop: Dataset) -> None:
+    user = sorted(shop.by_user())[0]
+    with CassandraListReader([cassandra_filled.hosts[0]], cassandra_filled.port, cassandra_filled.keyspace) as r:
+        got = r.get(user)
+        assert got is not None and got == cassandra_filled.get_recommendations(user)
+        assert len(got.items) == 20 and r.get("nobody") is None
+
+
+def test_api_client_against_a_served_process(
+    cassandra_filled: CassandraStore, shop: Dataset, shop_dir: Path, bundles: list[Path], tmp_path: Path
+) -> None:
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "fusionrec", "serve", "--data", str(shop_dir), "--bundle", str(bundles[0]),
+        "--store", cassandra_filled.url, "--port", str(port), "--cache", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        with ApiClient(f"http://127.0.0.1:{port}") as api:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    api.recommendations("nobody", k=1)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise AssertionError((tmp_path / "serve.log").read_text()) from None
+                    time.sleep(0.5)
+            user = sorted(shop.by_user())[0]
+            body = api.recommendations(user, k=5)
+            assert body["source"] == "stored" and len(body["items"]) == 5
+            stored = cassandra_filled.get_recommendations(user)
+            assert stored is not None and [i["item_id"] for i in body["items"]] == stored.item_ids()[:5]
+            assert api.search(shop.items[0].title, k=3, user_id=user)["personalized"] is True
+            assert len(api.similar(shop.items[0].item_id, k=4)["items"]) == 4
+            with pytest.raises(ApiError) as err:
+                api.recommendations(user, k=0)
+            assert err.value.status == 422 and err.value.body["problems"][0]["field"] == "k"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_tag_items_writes_file_and_store(shop_dir: Path, exports: dict[str, Path], tmp_path: Path) -> None:
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text('item_id,text\nI00001,"Rich chocolaty espresso crema, a chocolaty espresso crema every morning"\n')
+    out, db = tmp_path / "tags.jsonl", tmp_path / "tags.db"
+    result = CliRunner().invoke(
+        app,
+        ["tag-items", "--data", str(shop_dir), "--reviews", str(reviews), "--encoder", str(exports["int8"]),
+         "--out", str(out), "--store", f"sqlite:///{db}", "--k", "4"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 120 and all(1 <= len(r["tags"]) <= 4 for r in rows)
+    store = SQLiteStore(db)
+    stored = store.get_item_tags([r["item_id"] for r in rows])
+    assert {i: [t for t, _ in v] for i, v in stored.items()} == {r["item_id"]: [t for t, _ in r["tags"]] for r in rows}
+    # each tag is a phrase of the item's own text or reviews, scored highest first
+    items = {it["item_id"]: it for it in _items_csv(shop_dir)}
+    for r in rows:
+        text = (items[r["item_id"]]["title"] + " " + (reviews.read_text() if r["item_id"] == "I00001" else "")).lower()
+        words = set(text.replace(",", " ").replace("-", " ").split())
+        assert all(set(t.split()) <= words for t, _ in r["tags"]), (r, text)
+        assert [s for _, s in r["tags"]] == sorted((s for _, s in r["tags"]), reverse=True)
+    assert any("chocolaty" in t or "crema" in t for t, _ in next(r for r in rows if r["item_id"] == "I00001")["tags"])
+
+
+def _items_csv(root: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (root / "items.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_search_eval_reports_every_mode(shop_dir: Path, bundles: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "search.json"
+    result = CliRunner().invoke(
+        app,
+        ["search-eval", "--data", str(shop_dir), "--bundle", str(bundles[0]), "--json", str(out),
+         "--report", str(tmp_path / "rep"), "--cache", str(tmp_path / "cache"), "--tune-users", "100"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    body = json.loads(out.read_text())
+    table = body["test"]["table"]
+    assert set(table) == {"category", "known-item", "all"}
+    for modes in table.values():
+        assert set(modes) == {"bm25", "dense", "hybrid", "personal"}
+        assert all(0 <= m["mrr@10"] <= m["recall@10"] <= 1 for m in modes.values())
+    assert body["test"]["users"] == 300 and table["known-item"]["bm25"]["queries"] > 0
+    assert (tmp_path / "rep" / "search.png").stat().st_size > 0
