@@ -74,6 +74,9 @@ def encode_catalog(
     )
     new_vectors = dict(zip(todo, fresh, strict=True))
     ids = list(texts)
+    if not todo and set(old) == set(texts) and old_hashes == hashes:
+        # nothing changed: leave the files alone, so readers (API workers) never see a rewrite
+        return CatalogReport(len(ids), 0, len(ids), 0, time.perf_counter() - started)
     matrix = (
         np.stack([new_vectors[i] if i in new_vectors else old[i] for i in ids])
         if ids

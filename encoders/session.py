@@ -33,6 +33,9 @@ class SessionConfig:
     intra_op_threads: int = 0  # 0: ONNX Runtime decides (one per physical core)
     inter_op_threads: int = 1
     device_id: int = 0
+    # Spinning keeps a core busy waiting for the next op: good for one big batch, ruinous when many
+    # request threads run small sessions at once (the API). The API turns it off.
+    allow_spinning: bool = True
 
 
 def create_session(model: str | Path, cfg: SessionConfig = SessionConfig()) -> Any:
@@ -50,6 +53,9 @@ def create_session(model: str | Path, cfg: SessionConfig = SessionConfig()) -> A
     opts.intra_op_num_threads = cfg.intra_op_threads
     opts.inter_op_num_threads = cfg.inter_op_threads
     opts.log_severity_level = 3
+    if not cfg.allow_spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     session = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
     active = session.get_providers()
     if cfg.provider == "cuda" and (not active or active[0] != CUDA):

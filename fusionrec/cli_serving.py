@@ -152,7 +152,11 @@ def register_more(app: typer.Typer) -> None:
         cache: Annotated[Path, typer.Option(help="Item text-vector cache (incremental).")] = Path("out/serving-cache"),
         dense_weight: Annotated[float, typer.Option(help="Dense share of the hybrid (validation-tuned).")] = 0.2,
         personal_weight: Annotated[float, typer.Option(help="Weight of the user's affinity in search.")] = 0.5,
-        threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: one per core).")] = 0,
+        threads: Annotated[
+            int, typer.Option(help="ONNX Runtime intra-op threads per request (requests run side by side).")
+        ] = 1,
+        workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per core is typical).")] = 1,
+        request_threads: Annotated[int, typer.Option(min=1, help="Request threads per worker process.")] = 4,
     ) -> None:
         """Start the HTTP API: GET /v1/users/{id}/recommendations, /v1/items/{id}/similar, /v1/search,
         /healthz, /readyz, /metrics; OpenAPI docs at /docs.
@@ -161,50 +165,46 @@ def register_more(app: typer.Typer) -> None:
           fusionrec serve --store sqlite:///out/fusionrec.db            (after `fusionrec demo`)
           fusionrec serve --data ../shared/data/scientific --bundle out/bundle-sci
         """
+        import os
+        import tempfile
+
         import uvicorn
 
-        from encoders.session import SessionConfig
-        from fusionrec.datasets import load_items_file
-        from fusionrec.settings import load_settings
-        from fusionrec.wiring import load_data, open_results_store
-        from serving.app import create_app
-        from serving.resources import load_resources
-        from serving.search import SearchWeights
-        from serving.service import ServingService
+        from fusionrec.serve_app import ServeOptions, build_app, prepare
 
-        settings = load_settings()
-        if items is not None:
-            catalog, popularity = load_items_file(items), {}
-        else:
-            ds = load_data(data or settings.data)
-            catalog, popularity = ds.items, _popularity(ds)
-        enc = encoder
-        if enc is None and bundle is None:
-            enc = Path("models/encoder-int8")
-            if not (enc / "manifest.json").is_file():
-                raise typer.BadParameter(
-                    f"no text encoder at {enc}: `fusionrec export-encoder --out {enc} --variant int8` makes one"
-                )
-        res = load_resources(
-            catalog,
-            bundle=bundle,
-            encoder=enc,
-            cache=cache,
-            popularity=popularity,
-            weights=SearchWeights(dense=dense_weight, personal=personal_weight),
-            session=SessionConfig(intra_op_threads=threads),
+        opts = ServeOptions(
+            data=data,
+            items=str(items) if items else None,
+            bundle=str(bundle) if bundle else None,
+            encoder=str(encoder) if encoder else None,
+            store=store,
+            cache=str(cache),
+            dense_weight=dense_weight,
+            personal_weight=personal_weight,
+            threads=threads,
+            request_threads=request_threads,
         )
-        results = open_results_store(settings, store)
-        results.setup()
-        app_ = create_app(ServingService(res, results))
-        typer.echo(
-            f"serving {len(res.items)} items, model {res.model_version}, store {results.url} "
-            f"on http://{host}:{port} (docs: /docs)"
+        app_, res, results = build_app(opts)  # fails here, once, on bad options; fills the vector cache
+        where = f"on http://{host}:{port} (docs: /docs), {workers} worker process(es)"
+        typer.echo(f"serving {len(res.items)} items, model {res.model_version}, store {results.url} {where}")
+        if workers == 1:
+            try:
+                uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+            finally:
+                results.close()
+            return
+        results.close()
+        prepare(opts)
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fusionrec-metrics-"))
+        uvicorn.run(
+            "fusionrec.serve_app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
         )
-        try:
-            uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
-        finally:
-            results.close()
 
     @app.command("tag-items")
     def tag_items_cmd(

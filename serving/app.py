@@ -1,15 +1,18 @@
 """The HTTP API (FastAPI): a thin shell over ServingService with bounds, clear 4xx errors,
 Prometheus metrics, health and readiness. OpenAPI docs at /docs, the schema at /openapi.json."""
 
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio.to_thread
 import orjson
 from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.service import NotFound, ServingService
@@ -19,14 +22,50 @@ __all__ = ["create_app"]
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+class _Metrics:
+    """Pure ASGI middleware (no per-request task like BaseHTTPMiddleware): latency and status per route."""
+
+    def __init__(self, app: Any, latency: Histogram, requests: Counter) -> None:
+        self.app, self.latency, self.requests = app, latency, requests
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            self.latency.labels(endpoint).observe(time.perf_counter() - started)
+            self.requests.labels(endpoint, str(status)).inc()
+
+
 def _json(answer: dict[str, Any]) -> Response:
     """orjson straight to bytes: the answers are plain dicts, no model validation on the way out."""
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
-def create_app(service: ServingService) -> FastAPI:
+def create_app(service: ServingService, worker_threads: int = 4) -> FastAPI:
     lim = service.limits
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Few request threads: the work is CPU-bound (ONNX, numpy), and dozens of threads fighting
+        # for the GIL and two cores only lengthen the tail. I/O waits (Cassandra) release the GIL.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = worker_threads
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="fusionrec serving API",
         version="1",
         description="Per-user recommendation lists (stored by the streaming worker), similar items and "
@@ -41,15 +80,7 @@ def create_app(service: ServingService) -> FastAPI:
     app.state.service = service
     app.state.registry = registry
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        latency.labels(endpoint).observe(time.perf_counter() - started)
-        requests.labels(endpoint, str(response.status_code)).inc()
-        return response
+    app.add_middleware(_Metrics, latency=latency, requests=requests)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -125,6 +156,10 @@ def create_app(service: ServingService) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     def metrics() -> Response:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several worker processes: add them all up
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return Response(generate_latest(merged), media_type=CONTENT_TYPE_LATEST)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -47,11 +47,19 @@ class BM25Index:
         terms = [self.vocab[t] for t in tokenize(query) if t in self.vocab]
         if not terms:
             return np.zeros(self.n_docs, dtype=np.float32)
-        return np.asarray(self.weights[terms].sum(axis=0), dtype=np.float32).ravel()
+        # postings straight from the CSR arrays + one bincount: ~10x faster than sparse row indexing
+        ip, idx, data = self.weights.indptr, self.weights.indices, self.weights.data
+        docs = np.concatenate([idx[ip[t] : ip[t + 1]] for t in terms])
+        weights = np.concatenate([data[ip[t] : ip[t + 1]] for t in terms])
+        return np.bincount(docs, weights=weights, minlength=self.n_docs).astype(np.float32)
 
     def top(self, query: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n best-scoring documents with a positive score, best first (ties: lower row first)."""
-        s = self.scores(query)
+        return self.top_of(self.scores(query), n)
+
+    @staticmethod
+    def top_of(s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """`top` over scores already computed."""
         hits = np.flatnonzero(s > 0)
         if len(hits) > n:
             hits = hits[np.argpartition(-s[hits], n - 1)[:n]]

@@ -42,7 +42,7 @@ class ServingResources:
         """[n, dim] user vectors from item-id histories (oldest first) through the bundle's user
         encoder; a history with no known item gets a zero vector (no personal signal)."""
         assert self.bundle is not None, "user vectors need a model bundle"
-        brow = {i: r for r, i in enumerate(self.bundle.item_ids)}
+        brow = self._bundle_index()
         seqs, tps, which = [], [], []
         for n, hist in enumerate(histories):
             ts = types[n] if types is not None else ["purchase"] * len(hist)
@@ -56,6 +56,14 @@ class ServingResources:
         if seqs:
             out[which] = self.bundle.user_vectors(seqs, tps)
         return out
+
+    def _bundle_index(self) -> dict[str, int]:
+        assert self.bundle is not None
+        cached: tuple[int, dict[str, int]] | None = getattr(self, "_brow", None)
+        if cached is None or cached[0] != len(self.bundle.item_ids):  # the live index can grow
+            cached = (len(self.bundle.item_ids), {i: r for r, i in enumerate(self.bundle.item_ids)})
+            self._brow = cached
+        return cached[1]
 
     def affinity(self, user_vectors: np.ndarray) -> np.ndarray:
         """[n_users, n_catalog_rows] model scores (0 for items the bundle does not know)."""

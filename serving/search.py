@@ -82,9 +82,10 @@ class HybridIndex:
         that union (measured on validation: z-scores beat max- and min-max-scaling for the hybrid)."""
         n = n or self.weights.candidates
         dense = self.text_vectors @ query_vector.astype(np.float32)
-        lex_rows, _ = self.bm25.top(query, n)
+        lex_all = self.bm25.scores(query)
+        lex_rows, _ = self.bm25.top_of(lex_all, n)
         rows = np.unique(np.concatenate([lex_rows, _top(dense, n)]))
-        lex = self.bm25.scores(query)[rows] if len(lex_rows) else np.zeros(len(rows), np.float32)
+        lex = lex_all[rows]
         return Candidates(
             rows=rows,
             lexical=_zscore(lex),

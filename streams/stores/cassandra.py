@@ -174,7 +174,11 @@ class CassandraStore:
 
     def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         ids = list(dict.fromkeys(user_ids))
-        results = self._concurrent("select_state", [(u,) for u in ids])
+        if len(ids) == 1:  # one key (the API's case): a plain execute, without the concurrent machinery
+            with _translated("select_state"):
+                results = [self.session.execute(self._stmts["select_state"], (ids[0],))]
+        else:
+            results = self._concurrent("select_state", [(u,) for u in ids])
         out: dict[str, UserState] = {}
         for user_id, rows in zip(ids, results, strict=True):
             row = rows.one()
