@@ -79,7 +79,7 @@ def demo(
     store = SQLiteStore(db)
     store.setup()
     ranker = build_ranker(dataset)
-    pipeline = build_pipeline(store, ranker, k=k)
+    pipeline = build_pipeline(store, ranker, k=k, state_cache_users=200_000)  # one process: always valid
     records = records_from_values((v for _, v in event_records(dataset)), source=f"file:{dataset.name}")
     report = run_embedded(records, pipeline, store, batch_size=batch_size, total=len(dataset.events))
     typer.echo(
@@ -200,7 +200,11 @@ def worker(
     if metrics_port:
         sensor.serve(metrics_port)
     run_worker(
-        cfg, lambda stopping: build_pipeline(results, ranker, settings.worker.k, stopping, sensor), sensor=sensor
+        cfg,
+        lambda stopping: build_pipeline(
+            results, ranker, settings.worker.k, stopping, sensor, settings.worker.state_cache_users
+        ),
+        sensor=sensor,
     )
 
 

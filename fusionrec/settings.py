@@ -67,6 +67,9 @@ class WorkerSettings(_Frozen):
     k: int = Field(20, ge=1, le=1000, description="length of each stored list")
     commit_interval_s: float = Field(1.0, gt=0, description="how often acked offsets are committed")
     store_url: str | None = Field(None, description="overrides the Cassandra store, e.g. sqlite:///x.db")
+    state_cache_users: int = Field(
+        200_000, ge=0, description="user states kept in the worker (dropped at every rebalance); 0: always read"
+    )
 
 
 class EmbeddedSettings(_Frozen):

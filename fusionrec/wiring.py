@@ -12,6 +12,7 @@ from fusionrec.synthetic import generate_shop
 from ranker.cooccurrence import fit_cooccurrence
 from schemas.codec import encode_event
 from streams.core import Pipeline, PipelineSensor, Ranker, RetryPolicy
+from streams.state_cache import StateCache
 from streams.stores import Store, open_store
 
 __all__ = ["build_pipeline", "build_ranker", "event_records", "load_data", "open_results_store"]
@@ -57,6 +58,15 @@ def build_pipeline(
     k: int,
     stopping: threading.Event | None = None,
     sensor: PipelineSensor | None = None,
+    state_cache_users: int = 0,
 ) -> Pipeline:
+    """`state_cache_users` > 0 keeps that many user states in process (streams.state_cache)."""
     stop = stopping or threading.Event()
-    return Pipeline(store, ranker, k=k, retry=RetryPolicy(should_stop=stop.is_set), sensor=sensor)
+    return Pipeline(
+        store,
+        ranker,
+        k=k,
+        retry=RetryPolicy(should_stop=stop.is_set),
+        sensor=sensor,
+        state_cache=StateCache(state_cache_users) if state_cache_users > 0 else None,
+    )

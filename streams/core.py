@@ -22,6 +22,7 @@ from ranker.state import Delivery, UserState, apply_events
 from schemas.codec import decode_event
 from schemas.errors import InvalidEvent, StoreUnavailable
 from schemas.recommendations import RecommendationList, ScoredItem
+from streams.state_cache import StateCache
 from streams.stores.base import Store
 
 __all__ = [
@@ -127,8 +128,10 @@ class Pipeline:
         retry: RetryPolicy | None = None,
         sensor: PipelineSensor | None = None,
         clock: Callable[[], float] = time.time,
+        state_cache: StateCache | None = None,
     ) -> None:
         self.store = store
+        self.state_cache = state_cache
         self.ranker = ranker
         self.k = k
         self.retry = retry or RetryPolicy()
@@ -169,7 +172,14 @@ class Pipeline:
         by_user = self.decode(records, outcome)
         if by_user:
             users = list(by_user)
-            stored = self._with_retry("get_states", lambda: self.store.get_states(users), outcome)
+            cache = self.state_cache
+            generation = cache.generation if cache is not None else 0
+            if cache is not None:
+                stored, missing = cache.get_many(users)
+            else:
+                stored, missing = {}, users
+            if missing:
+                stored.update(self._with_retry("get_states", lambda: self.store.get_states(missing), outcome))
             changed: list[UserState] = []
             for user_id, deliveries in by_user.items():
                 deliveries.sort(key=lambda d: (d.source, d.offset))
@@ -183,8 +193,9 @@ class Pipeline:
             lists = self._rank(changed, now_ms)
             outcome.n_users = len(changed)
             outcome.newest_event_ts = max((s.last_ts for s in changed), default=0)
-            self._with_retry("put_recommendations", lambda: self.store.put_recommendations(lists), outcome)
-            self._with_retry("put_states", lambda: self.store.put_states(changed), outcome)
+            self._with_retry("put_results", lambda: self.store.put_results(lists, changed), outcome)
+            if cache is not None:
+                cache.put_many(changed, generation)
             written_ms = int(self.clock() * 1000)
             outcome.freshness_ms = [max(0, written_ms - s.last_ts) for s in changed]
         outcome.elapsed_s = time.perf_counter() - started

@@ -119,6 +119,19 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event, 
         cfg.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+    cache = pipeline.state_cache
+    if cache is not None:
+        # faust pauses the partitions and waits for in-flight (unacked) batches before it revokes,
+        # so after these no cached state from the old assignment is used (streams.state_cache)
+        @app.on_partitions_revoked.connect
+        async def forget_on_revoke(*_: Any, **__: Any) -> None:
+            cache.invalidate()
+            log.info("state_cache_invalidated reason=revoked generation=%d", cache.generation)
+
+        @app.on_partitions_assigned.connect
+        async def forget_on_assign(*_: Any, **__: Any) -> None:
+            cache.invalidate()
+            log.info("state_cache_invalidated reason=assigned generation=%d", cache.generation)
 
     @app.agent(source, concurrency=1)
     async def process(stream: Any) -> None:

@@ -43,6 +43,11 @@ class Store(Protocol):
 
     def get_recommendations(self, user_id: str) -> RecommendationList | None: ...
 
+    def put_results(self, lists: Sequence[RecommendationList], states: Sequence[UserState]) -> None:
+        """A batch's outcome: every touched user's list and state. Atomic per user where the store
+        allows (Cassandra: one single-partition batch per user; SQLite: one transaction); elsewhere
+        lists are written before states, so a crash in between replays the events, not skips them."""
+
     def count_states(self) -> int: ...
 
     def put_item_tags(self, tags: Mapping[str, Sequence[tuple[str, float]]], model: str) -> None:

@@ -32,8 +32,9 @@ __all__ = ["CassandraStore", "migrate"]
 try:
     from cassandra import ConsistencyLevel, DriverException, OperationTimedOut, RequestExecutionException
     from cassandra.cluster import Cluster, NoHostAvailable, Session
-    from cassandra.concurrent import execute_concurrent_with_args
+    from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
     from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
+    from cassandra.query import BatchStatement, BatchType
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the Cassandra store needs cassandra-driver: pip install 'fusionrec'") from exc
 
@@ -207,6 +208,47 @@ class CassandraStore:
                 for r in lists
             ],
         )
+
+    def _rec_args(self, r: RecommendationList) -> tuple[Any, ...]:
+        return (
+            r.user_id,
+            [s.item_id for s in r.items],
+            [float(s.score) for s in r.items],
+            r.model_version,
+            r.config_digest,
+            r.source,
+            _ms(r.generated_at),
+            r.newest_event_ts,
+        )
+
+    def put_results(self, lists: Sequence[RecommendationList], states: Sequence[UserState]) -> None:
+        """One request per user: an UNLOGGED batch of the list and the state. Both rows share the
+        partition key, so Cassandra merges them into one mutation applied atomically on each replica
+        (no batch log needed); users without a list (none today) get their state alone."""
+        now = dt.datetime.now(tz=dt.UTC)
+        by_user = {r.user_id: r for r in lists}
+        statements: list[tuple[Any, tuple[Any, ...]]] = []
+        upsert_recs, upsert_state = self._stmts["upsert_recs"], self._stmts["upsert_state"]
+        for s in states:
+            state_args = (s.user_id, orjson.dumps(state_to_dict(s)), now)
+            rec = by_user.pop(s.user_id, None)
+            if rec is None:
+                statements.append((upsert_state, state_args))
+                continue
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=ConsistencyLevel.LOCAL_QUORUM)
+            batch.add(upsert_recs, self._rec_args(rec))
+            batch.add(upsert_state, state_args)
+            statements.append((batch, ()))
+        statements.extend((upsert_recs, self._rec_args(r)) for r in by_user.values())
+        if not statements:
+            return
+        with _translated("put_results"):
+            results = execute_concurrent(
+                self.session, statements, concurrency=self.concurrency, raise_on_first_error=False
+            )
+        for ok, res in results:
+            if not ok:
+                raise StoreUnavailable(f"Cassandra put_results failed: {type(res).__name__}: {res}") from res
 
     def get_recommendations(self, user_id: str) -> RecommendationList | None:
         with _translated("select_recs"):

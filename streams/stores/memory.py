@@ -43,6 +43,10 @@ class MemoryStore:
         for rec in lists:
             self.lists[rec.user_id] = rec
 
+    def put_results(self, lists: Sequence[RecommendationList], states: Sequence[UserState]) -> None:
+        self.put_recommendations(lists)
+        self.put_states(states)
+
     def get_recommendations(self, user_id: str) -> RecommendationList | None:
         self._check()
         return self.lists.get(user_id)

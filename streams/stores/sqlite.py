@@ -97,6 +97,25 @@ class SQLiteStore:
             [(r.user_id, encode_recommendations(r)) for r in lists],
         )
 
+    def put_results(self, lists: Sequence[RecommendationList], states: Sequence[UserState]) -> None:
+        if not lists and not states:
+            return
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN")
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO recommendations (user_id, payload) VALUES (?, ?)",
+                    [(r.user_id, encode_recommendations(r)) for r in lists],
+                )
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO user_state (user_id, state) VALUES (?, ?)",
+                    [(s.user_id, orjson.dumps(state_to_dict(s))) for s in states],
+                )
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self.conn.execute("ROLLBACK") if self.conn.in_transaction else None
+                raise StoreUnavailable(f"SQLite write failed: {exc}") from exc
+
     def get_recommendations(self, user_id: str) -> RecommendationList | None:
         with self._lock:
             row = self.conn.execute("SELECT payload FROM recommendations WHERE user_id = ?", (user_id,)).fetchone()

@@ -105,3 +105,17 @@ def test_item_tags_round_trip_and_upsert(store: Store) -> None:
     store.put_item_tags({"a": [("adhesive", 0.9)]}, model="m2")
     assert [t for t, _ in store.get_item_tags(["a"])["a"]] == ["adhesive"]
     store.put_item_tags({}, model="m")
+
+
+def test_put_results_writes_lists_and_states_together(store: Store) -> None:
+    states = [_state(f"r{i}", 3) for i in range(30)]
+    lists = [_list(f"r{i}", [f"i{i}", "x"]) for i in range(30)]
+    store.put_results(lists, states)
+    got = store.get_states([s.user_id for s in states])
+    assert {u: s.folded_view() for u, s in got.items()} == {s.user_id: s.folded_view() for s in states}
+    for r in lists:
+        back = store.get_recommendations(r.user_id)
+        assert back is not None and back.item_ids() == r.item_ids()
+    store.put_results([], [_state("only-state", 2)])  # a state without a list is still written
+    assert "only-state" in store.get_states(["only-state"])
+    store.put_results([], [])

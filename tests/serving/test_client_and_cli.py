@@ -86,7 +86,9 @@ def test_api_client_against_a_served_process(
 
 def test_tag_items_writes_file_and_store(shop_dir: Path, exports: dict[str, Path], tmp_path: Path) -> None:
     reviews = tmp_path / "reviews.csv"
-    reviews.write_text('item_id,text\nI00001,"Rich chocolaty espresso crema, a chocolaty espresso crema every morning"\n')
+    reviews.write_text(
+        'item_id,text\nI00001,"Rich chocolaty espresso crema, a chocolaty espresso crema every morning"\n'
+    )
     out, db = tmp_path / "tags.jsonl", tmp_path / "tags.db"
     result = CliRunner().invoke(
         app,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 
 from fusionrec.synthetic import generate_shop
@@ -143,3 +145,51 @@ def test_prometheus_sensor_counts_what_the_pipeline_did() -> None:
     assert "fusionrec_dead_letters_total 2.0" in text
     assert "fusionrec_batch_seconds_count 2.0" in text
     assert "fusionrec_freshness_seconds_count 5.0" in text  # one per user whose list was refreshed
+
+
+def test_state_cache_skips_reads_and_stays_exact_across_invalidation() -> None:
+    from streams.state_cache import StateCache
+
+    shop = generate_shop(n_users=50)
+    store = MemoryStore()
+    reads: list[int] = []
+    real_get = store.get_states
+
+    def counting_get(users: Sequence[str]) -> dict[str, UserState]:
+        reads.append(len(users))
+        return real_get(users)
+
+    store.get_states = counting_get  # type: ignore[method-assign,assignment]
+    cache = StateCache(max_users=1000)
+    pipeline = Pipeline(store, fit_cooccurrence(shop.item_sequences()), k=5, state_cache=cache)
+    recs = _records([encode_event(e) for e in shop.events])
+    half = len(recs) // 2
+    for start in range(0, half, 97):
+        pipeline.process(recs[start : min(start + 97, half)])
+    first_reads = sum(reads)
+    assert first_reads <= 50  # each user read once (when first seen), then served from the cache
+    cache.invalidate()  # a rebalance: everything is read again, once
+    for start in range(half, len(recs), 97):
+        pipeline.process(recs[start : start + 97])
+    assert sum(reads) - first_reads <= 50
+    again = pipeline.process(recs[:half])  # replay after the cache was rebuilt: still no double count
+    assert again.n_applied == 0
+    expected: dict[str, list[Delivery]] = {}
+    for i, e in enumerate(shop.events):
+        expected.setdefault(e.user_id, []).append(Delivery(e, "t:0", i))
+    for user, deliveries in expected.items():
+        fresh, _ = apply_events(UserState(user), deliveries)
+        assert store.states[user].folded_view() == fresh.folded_view()
+
+
+def test_state_cache_is_bounded_and_drops_writes_from_an_old_generation() -> None:
+    from streams.state_cache import StateCache
+
+    cache = StateCache(max_users=2)
+    cache.put_many([UserState("a"), UserState("b"), UserState("c")], generation=0)
+    found, missing = cache.get_many(["a", "b", "c"])
+    assert set(found) == {"b", "c"} and missing == ["a"]  # least recently used went first
+    gen = cache.generation
+    cache.invalidate()
+    cache.put_many([UserState("d")], generation=gen)  # a batch that began before the rebalance
+    assert cache.get_many(["b", "d"]) == ({}, ["b", "d"])

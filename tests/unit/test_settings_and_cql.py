@@ -31,7 +31,7 @@ def test_ddl_and_replication() -> None:
     stmts = ddl_statements("ks1", replication_clause("SimpleStrategy", 3))
     assert stmts[0].startswith("CREATE KEYSPACE IF NOT EXISTS ks1")
     assert "'replication_factor': 3" in stmts[0]
-    assert all("IF NOT EXISTS" in s for s in stmts) and len(stmts) == 3
+    assert all("IF NOT EXISTS" in s for s in stmts) and len(stmts) == 4
     assert "'dc1': 3" in replication_clause("NetworkTopologyStrategy", datacenters={"dc1": 3})
     with pytest.raises(ValueError):
         ddl_statements("bad-name; DROP", "{}")
