@@ -5,7 +5,9 @@ pipeline_eps   the full pipeline (decode, fold, batched ONNX user encoder, retri
 batch1_eps     the full pipeline with micro-batch size 1
 freshness_ms   p50/p95/p99 from an event's production to its user's refreshed list being readable
                in Cassandra, at a steady --rate events/s (default 500); sampled events are polled
-new_item_visible_s  null: the items topic is not implemented yet
+new_item_visible_s  after the steady run, an item published to the items topic (a "new edition"
+               of what a user just viewed): seconds until it is in that user's stored list, while the
+               user keeps viewing (one event per 100 ms); null when the bundle cannot fuse live items
 
   python bench/stream.py --json out/stream.json --data ../shared/data/scientific --bundle out/bundle
 """
@@ -22,17 +24,19 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+import orjson  # noqa: E402
 from confluent_kafka import Consumer  # noqa: E402
 
 from bench.common import committed, drop_keyspace  # noqa: E402
 from fusionrec.wiring import event_records, load_data  # noqa: E402
 from schemas.codec import encode_event  # noqa: E402
-from schemas.events import Event  # noqa: E402
+from schemas.events import Event, EventType  # noqa: E402
 from streams.replay import ensure_topics, produce_records  # noqa: E402
 from streams.stores.cassandra import CassandraStore, connect  # noqa: E402
 from tests.integration.harness import WorkerProcess, wait_for  # noqa: E402
@@ -105,12 +109,42 @@ def pipeline_run(topic: str, n: int, partitions: int, batch: int, data: str, bun
     return float(m.group(1))
 
 
-def freshness(data: str, bundle: str | None, rate: float, seconds: float, sample_every: int = 10) -> dict[str, float]:
-    """Steady `rate` events/s with ts = production time; poll sampled users' lists until they show the event."""
+def new_item_visible(
+    producer: Any, topic: str, items_topic: str, store: CassandraStore, dataset: Any, user: str, tag: str
+) -> float | None:
+    """Seconds from publishing a new edition of `user`'s last item until it is in their list."""
+    history = [e for e in dataset.by_user()[user] if e.item_id]
+    last = history[-1].item_id
+    item = next(it for it in dataset.items if it.item_id == last)
+    new_id = f"NEW-{tag}"
+    record = {"item_id": new_id, "title": item.title + " (new edition)", "category": item.category,
+              "brand": item.brand}  # fmt: skip
+    published = time.time()
+    producer.produce(items_topic, key=new_id.encode(), value=orjson.dumps(record))
+    producer.flush(10)
+    n = 0
+    while time.time() - published < 30:
+        n += 1
+        ev = Event(f"nv-{tag}-{n}", EventType.VIEW, user, int(time.time() * 1000), item_id=last)
+        producer.produce(topic, key=user.encode(), value=encode_event(ev))
+        producer.poll(0)
+        time.sleep(0.1)
+        rec = store.get_recommendations(user)
+        if rec is not None and new_id in rec.item_ids():
+            return round(time.time() - published, 2)
+    return None
+
+
+def freshness(
+    data: str, bundle: str | None, rate: float, seconds: float, sample_every: int = 25
+) -> tuple[dict[str, float], float | None]:
+    """Steady `rate` events/s with ts = production time; poll sampled users' lists until they show
+    the event (every 10 ms: the polling itself must not starve the 2 cores it measures)."""
     dataset = load_data(data)
     tag = uuid.uuid4().hex[:8]
     topic, group, ks = f"fresh-{tag}", f"fresh-{tag}", f"fresh_{tag}"
-    ensure_topics(BOOT, {topic: 4, f"{topic}.dlq": 1})
+    items_topic = f"items-{tag}"
+    ensure_topics(BOOT, {topic: 4, f"{topic}.dlq": 1, items_topic: 1})
     store = CassandraStore(["127.0.0.1"], 9042, ks)
     store.setup()
     latencies: list[float] = []
@@ -123,7 +157,7 @@ def freshness(data: str, bundle: str | None, rate: float, seconds: float, sample
             if rec is not None and rec.newest_event_ts >= ts:
                 latencies.append((time.time() - produced) * 1000)
                 return
-            time.sleep(0.005)
+            time.sleep(0.01)
 
     n = int(rate * seconds)
     source = list(islice(dataset.events, n))
@@ -137,8 +171,11 @@ def freshness(data: str, bundle: str | None, rate: float, seconds: float, sample
             batch_size=500,
             env={"FUSIONREC_DATA": data},
         )
+        live = bundle is not None and (Path(bundle) / "item_fusion.onnx").is_file()
         if bundle:
             w.args += ["--bundle", bundle]
+        if live:
+            w.args += ["--items-topic", items_topic]
         w.start()
         time.sleep(12)  # group join and warm-up before the clock starts
         from confluent_kafka import Producer
@@ -157,6 +194,7 @@ def freshness(data: str, bundle: str | None, rate: float, seconds: float, sample
                 pool.submit(watch, ev.user_id, fresh.ts, now)
         p.flush(30)
         pool.shutdown(wait=True)
+        visible = new_item_visible(p, topic, items_topic, store, dataset, source[-1].user_id, tag) if live else None
         w.stop()
     store.close()
     drop_keyspace(ks)
@@ -167,7 +205,7 @@ def freshness(data: str, bundle: str | None, rate: float, seconds: float, sample
         "p99": round(float(np.percentile(arr, 99)), 1),
         "samples": len(arr),
         "expected_samples": len(range(int(rate) + 1, n, sample_every)),
-    }
+    }, visible
 
 
 def main() -> None:
@@ -189,16 +227,16 @@ def main() -> None:
     t1 = f"stream1-{tag}"
     ensure_topics(BOOT, {t1: partitions, f"{t1}.dlq": 1})
     produce_records(BOOT, t1, islice(event_records(dataset), args.batch1_events), progress=False)
-    out = {
+    out: dict[str, Any] = {
         "io_floor_eps": round(io_floor(topic, n)),
         "pipeline_eps": round(pipeline_run(topic, n, partitions, 500, args.data, args.bundle)),
         "batch1_eps": round(pipeline_run(t1, args.batch1_events, partitions, 1, args.data, args.bundle)),
     }
-    out["freshness_ms"] = freshness(args.data, args.bundle, args.rate, args.seconds)
+    out["freshness_ms"], visible = freshness(args.data, args.bundle, args.rate, args.seconds)
     out.update(
         {
             "freshness_rate_eps": args.rate,
-            "new_item_visible_s": None,
+            "new_item_visible_s": visible,
             "events": n,
             "data": args.data,
             "bundle": args.bundle,
