@@ -69,8 +69,11 @@ class BundleRanker:
     def add_items(self, items: Sequence[Item]) -> int:
         """Encode new or changed items (ONNX text encoder + item fusion) into the live index.
 
-        A changed item keeps its row (and learned ID embedding); a new item gets a row with no ID
-        embedding yet, its category and brand when known, and the lowest popularity bucket."""
+        A changed item keeps its row (and learned ID embedding). A new item has no learned ID
+        embedding: it borrows the one of its nearest catalog item by text (cold-start items start
+        with the collaborative signal of their closest text twin; with no text vectors in the
+        bundle, no ID embedding), and gets its category and brand when known and the lowest
+        popularity bucket."""
         if not items:
             return 0
         if self._fusion is None:
@@ -80,9 +83,14 @@ class BundleRanker:
         brands = {n: i for i, n in enumerate(self.brand_names)}
         text = encoder.encode([it.text() for it in items])
         existing = [self.rows.get(it.item_id, -1) for it in items]
+        id_rows = np.array([r + 1 if r >= 0 else 0 for r in existing], dtype=np.int64)
+        fresh = [n for n, r in enumerate(existing) if r < 0]
+        known_text = self._known_text()
+        if fresh and known_text is not None:
+            id_rows[fresh] = np.argmax(text[fresh] @ known_text.T, axis=1) + 1
         feed = {
             "text_vectors": text.astype(np.float32),
-            "item_rows": np.array([r + 1 if r >= 0 else 0 for r in existing], dtype=np.int64),
+            "item_rows": id_rows,
             "categories": np.array([cats.get(it.category, 0) for it in items], dtype=np.int64),
             "brands": np.array([brands.get(it.brand, 0) for it in items], dtype=np.int64),
             "pop_buckets": np.zeros(len(items), dtype=np.int64),
@@ -105,6 +113,13 @@ class BundleRanker:
                 b.item_ids.append(item_id)
         self.retriever = ExactRetriever(b.item_vectors)
         return len(items)
+
+    def _known_text(self) -> np.ndarray | None:
+        """Text vectors of the items the model was trained on (rows = ID embedding rows - 1)."""
+        if not hasattr(self, "_text_cache"):
+            path = self.bundle.folder / "text_vectors.npy"
+            self._text_cache = np.load(path).astype(np.float32) if path.is_file() else None
+        return self._text_cache
 
     def _popular(self, state: UserState, k: int) -> list[tuple[str, float]]:
         seen = {self.rows[i] for i in state.recent_items if i in self.rows}

@@ -121,6 +121,12 @@ class SQLiteStore:
             row = self.conn.execute("SELECT payload FROM recommendations WHERE user_id = ?", (user_id,)).fetchone()
         return decode_recommendations(row[0]) if row else None
 
+    def all_states(self) -> dict[str, UserState]:
+        """Every stored state (a full scan: for verification and tests, not the hot path)."""
+        with self._lock:
+            rows = self.conn.execute("SELECT user_id, state FROM user_state").fetchall()
+        return {u: state_from_dict(orjson.loads(b)) for u, b in rows}
+
     def count_states(self) -> int:
         with self._lock:
             return int(self.conn.execute("SELECT COUNT(*) FROM user_state").fetchone()[0])
