@@ -63,7 +63,8 @@ class BundleRanker:
             rows, scores = self.retriever.search(vectors, want)
             for j, n in enumerate(known):
                 ranked = rank_candidates(rows[j], scores[j], k, self.policy, histories[j], self.bundle.item_categories)
-                out[n] = ([(self.bundle.item_ids[r], s) for r, s in ranked], "personal")
+                ids = self.bundle.item_ids
+                out[n] = ([(ids[r], round(s, 6)) for r, s in ranked], "personal")
         return [o for o in out if o is not None]
 
     def add_items(self, items: Sequence[Item]) -> int:

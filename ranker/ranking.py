@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from math import isfinite
 
 import numpy as np
 
@@ -27,6 +28,18 @@ def rank_candidates(
     item_categories: np.ndarray,
 ) -> list[tuple[int, float]]:
     """Filter and re-order retrieved (row, score) candidates, best first, to at most k."""
+    if policy.categories is None and not policy.unavailable and policy.max_per_category is None:
+        # the hot path of the streaming worker: plain Python ints/floats, no per-element numpy scalars
+        seen_only = set(seen) if policy.exclude_seen else set()
+        row_list = rows.tolist() if isinstance(rows, np.ndarray) else list(rows)
+        score_list = scores.tolist() if isinstance(scores, np.ndarray) else list(scores)
+        fast: list[tuple[int, float]] = []
+        for r, s in zip(row_list, score_list, strict=True):
+            if r not in seen_only and isfinite(s):
+                fast.append((r, s))
+                if len(fast) >= k:
+                    break
+        return fast
     out: list[tuple[int, float]] = []
     per_cat: dict[int, int] = {}
     seen_set = set(seen) if policy.exclude_seen else set()

@@ -32,7 +32,8 @@ class ExactRetriever:
                 if len(banned):
                     scores[r, list(banned)] = -np.inf
         k = min(k, scores.shape[1])
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        n = scores.shape[1]
+        top = np.argpartition(scores, n - k, axis=1)[:, n - k :]  # no negated copy of the score matrix
         part = np.take_along_axis(scores, top, axis=1)
         order = np.lexsort((top, -part), axis=1)  # score desc, then row asc: deterministic ties
         rows = np.take_along_axis(top, order, axis=1)

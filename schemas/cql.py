@@ -9,6 +9,7 @@ __all__ = [
     "SELECT_ITEM_TAGS",
     "SELECT_RECOMMENDATIONS",
     "SELECT_STATE",
+    "SELECT_STATES_IN",
     "UPSERT_ITEM_TAGS",
     "UPSERT_RECOMMENDATIONS",
     "UPSERT_STATE",
@@ -47,6 +48,7 @@ def ddl_statements(keyspace: str, replication: str) -> list[str]:
 
 UPSERT_STATE = "INSERT INTO {ks}.user_state (user_id, state, updated_at) VALUES (?, ?, ?)"
 SELECT_STATE = "SELECT state FROM {ks}.user_state WHERE user_id = ?"
+SELECT_STATES_IN = "SELECT user_id, state FROM {ks}.user_state WHERE user_id IN ?"
 UPSERT_RECOMMENDATIONS = (
     "INSERT INTO {ks}.recommendations (user_id, item_ids, scores, model_version, config_digest, source, "
     "generated_at, newest_event_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
