@@ -43,6 +43,7 @@ class BundleRanker:
     def rank_many(self, states: Sequence[UserState], k: int) -> list[tuple[list[tuple[str, float]], str]]:
         out: list[tuple[list[tuple[str, float]], str] | None] = [None] * len(states)
         known: list[int] = []
+        searched: list[int] = []
         histories: list[list[int]] = []
         types: list[list[int]] = []
         for n, state in enumerate(states):
@@ -55,8 +56,19 @@ class BundleRanker:
                 known.append(n)
                 histories.append([p[0] for p in pairs])
                 types.append([p[1] for p in pairs])
+            elif state.recent_queries and self._can_fuse():
+                searched.append(n)
             else:
                 out[n] = (self._popular(state, k), "popular")
+        if searched:
+            # no item yet, only searches: the queries, fused like items with that text, are the history
+            seqs = [self.query_vectors(list(states[n].recent_queries)) for n in searched]
+            trained_type = EVENT_TYPE_INDEX["purchase"]
+            vectors = self.bundle.encoder.encode(seqs, [[trained_type] * len(q) for q in seqs])
+            rows, scores = self.retriever.search(vectors, k + 32)
+            for j, n in enumerate(searched):
+                ranked = rank_candidates(rows[j], scores[j], k, self.policy, [], self.bundle.item_categories)
+                out[n] = ([(self.bundle.item_ids[r], round(s, 6)) for r, s in ranked], "search")
         if known:
             vectors = self.bundle.user_vectors(histories, types)
             want = k + (max(len(h) for h in histories) if self.policy.exclude_seen else 0) + 32
@@ -114,6 +126,27 @@ class BundleRanker:
                 b.item_ids.append(item_id)
         self.retriever = ExactRetriever(b.item_vectors)
         return len(items)
+
+    def _can_fuse(self) -> bool:
+        return (self.bundle.folder / "item_fusion.onnx").is_file() and (self.bundle.folder / "encoder").is_dir()
+
+    def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
+        """Search queries in the fused item space: each query is fused as an item with that text (ID
+        embedding borrowed from its nearest item by text, no category or brand, lowest popularity)."""
+        if self._fusion is None:
+            self._fusion = self.bundle.item_fusion()
+        encoder, session = self._fusion
+        text = encoder.encode(list(queries)).astype(np.float32)
+        known_text = self._known_text()
+        id_rows = (
+            np.argmax(text @ known_text.T, axis=1).astype(np.int64) + 1
+            if known_text is not None
+            else np.zeros(len(text), np.int64)
+        )
+        zeros = np.zeros(len(text), dtype=np.int64)
+        feed = {"text_vectors": text, "item_rows": id_rows, "categories": zeros, "brands": zeros, "pop_buckets": zeros}
+        declared = {i.name for i in session.get_inputs()}
+        return np.asarray(session.run(None, {k: v for k, v in feed.items() if k in declared})[0], dtype=np.float32)
 
     def _known_text(self) -> np.ndarray | None:
         """Text vectors of the items the model was trained on (rows = ID embedding rows - 1)."""

@@ -57,16 +57,25 @@ def test_cold_start_first_event_and_live_item(
         dataset = load_dataset(shop_dir)
         history = dataset.by_user()["U00001"]
         last = next(e.item_id for e in reversed(history) if e.item_id)
-        # cold start: a brand-new user whose only event is a search gets the popular fallback
+        # cold start: a user with nothing the model knows gets the popular fallback; a user whose only
+        # event is a search gets a list from the query (fused like an item with that text)
+        send(Event(f"c-{unique}", EventType.VIEW, f"cold-{unique}", now, item_id="NOT-IN-THE-CATALOG"))
         send(Event(f"s-{unique}", EventType.SEARCH, f"new-{unique}", now, query="trail running shoe"))
         # first event of another new user: a personal list at once
         send(Event(f"v-{unique}", EventType.VIEW, f"first-{unique}", now, item_id=last))
         wait_for(lambda: _fresh_list(store, f"first-{unique}", now) or not worker.alive(), 120, "first lists")
         assert worker.alive(), worker.log()[-3000:]
-        wait_for(lambda: _fresh_list(store, f"new-{unique}", now), 30, "the cold-start list")
-        cold = store.get_recommendations(f"new-{unique}")
+        wait_for(lambda: _fresh_list(store, f"new-{unique}", now), 30, "the search-only list")
+        wait_for(lambda: _fresh_list(store, f"cold-{unique}", now), 30, "the cold-start list")
+        cold = store.get_recommendations(f"cold-{unique}")
+        searched = store.get_recommendations(f"new-{unique}")
         first = store.get_recommendations(f"first-{unique}")
         assert cold is not None and cold.source == "popular" and len(cold.items) == 20
+        assert searched is not None and searched.source == "search" and len(searched.items) == 20
+        category = {it.item_id: it.category for it in dataset.items}
+        shoes = sum(category[i] == "Running Shoes" for i in searched.item_ids()[:10])
+        share = sum(c == "Running Shoes" for c in category.values()) / len(category)
+        assert shoes >= 3 > 10 * share, (shoes, share, [category[i] for i in searched.item_ids()[:10]])
         assert first is not None and first.source == "personal" and last not in first.item_ids()
         manifest = orjson.loads((bundles[1] / "manifest.json").read_bytes())
         assert first.model_version == manifest["version"]
