@@ -80,21 +80,20 @@ def io_floor(topic: str, n: int, batch: int = 500) -> float:
     return done / elapsed
 
 
+def _worker(tmp: Path, topic: str, group: str, ks: str, batch: int, data: str, bundle: str | None) -> WorkerProcess:
+    """A `fusionrec worker` process on the bench's own topic, group and keyspace."""
+    w = WorkerProcess(tmp / "w.log", topic=topic, dead_letter_topic=f"{topic}.dlq", group=group, keyspace=ks,
+                      batch_size=batch, env={"FUSIONREC_DATA": data})  # fmt: skip
+    if bundle:
+        w.args += ["--bundle", bundle]
+    return w
+
+
 def pipeline_run(topic: str, n: int, partitions: int, batch: int, data: str, bundle: str | None) -> float:
     tag = uuid.uuid4().hex[:8]
     group, ks = f"bench-{tag}", f"bench_{tag}"
     with tempfile.TemporaryDirectory() as tmp:
-        w = WorkerProcess(
-            Path(tmp) / "w.log",
-            topic=topic,
-            dead_letter_topic=f"{topic}.dlq",
-            group=group,
-            keyspace=ks,
-            batch_size=batch,
-            env={"FUSIONREC_DATA": data},
-        )
-        if bundle:
-            w.args += ["--bundle", bundle]
+        w = _worker(Path(tmp), topic, group, ks, batch, data, bundle)
         w.start()
         try:
             wait_for(
@@ -212,18 +211,8 @@ def freshness(
     n = int(rate * seconds)
     source = list(islice(dataset.events, n))
     with tempfile.TemporaryDirectory() as tmp:
-        w = WorkerProcess(
-            Path(tmp) / "w.log",
-            topic=topic,
-            dead_letter_topic=f"{topic}.dlq",
-            group=group,
-            keyspace=ks,
-            batch_size=500,
-            env={"FUSIONREC_DATA": data},
-        )
+        w = _worker(Path(tmp), topic, group, ks, 500, data, bundle)
         live = bundle is not None and (Path(bundle) / "item_fusion.onnx").is_file()
-        if bundle:
-            w.args += ["--bundle", bundle]
         if live:
             w.args += ["--items-topic", items_topic]
         w.start()

@@ -11,14 +11,6 @@ import typer
 __all__ = ["register"]
 
 
-def _popularity(data: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for seq in data.item_sequences():
-        for item in seq:
-            counts[item] = counts.get(item, 0) + 1
-    return counts
-
-
 def search_table_markdown(result: dict[str, Any], split: str = "test") -> str:
     table = result[split]["table"]
     lines = [
@@ -78,7 +70,7 @@ def register(app: typer.Typer) -> None:
         from serving.resources import load_resources
 
         ds = load_dataset(data)
-        res = load_resources(ds.items, bundle=bundle, encoder=encoder, cache=cache, popularity=_popularity(ds))
+        res = load_resources(ds.items, bundle=bundle, encoder=encoder, cache=cache, popularity=ds.item_counts())
         sequences = {u: [e.item_id for e in evs if e.item_id] for u, evs in ds.by_user().items()}
         out = evaluate_search(
             res.index,

@@ -44,6 +44,14 @@ class Dataset:
         for events in self.by_user().values():
             yield [e.item_id for e in events if e.item_id is not None]
 
+    def item_counts(self) -> dict[str, int]:
+        """Events per item (searches left out): the popularity that cold starts fall back on."""
+        counts: dict[str, int] = {}
+        for seq in self.item_sequences():
+            for item in seq:
+                counts[item] = counts.get(item, 0) + 1
+        return counts
+
     def digest(self) -> str:
         h = hashlib.blake2b(digest_size=8)
         for ev in self.events:

@@ -37,11 +37,7 @@ def _catalog(opts: ServeOptions) -> tuple[list[Any], dict[str, int]]:
     if opts.items is not None:
         return load_items_file(opts.items), {}
     ds = load_data(opts.data or load_settings().data)
-    counts: dict[str, int] = {}
-    for seq in ds.item_sequences():
-        for item in seq:
-            counts[item] = counts.get(item, 0) + 1
-    return ds.items, counts
+    return ds.items, ds.item_counts()
 
 
 def _encoder(opts: ServeOptions) -> str | None:

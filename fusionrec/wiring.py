@@ -33,10 +33,7 @@ def build_ranker(dataset: Dataset, bundle: str | Path | None = None) -> Ranker:
     from ranker.bundle import ModelBundle
     from ranker.online import BundleRanker
 
-    counts: dict[str, int] = {}
-    for seq in dataset.item_sequences():
-        for item in seq:
-            counts[item] = counts.get(item, 0) + 1
+    counts = dataset.item_counts()
     popular = sorted(counts, key=lambda i: (-counts[i], i))[:500]
     return BundleRanker(ModelBundle.load(bundle), popular=popular)
 

@@ -11,7 +11,7 @@ import httpx
 
 from schemas.cql import SELECT_RECOMMENDATIONS
 from schemas.errors import FusionrecError, StoreUnavailable
-from schemas.recommendations import RecommendationList, ScoredItem
+from schemas.recommendations import RecommendationList
 
 __all__ = ["ApiClient", "ApiError", "CassandraListReader"]
 
@@ -31,9 +31,8 @@ class CassandraListReader:
     def __init__(self, hosts: Sequence[str] = ("127.0.0.1",), port: int = 9042, keyspace: str = "fusionrec") -> None:
         from cassandra import ConsistencyLevel
 
-        from streams.stores.cassandra import _epoch_ms, _translated, connect
+        from streams.stores.cassandra import _translated, connect
 
-        self._epoch_ms = _epoch_ms
         self._translated = _translated
         self._cluster, self._session = connect(hosts, port)  # TokenAwarePolicy(DCAwareRoundRobinPolicy())
         with _translated("prepare"):
@@ -43,17 +42,9 @@ class CassandraListReader:
     def get(self, user_id: str) -> RecommendationList | None:
         with self._translated("read list"):
             row = self._session.execute(self._stmt, (user_id,)).one()
-        if row is None:
-            return None
-        return RecommendationList(
-            user_id=row.user_id,
-            items=tuple(ScoredItem(i, float(s)) for i, s in zip(row.item_ids or [], row.scores or [], strict=True)),
-            model_version=row.model_version,
-            config_digest=row.config_digest,
-            generated_at=self._epoch_ms(row.generated_at),
-            newest_event_ts=int(row.newest_event_ts or 0),
-            source=row.source or "personal",
-        )
+        from streams.stores.cassandra import list_from_row
+
+        return None if row is None else list_from_row(row)
 
     def close(self) -> None:
         self._cluster.shutdown()

@@ -28,7 +28,7 @@ from schemas.cql import (
 from schemas.errors import StoreUnavailable
 from schemas.recommendations import RecommendationList, ScoredItem
 
-__all__ = ["CassandraStore", "migrate"]
+__all__ = ["CassandraStore", "connect", "list_from_row", "migrate"]
 
 try:
     from cassandra import ConsistencyLevel, DriverException, OperationTimedOut, RequestExecutionException
@@ -70,6 +70,19 @@ def _epoch_ms(value: dt.datetime | None) -> int:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return int(value.timestamp() * 1000)
+
+
+def list_from_row(row: Any) -> RecommendationList:
+    """A `recommendations` row (SELECT_RECOMMENDATIONS columns) as a RecommendationList."""
+    return RecommendationList(
+        user_id=row.user_id,
+        items=tuple(ScoredItem(i, float(s)) for i, s in zip(row.item_ids or [], row.scores or [], strict=True)),
+        model_version=row.model_version,
+        config_digest=row.config_digest,
+        generated_at=_epoch_ms(row.generated_at),
+        newest_event_ts=int(row.newest_event_ts or 0),
+        source=row.source or "personal",
+    )
 
 
 def connect(hosts: Sequence[str], port: int, timeout_s: float = 10.0) -> tuple[Any, Any]:
@@ -202,22 +215,7 @@ class CassandraStore:
         self._concurrent("upsert_state", [(s.user_id, orjson.dumps(state_to_dict(s)), now) for s in states])
 
     def put_recommendations(self, lists: Sequence[RecommendationList]) -> None:
-        self._concurrent(
-            "upsert_recs",
-            [
-                (
-                    r.user_id,
-                    [s.item_id for s in r.items],
-                    [float(s.score) for s in r.items],
-                    r.model_version,
-                    r.config_digest,
-                    r.source,
-                    _ms(r.generated_at),
-                    r.newest_event_ts,
-                )
-                for r in lists
-            ],
-        )
+        self._concurrent("upsert_recs", [self._rec_args(r) for r in lists])
 
     def _rec_args(self, r: RecommendationList) -> tuple[Any, ...]:
         return (
@@ -263,17 +261,7 @@ class CassandraStore:
     def get_recommendations(self, user_id: str) -> RecommendationList | None:
         with _translated("select_recs"):
             row = self.session.execute(self._stmts["select_recs"], (user_id,)).one()
-        if row is None:
-            return None
-        return RecommendationList(
-            user_id=row.user_id,
-            items=tuple(ScoredItem(i, float(s)) for i, s in zip(row.item_ids or [], row.scores or [], strict=True)),
-            model_version=row.model_version,
-            config_digest=row.config_digest,
-            generated_at=_epoch_ms(row.generated_at),
-            newest_event_ts=int(row.newest_event_ts or 0),
-            source=row.source or "personal",
-        )
+        return None if row is None else list_from_row(row)
 
     def put_item_tags(self, tags: Mapping[str, Sequence[tuple[str, float]]], model: str) -> None:
         now = dt.datetime.now(tz=dt.UTC)

@@ -19,14 +19,6 @@ from streams.stores import SQLiteStore, Store
 TAGGED = {"I00001": [("trail runner", 0.71), ("cushioned", 0.55)]}
 
 
-def popularity(ds: Dataset) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for seq in ds.item_sequences():
-        for i in seq:
-            counts[i] = counts.get(i, 0) + 1
-    return counts
-
-
 @pytest.fixture(scope="session")
 def shop(shop_dir: Path) -> Dataset:
     return load_dataset(shop_dir)
@@ -39,7 +31,7 @@ def resources(shop: Dataset, bundles: list[Path], tmp_path_factory: pytest.TempP
         bundle=bundles[0],
         encoder=None,
         cache=tmp_path_factory.mktemp("serving-cache"),
-        popularity=popularity(shop),
+        popularity=shop.item_counts(),
         progress=False,
     )
 
