@@ -52,7 +52,9 @@ def _encoder(opts: ServeOptions) -> str | None:
 
 
 def build_app(opts: ServeOptions, progress: bool = True) -> tuple[Any, Any, Any]:
-    """(app, resources, store); the store is connected."""
+    """(app, resources, store); the store is connected. Sets this process's BLAS to one thread."""
+    from threadpoolctl import threadpool_limits
+
     from encoders.session import SessionConfig
     from fusionrec.settings import load_settings
     from fusionrec.wiring import open_results_store
@@ -61,6 +63,9 @@ def build_app(opts: ServeOptions, progress: bool = True) -> tuple[Any, Any, Any]
     from serving.search import SearchWeights
     from serving.service import ServingService
 
+    # Request threads each run small matrix products: a multi-threaded BLAS under many concurrent
+    # callers spends its time in lock contention (measured: 21 vs 439 searches/s on 2 cores).
+    threadpool_limits(1)
     items, popularity = _catalog(opts)
     res = load_resources(
         items,

@@ -81,11 +81,6 @@ class ServingService:
         clock: Callable[[], float] = time.time,
         tag_ttl_s: float = 300.0,
     ) -> None:
-        # Request threads each run small matrix products: a multi-threaded BLAS under 30 concurrent
-        # callers spends its time in lock contention (measured: 21 vs 439 searches/s on 2 cores).
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
         self.res = resources
         self.store = store
         self.limits = limits
