@@ -1,6 +1,7 @@
 # fusionrec developer entry points. Each target does its own set-up on a fresh clone.
 #   make demo   - install the runtime and run the embedded demo (no servers)
 #   make test   - install everything the tests use, start real Kafka + Cassandra, run the whole suite
+#   make serve  - the read API over the embedded demo's SQLite file (exports the text encoder once)
 #   make check  - ruff + mypy
 #   make services-down - stop the local Kafka and Cassandra
 PYTHON ?= python3.11
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: demo test check services-up services-down bench clean
+.PHONY: demo serve test check services-up services-down bench clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+); set PYTHON=..." >&2; exit 1; }
@@ -26,6 +27,11 @@ $(VENV)/.dev: pyproject.toml | $(PY)
 
 demo: $(VENV)/.runtime
 	$(VENV)/bin/fusionrec demo
+
+serve: $(VENV)/.dev
+	test -f models/encoder-int8/manifest.json || $(VENV)/bin/fusionrec export-encoder --out models/encoder-int8 --variant int8
+	test -f out/demo.db || $(VENV)/bin/fusionrec demo
+	$(VENV)/bin/fusionrec serve --store sqlite:///out/demo.db
 
 services-up: $(VENV)/.dev
 	$(VENV)/bin/fusionrec services up

@@ -154,8 +154,10 @@ def register_more(app: typer.Typer) -> None:
         /healthz, /readyz, /metrics; OpenAPI docs at /docs.
 
         Examples:
-          fusionrec serve --store sqlite:///out/fusionrec.db            (after `fusionrec demo`)
-          fusionrec serve --data ../shared/data/scientific --bundle out/bundle-sci
+
+          fusionrec serve --store sqlite:///out/demo.db   (after `fusionrec demo`; or `make serve`)
+
+          fusionrec serve --data ../shared/data/scientific --bundle out/bundle --workers 2
         """
         import os
         import tempfile
