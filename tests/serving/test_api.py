@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -100,7 +101,7 @@ def test_tags_come_with_items(client: TestClient, shop: Dataset) -> None:
         ("/v1/users/" + "u" * 300 + "/recommendations", {}, "user_id"),
     ],
 )
-def test_bad_input_is_a_clear_422(client: TestClient, path: str, params: dict[str, object], field: str) -> None:
+def test_bad_input_is_a_clear_422(client: TestClient, path: str, params: dict[str, Any], field: str) -> None:
     r = client.get(path, params=params)
     assert r.status_code == 422
     body = r.json()

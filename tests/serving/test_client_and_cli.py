@@ -134,3 +134,43 @@ def test_search_eval_reports_every_mode(shop_dir: Path, bundles: list[Path], tmp
         assert all(0 <= m["mrr@10"] <= m["recall@10"] <= 1 for m in modes.values())
     assert body["test"]["users"] == 300 and table["known-item"]["bm25"]["queries"] > 0
     assert (tmp_path / "rep" / "search.png").stat().st_size > 0
+
+
+def test_several_worker_processes_share_one_metrics_view(
+    shop: Dataset, shop_dir: Path, bundles: list[Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "workers.db"
+    store = SQLiteStore(db)
+    store.setup()
+    fill(store, shop, bundles[0])
+    store.close()
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "fusionrec", "serve", "--data", str(shop_dir), "--bundle", str(bundles[0]),
+        "--store", f"sqlite:///{db}", "--port", str(port), "--cache", str(tmp_path / "cache"), "--workers", "2",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        with ApiClient(f"http://127.0.0.1:{port}") as api:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    api.search("shoe", k=1)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise AssertionError((tmp_path / "serve.log").read_text()) from None
+                    time.sleep(0.5)
+            for _ in range(11):
+                assert len(api.search("running shoe", k=3)["items"]) == 3
+        import httpx
+
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        line = next(ln for ln in metrics.splitlines() if ln.startswith("fusionrec_api_requests_total{") and
+                    'endpoint="/v1/search"' in ln and 'status="200"' in ln)  # fmt: skip
+        assert float(line.rsplit(" ", 1)[1]) == 12.0  # the first answered search + 11, summed over both workers
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
