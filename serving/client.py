@@ -61,6 +61,7 @@ class ApiClient:
     an unreachable API raises StoreUnavailable so callers can fall back."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 2.0) -> None:
+        self.base_url = base_url
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:

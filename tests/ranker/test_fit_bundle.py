@@ -49,29 +49,17 @@ def test_same_seed_same_bundle(bundles: list[Path]) -> None:
     assert np.array_equal(np.load(bundles[0] / "item_vectors.npy"), np.load(bundles[1] / "item_vectors.npy"))
 
 
+def _evaluate(shop_dir: Path, bundle: Path, out: Path, *extra: str) -> None:
+    """`fusionrec evaluate` as a user runs it; fails the test with its stderr when it fails."""
+    cmd = [sys.executable, "-m", "fusionrec", "evaluate", "--data", str(shop_dir), "--bundle", str(bundle),
+           "--json", str(out), *extra]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_evaluate_cli_default_and_holdout(bundles: list[Path], shop_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusionrec",
-            "evaluate",
-            "--data",
-            str(shop_dir),
-            "--bundle",
-            str(bundles[1]),
-            "--json",
-            str(out),
-            "--report",
-            str(tmp_path / "report"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _evaluate(shop_dir, bundles[1], out, "--report", str(tmp_path / "report"))
     res = json.loads(out.read_text())
     assert res["protocol"] == "leave-one-out" and res["n_items"] == 120
     assert {"fusionrec", "popularity", "item-knn", "text-only", "fusion:gated", "fusion:weighted-b0.5"} <= set(
@@ -84,26 +72,6 @@ def test_evaluate_cli_default_and_holdout(bundles: list[Path], shop_dir: Path, t
     holdout = tmp_path / "holdout.csv"
     holdout.write_text("user_id,item_id\nU00001,I00003\nU00002,I00007\n")
     out2 = tmp_path / "eval2.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fusionrec",
-            "evaluate",
-            "--data",
-            str(shop_dir),
-            "--bundle",
-            str(bundles[1]),
-            "--json",
-            str(out2),
-            "--holdout",
-            str(holdout),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _evaluate(shop_dir, bundles[1], out2, "--holdout", str(holdout))
     res2 = json.loads(out2.read_text())
     assert res2["protocol"] == "holdout" and res2["n_users"] == 2

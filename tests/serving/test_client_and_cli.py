@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -40,6 +43,37 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextmanager
+def _served(tmp_path: Path, shop_dir: Path, bundle: Path, store_url: str, *extra: str) -> Iterator[ApiClient]:
+    """A real `fusionrec serve` process (its own process group), ready (/readyz 200), and a client for it."""
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "fusionrec", "serve", "--data", str(shop_dir), "--bundle", str(bundle),
+        "--store", store_url, "--port", str(port), "--cache", str(tmp_path / "cache"), *extra,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    log = tmp_path / "serve.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError(log.read_text())
+            time.sleep(0.5)
+        with ApiClient(base) as api:
+            yield api
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def test_list_reader_reads_straight_from_cassandra(cassandra_filled: CassandraStore, shop: Dataset) -> None:
     user = sorted(shop.by_user())[0]
     with CassandraListReader([cassandra_filled.hosts[0]], cassandra_filled.port, cassandra_filled.keyspace) as r:
@@ -51,37 +85,17 @@ def test_list_reader_reads_straight_from_cassandra(cassandra_filled: CassandraSt
 def test_api_client_against_a_served_process(
     cassandra_filled: CassandraStore, shop: Dataset, shop_dir: Path, bundles: list[Path], tmp_path: Path
 ) -> None:
-    port = _free_port()
-    cmd = [
-        sys.executable, "-m", "fusionrec", "serve", "--data", str(shop_dir), "--bundle", str(bundles[0]),
-        "--store", cassandra_filled.url, "--port", str(port), "--cache", str(tmp_path / "cache"),
-    ]  # fmt: skip
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    try:
-        with ApiClient(f"http://127.0.0.1:{port}") as api:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    api.recommendations("nobody", k=1)
-                    break
-                except Exception:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise AssertionError((tmp_path / "serve.log").read_text()) from None
-                    time.sleep(0.5)
-            user = sorted(shop.by_user())[0]
-            body = api.recommendations(user, k=5)
-            assert body["source"] == "stored" and len(body["items"]) == 5
-            stored = cassandra_filled.get_recommendations(user)
-            assert stored is not None and [i["item_id"] for i in body["items"]] == stored.item_ids()[:5]
-            assert api.search(shop.items[0].title, k=3, user_id=user)["personalized"] is True
-            assert len(api.similar(shop.items[0].item_id, k=4)["items"]) == 4
-            with pytest.raises(ApiError) as err:
-                api.recommendations(user, k=0)
-            assert err.value.status == 422 and err.value.body["problems"][0]["field"] == "k"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with _served(tmp_path, shop_dir, bundles[0], cassandra_filled.url) as api:
+        user = sorted(shop.by_user())[0]
+        body = api.recommendations(user, k=5)
+        assert body["source"] == "stored" and len(body["items"]) == 5
+        stored = cassandra_filled.get_recommendations(user)
+        assert stored is not None and [i["item_id"] for i in body["items"]] == stored.item_ids()[:5]
+        assert api.search(shop.items[0].title, k=3, user_id=user)["personalized"] is True
+        assert len(api.similar(shop.items[0].item_id, k=4)["items"]) == 4
+        with pytest.raises(ApiError) as err:
+            api.recommendations(user, k=0)
+        assert err.value.status == 422 and err.value.body["problems"][0]["field"] == "k"
 
 
 def test_tag_items_writes_file_and_store(shop_dir: Path, exports: dict[str, Path], tmp_path: Path) -> None:
@@ -144,33 +158,10 @@ def test_several_worker_processes_share_one_metrics_view(
     store.setup()
     fill(store, shop, bundles[0])
     store.close()
-    port = _free_port()
-    cmd = [
-        sys.executable, "-m", "fusionrec", "serve", "--data", str(shop_dir), "--bundle", str(bundles[0]),
-        "--store", f"sqlite:///{db}", "--port", str(port), "--cache", str(tmp_path / "cache"), "--workers", "2",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        with ApiClient(f"http://127.0.0.1:{port}") as api:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    api.search("shoe", k=1)
-                    break
-                except Exception:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise AssertionError((tmp_path / "serve.log").read_text()) from None
-                    time.sleep(0.5)
-            for _ in range(11):
-                assert len(api.search("running shoe", k=3)["items"]) == 3
-        import httpx
-
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        line = next(ln for ln in metrics.splitlines() if ln.startswith("fusionrec_api_requests_total{") and
-                    'endpoint="/v1/search"' in ln and 'status="200"' in ln)  # fmt: skip
-        assert float(line.rsplit(" ", 1)[1]) == 12.0  # the first answered search + 11, summed over both workers
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+    with _served(tmp_path, shop_dir, bundles[0], f"sqlite:///{db}", "--workers", "2") as api:
+        for _ in range(11):
+            assert len(api.search("running shoe", k=3)["items"]) == 3
+        metrics = httpx.get(f"{api.base_url}/metrics").text
+    line = next(ln for ln in metrics.splitlines() if ln.startswith("fusionrec_api_requests_total{") and
+                'endpoint="/v1/search"' in ln and 'status="200"' in ln)  # fmt: skip
+    assert float(line.rsplit(" ", 1)[1]) == 11.0  # 11 searches, summed over both worker processes
