@@ -47,7 +47,7 @@ class CooccurrenceModel:
                 if item not in have:
                     # popularity fills below every personal score, keeping its own order
                     ranked.append((item, floor * 0.5 * pop))
-        return ranked, source
+        return [(i, round(s, 6)) for i, s in ranked], source
 
     def rank(self, state: UserState, k: int) -> tuple[list[tuple[str, float]], str]:
         """A user's state in, top-k and its source out."""

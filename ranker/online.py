@@ -20,6 +20,11 @@ from schemas.items import Item
 __all__ = ["BundleRanker"]
 
 
+def _rounded(scores: np.ndarray) -> np.ndarray:
+    """Scores to 6 decimals in one vectorised step (float64, so each prints as its short decimal)."""
+    return np.round(scores.astype(np.float64), 6)
+
+
 class BundleRanker:
     def __init__(
         self, bundle: ModelBundle, policy: RankingPolicy = RankingPolicy(), popular: Sequence[str] = ()
@@ -66,17 +71,19 @@ class BundleRanker:
             trained_type = EVENT_TYPE_INDEX["purchase"]
             vectors = self.bundle.encoder.encode(seqs, [[trained_type] * len(q) for q in seqs])
             rows, scores = self.retriever.search(vectors, k + 32)
+            scores = _rounded(scores)
             for j, n in enumerate(searched):
                 ranked = rank_candidates(rows[j], scores[j], k, self.policy, [], self.bundle.item_categories)
-                out[n] = ([(self.bundle.item_ids[r], round(s, 6)) for r, s in ranked], "search")
+                out[n] = ([(self.bundle.item_ids[r], s) for r, s in ranked], "search")
         if known:
             vectors = self.bundle.user_vectors(histories, types)
             want = k + (max(len(h) for h in histories) if self.policy.exclude_seen else 0) + 32
             rows, scores = self.retriever.search(vectors, want)
+            scores = _rounded(scores)
+            ids = self.bundle.item_ids
             for j, n in enumerate(known):
                 ranked = rank_candidates(rows[j], scores[j], k, self.policy, histories[j], self.bundle.item_categories)
-                ids = self.bundle.item_ids
-                out[n] = ([(ids[r], round(s, 6)) for r, s in ranked], "personal")
+                out[n] = ([(ids[r], s) for r, s in ranked], "personal")
         return [o for o in out if o is not None]
 
     def add_items(self, items: Sequence[Item]) -> int:
@@ -158,4 +165,4 @@ class BundleRanker:
     def _popular(self, state: UserState, k: int) -> list[tuple[str, float]]:
         seen = {self.rows[i] for i in state.recent_items if i in self.rows}
         picks = [r for r in self.popular if r not in seen][:k]
-        return [(self.bundle.item_ids[r], 1.0 / (rank + 1)) for rank, r in enumerate(picks)]
+        return [(self.bundle.item_ids[r], round(1.0 / (rank + 1), 6)) for rank, r in enumerate(picks)]

@@ -1,21 +1,25 @@
 """The pipeline core shared by every runtime: records in, folded states and fresh lists out.
 
 It decodes and validates, de-duplicates, folds events into user state, ranks every touched
-user and writes lists then states through the store port. No Kafka, no Cassandra here: runtimes
+user and writes each user's list and state together through the store port (`put_results`: one
+mutation per user in Cassandra, one transaction in SQLite). No Kafka, no Cassandra here: runtimes
 (faust worker, embedded replay) feed it records and handle dead letters and offsets.
 
-Write order matters for crash safety: lists first, then states. A crash between the two
-replays the batch; the states were not written, so the replay folds the events once.
+Crash safety: offsets are committed only after a batch's writes; a crash replays the uncommitted
+events, and each state's offset watermark skips what it already holds, so nothing is counted twice.
+`prepare`/`write` split a batch so a runtime can rank batch N+1 while batch N is written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import starmap
 from typing import Protocol, TypeVar
 
 from ranker.state import Delivery, UserState, apply_events
@@ -31,6 +35,7 @@ __all__ = [
     "NullSensor",
     "Pipeline",
     "PipelineSensor",
+    "PreparedBatch",
     "Ranker",
     "RawRecord",
     "RetryPolicy",
@@ -74,12 +79,24 @@ class BatchOutcome:
     freshness_ms: list[int] = field(default_factory=list)  # list written - newest event, per touched user
 
 
+@dataclass(slots=True)
+class PreparedBatch:
+    """A folded and ranked micro-batch waiting to be written (`Pipeline.prepare` -> `Pipeline.write`)."""
+
+    outcome: BatchOutcome
+    lists: list[RecommendationList]
+    states: list[UserState]
+    generation: int
+    started: float
+
+
 class Ranker(Protocol):
     @property
     def version(self) -> str: ...
 
     def rank_many(self, states: Sequence[UserState], k: int) -> list[tuple[list[tuple[str, float]], str]]:
-        """Top-k (item_id, score) and its source per state, all touched users of a batch at once."""
+        """Top-k (item_id, score) and its source per state, all touched users of a batch at once;
+        scores are Python floats rounded to 6 decimals (so a replay stores the same bytes)."""
         ...
 
 
@@ -138,6 +155,8 @@ class Pipeline:
         self.sensor: PipelineSensor = sensor or NullSensor()
         self.clock = clock
         self.config_digest = config_digest(k=k, ranker=ranker.version)
+        self._unwritten: dict[str, UserState] = {}  # prepared, not yet written (see `prepare`)
+        self._unwritten_lock = threading.Lock()  # prepare and write may run on different threads
 
     def _with_retry(self, what: str, fn: Callable[[], T], outcome: BatchOutcome) -> T:
         delay = self.retry.initial_delay_s
@@ -167,38 +186,65 @@ class Pipeline:
 
     def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
         """Process one micro-batch; returns counts and the dead letters the runtime must publish."""
+        return self.write(self.prepare(records))
+
+    def prepare(self, records: Sequence[RawRecord]) -> PreparedBatch:
+        """Decode, fold and rank one micro-batch; nothing is written yet.
+
+        A runtime may prepare batch N+1 while batch N is being written (`write`), as long as it
+        writes the batches one at a time and in order: states prepared but not yet written are kept
+        in process and take precedence over the cache and the store, so batch N+1 folds onto batch
+        N's states even before they are stored."""
         started = time.perf_counter()
         outcome = BatchOutcome(n_records=len(records))
         by_user = self.decode(records, outcome)
-        if by_user:
-            users = list(by_user)
-            cache = self.state_cache
-            generation = cache.generation if cache is not None else 0
-            if cache is not None:
-                stored, missing = cache.get_many(users)
-            else:
-                stored, missing = {}, users
-            if missing:
-                stored.update(self._with_retry("get_states", lambda: self.store.get_states(missing), outcome))
-            changed: list[UserState] = []
-            for user_id, deliveries in by_user.items():
-                deliveries.sort(key=lambda d: (d.source, d.offset))
-                before = stored.get(user_id) or UserState(user_id=user_id)
-                after, applied = apply_events(before, deliveries)
-                outcome.n_applied += applied
-                outcome.n_duplicates += len(deliveries) - applied
-                if after is not before:
-                    changed.append(after)
-            now_ms = int(self.clock() * 1000)
-            lists = self._rank(changed, now_ms)
-            outcome.n_users = len(changed)
-            outcome.newest_event_ts = max((s.last_ts for s in changed), default=0)
-            self._with_retry("put_results", lambda: self.store.put_results(lists, changed), outcome)
-            if cache is not None:
-                cache.put_many(changed, generation)
+        cache = self.state_cache
+        generation = cache.generation if cache is not None else 0
+        if not by_user:
+            return PreparedBatch(outcome, [], [], generation, started)
+        users = list(by_user)
+        with self._unwritten_lock:
+            stored = {u: self._unwritten[u] for u in users if u in self._unwritten}
+        rest = [u for u in users if u not in stored]
+        if cache is not None:
+            cached, missing = cache.get_many(rest)
+            stored.update(cached)
+        else:
+            missing = rest
+        if missing:
+            stored.update(self._with_retry("get_states", lambda: self.store.get_states(missing), outcome))
+        changed: list[UserState] = []
+        for user_id, deliveries in by_user.items():
+            deliveries.sort(key=lambda d: (d.source, d.offset))
+            before = stored.get(user_id) or UserState(user_id=user_id)
+            after, applied = apply_events(before, deliveries)
+            outcome.n_applied += applied
+            outcome.n_duplicates += len(deliveries) - applied
+            if after is not before:
+                changed.append(after)
+        lists = self._rank(changed, int(self.clock() * 1000))
+        outcome.n_users = len(changed)
+        outcome.newest_event_ts = max((s.last_ts for s in changed), default=0)
+        with self._unwritten_lock:
+            for s in changed:
+                self._unwritten[s.user_id] = s
+        return PreparedBatch(outcome, lists, changed, generation, started)
+
+    def write(self, batch: PreparedBatch) -> BatchOutcome:
+        """Store a prepared batch's lists and states (retrying through outages: back-pressure), then
+        let its states into the cache. Only after this returns may the batch's offsets be committed."""
+        outcome = batch.outcome
+        if batch.states or batch.lists:
+            self._with_retry("put_results", lambda: self.store.put_results(batch.lists, batch.states), outcome)
+            if self.state_cache is not None:
+                self.state_cache.put_many(batch.states, batch.generation)
+            with self._unwritten_lock:
+                for s in batch.states:
+                    if self._unwritten.get(s.user_id) is s:  # a later batch may have folded onto it already
+                        del self._unwritten[s.user_id]
             written_ms = int(self.clock() * 1000)
-            outcome.freshness_ms = [max(0, written_ms - s.last_ts) for s in changed]
-        outcome.elapsed_s = time.perf_counter() - started
+            outcome.freshness_ms = [max(0, written_ms - s.last_ts) for s in batch.states]
+        outcome.elapsed_s = time.perf_counter() - batch.started
         self.sensor.on_batch(outcome)
         return outcome
 
@@ -209,7 +255,7 @@ class Pipeline:
         return [
             RecommendationList(
                 user_id=state.user_id,
-                items=tuple(ScoredItem(i, round(float(s), 6)) for i, s in items),
+                items=tuple(starmap(ScoredItem, items)),
                 model_version=self.ranker.version,
                 config_digest=self.config_digest,
                 generated_at=now_ms,

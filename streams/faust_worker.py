@@ -3,7 +3,8 @@
 faust lives only in this module. Each micro-batch is taken with acks disabled, processed by the
 pipeline core in a worker thread (store calls block; the event loop keeps heartbeating), dead
 letters are produced and confirmed, and only then are the events acked so faust may commit their
-offsets. A crash therefore replays, and the user state's offset watermark makes the replay exact.
+offsets. A crash therefore replays, and the user state's offset watermark makes the replay exact. Batch
+N+1 is ranked while batch N is written (`Pipeline.prepare` / `Pipeline.write`).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event, 
         cfg.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
     cache = pipeline.state_cache
     if cache is not None:
         # faust pauses the partitions and waits for in-flight (unacked) batches before it revokes,
@@ -133,9 +135,40 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event, 
             cache.invalidate()
             log.info("state_cache_invalidated reason=assigned generation=%d", cache.generation)
 
+    async def finish(stream: Any, events: list[Any], written: asyncio.Future[BatchOutcome]) -> None:
+        """After a batch's writes: dead letters confirmed by the broker, then the events acked (so
+        faust may commit their offsets), then counters."""
+        outcome = await written
+        pending = []
+        for d in outcome.dead_letters:
+            headers = {
+                "fusionrec.reason": d.reason.encode(),
+                "fusionrec.field": d.field.encode(),
+                "fusionrec.source": d.source.encode(),
+                "fusionrec.offset": str(d.offset).encode(),
+            }
+            pending.append(await dead.send(key=f"{d.source}:{d.offset}".encode(), value=d.raw, headers=headers))
+        for fut in pending:
+            await fut  # confirmed by the broker before the source offsets may be committed
+        for e in events:
+            await stream.ack(e)
+        totals.add(outcome)
+        if sensor is not None:
+            last: dict[Any, int] = {}
+            for e in events:
+                last[e.message.tp] = e.message.offset
+            for tp, offset in last.items():
+                high = app.consumer.highwater(tp)
+                if high is not None:
+                    sensor.set_lag(f"{tp.topic}:{tp.partition}", int(high) - offset - 1)
+
     @app.agent(source, concurrency=1)
     async def process(stream: Any) -> None:
+        """Two stages in flight: batch N+1 is decoded, folded and ranked (pipeline thread) while
+        batch N is written (writer thread). Writes stay one at a time and in order, so a retried
+        write never lands after a newer one; a batch is acked only after its own write."""
         loop = asyncio.get_running_loop()
+        previous: asyncio.Task[None] | None = None
         async for events in stream.noack_take(cfg.batch_size, within=cfg.batch_within_s):
             totals.begin()
             records = [
@@ -146,29 +179,11 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event, 
                 )
                 for e in events
             ]
-            outcome = await loop.run_in_executor(executor, pipeline.process, records)
-            pending = []
-            for d in outcome.dead_letters:
-                headers = {
-                    "fusionrec.reason": d.reason.encode(),
-                    "fusionrec.field": d.field.encode(),
-                    "fusionrec.source": d.source.encode(),
-                    "fusionrec.offset": str(d.offset).encode(),
-                }
-                pending.append(await dead.send(key=f"{d.source}:{d.offset}".encode(), value=d.raw, headers=headers))
-            for fut in pending:
-                await fut  # confirmed by the broker before the source offsets may be committed
-            for e in events:
-                await stream.ack(e)
-            totals.add(outcome)
-            if sensor is not None:
-                last: dict[Any, int] = {}
-                for e in events:
-                    last[e.message.tp] = e.message.offset
-                for tp, offset in last.items():
-                    high = app.consumer.highwater(tp)
-                    if high is not None:
-                        sensor.set_lag(f"{tp.topic}:{tp.partition}", int(high) - offset - 1)
+            prepared = await loop.run_in_executor(executor, pipeline.prepare, records)
+            if previous is not None:
+                await previous  # batch N written and acked (or its failure raised here)
+            written = loop.run_in_executor(writer, pipeline.write, prepared)
+            previous = asyncio.ensure_future(finish(stream, list(events), written))
 
     if cfg.items_topic:
         items_source = app.topic(
