@@ -38,8 +38,9 @@ class SessionConfig:
     allow_spinning: bool = True
 
 
-def create_session(model: str | Path, cfg: SessionConfig = SessionConfig()) -> Any:
-    """A session on CUDA when asked and present (auto), CUDA only (cuda: error when missing), or CPU."""
+def create_session(model: str | Path | bytes, cfg: SessionConfig = SessionConfig()) -> Any:
+    """A session on CUDA when asked and present (auto), CUDA only (cuda: error when missing), or CPU.
+    `model` is a file, or a serialized graph (bytes)."""
     available = ort.get_available_providers()
     if cfg.provider == "cuda" and CUDA not in available:
         raise EncoderError(
@@ -56,11 +57,13 @@ def create_session(model: str | Path, cfg: SessionConfig = SessionConfig()) -> A
     if not cfg.allow_spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, sess_options=opts, providers=providers)
     active = session.get_providers()
     if cfg.provider == "cuda" and (not active or active[0] != CUDA):
         raise EncoderError(f"CUDA was required but the session runs on {active} (driver or CUDA libraries missing?)")
     if want_cuda and active and active[0] != CUDA:
         log.warning("cuda_unavailable falling_back_to=%s", active)
-    log.info("onnx_session model=%s providers=%s", Path(model).name, ",".join(active))
+    name = f"<{len(model)} bytes>" if isinstance(model, bytes) else Path(model).name
+    log.info("onnx_session model=%s providers=%s", name, ",".join(active))
     return session

@@ -184,6 +184,10 @@ def worker(
     dataset = load_data(data or settings.data)
     ranker = build_ranker(dataset, bundle)
     results = open_results_store(settings, store)
+    if settings.worker.writer_process and not results.url.startswith("memory:"):
+        from streams.stores.offload import OffloadedWrites
+
+        results = OffloadedWrites(results, replication=settings.cassandra.replication())
     deadline = time.monotonic() + 120
     while True:  # the store may still be starting: wait, don't crash
         try:

@@ -70,6 +70,9 @@ class WorkerSettings(_Frozen):
     state_cache_users: int = Field(
         200_000, ge=0, description="user states kept in the worker (dropped at every rebalance); 0: always read"
     )
+    writer_process: bool = Field(
+        True, description="write batches from a child process with its own interpreter lock (Cassandra, SQLite)"
+    )
 
 
 class EmbeddedSettings(_Frozen):

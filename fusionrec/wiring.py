@@ -30,12 +30,16 @@ def build_ranker(dataset: Dataset, bundle: str | Path | None = None) -> Ranker:
     co-occurrence baseline fitted on the dataset. Popular items from the dataset back cold starts."""
     if bundle is None:
         return fit_cooccurrence(dataset.item_sequences())
+    from encoders.session import SessionConfig
     from ranker.bundle import ModelBundle
     from ranker.online import BundleRanker
 
     counts = dataset.item_counts()
     popular = sorted(counts, key=lambda i: (-counts[i], i))[:500]
-    return BundleRanker(ModelBundle.load(bundle), popular=popular)
+    # no spinning: a worker shares its cores with the Kafka client, the store driver and (here)
+    # the services; idle ONNX threads busy-waiting for the next batch cost ~10% throughput
+    session = SessionConfig(allow_spinning=False)
+    return BundleRanker(ModelBundle.load(bundle, session), popular=popular, retrieval=session)
 
 
 def event_records(dataset: Dataset) -> Iterator[tuple[bytes, bytes]]:

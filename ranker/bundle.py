@@ -114,8 +114,7 @@ class ModelBundle:
         batch_size: int = 512,
     ) -> np.ndarray:
         """User vectors for histories of item ROWS (0-based into item_vectors), oldest first."""
-        seqs = [self.item_vectors[list(h)] for h in histories]
-        return self.encoder.encode(seqs, types, batch_size=batch_size)
+        return self.encoder.encode_rows(self.item_vectors, histories, types, batch_size=batch_size)
 
     def scores(self, histories: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None = None) -> np.ndarray:
         return self.user_vectors(histories, types) @ self.item_vectors.T

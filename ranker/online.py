@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from encoders.session import SessionConfig
+from encoders.topk import OnnxExactRetriever
 from ranker.bundle import ModelBundle
 from ranker.data import EVENT_TYPE_INDEX
-from ranker.ranking import RankingPolicy, rank_candidates
-from ranker.retrieval import ExactRetriever
+from ranker.ranking import RankingPolicy, first_unseen, rank_candidates
+from ranker.retrieval import EXACT_UP_TO, Retriever, make_retriever
 from ranker.state import UserState
 from schemas.items import Item
 
@@ -27,14 +29,20 @@ def _rounded(scores: np.ndarray) -> np.ndarray:
 
 class BundleRanker:
     def __init__(
-        self, bundle: ModelBundle, policy: RankingPolicy = RankingPolicy(), popular: Sequence[str] = ()
+        self,
+        bundle: ModelBundle,
+        policy: RankingPolicy = RankingPolicy(),
+        popular: Sequence[str] = (),
+        retrieval: SessionConfig = SessionConfig(provider="cpu", allow_spinning=False),
     ) -> None:
         self.bundle = bundle
         self.policy = policy
         self.rows = {item_id: r for r, item_id in enumerate(bundle.item_ids)}
-        self.retriever = ExactRetriever(bundle.item_vectors)
+        self.retrieval = retrieval
+        self.retriever = self._retriever(bundle.item_vectors)
         self.popular = [self.rows[i] for i in popular if i in self.rows] or list(range(min(200, len(self.rows))))
         self._fusion: tuple[Any, Any] | None = None
+        self._ids: np.ndarray | None = None
         names = bundle.folder / "brand_names.json"
         self.brand_names: list[str] = json.loads(names.read_text()) if names.is_file() else [""]
 
@@ -71,20 +79,35 @@ class BundleRanker:
             trained_type = EVENT_TYPE_INDEX["purchase"]
             vectors = self.bundle.encoder.encode(seqs, [[trained_type] * len(q) for q in seqs])
             rows, scores = self.retriever.search(vectors, k + 32)
-            scores = _rounded(scores)
-            for j, n in enumerate(searched):
-                ranked = rank_candidates(rows[j], scores[j], k, self.policy, [], self.bundle.item_categories)
-                out[n] = ([(self.bundle.item_ids[r], s) for r, s in ranked], "search")
+            for n, ranked in zip(searched, self._select(rows, _rounded(scores), k, None), strict=True):
+                out[n] = (ranked, "search")
         if known:
             vectors = self.bundle.user_vectors(histories, types)
             want = k + (max(len(h) for h in histories) if self.policy.exclude_seen else 0) + 32
             rows, scores = self.retriever.search(vectors, want)
-            scores = _rounded(scores)
-            ids = self.bundle.item_ids
-            for j, n in enumerate(known):
-                ranked = rank_candidates(rows[j], scores[j], k, self.policy, histories[j], self.bundle.item_categories)
-                out[n] = ([(ids[r], s) for r, s in ranked], "personal")
+            for n, ranked in zip(known, self._select(rows, _rounded(scores), k, histories), strict=True):
+                out[n] = (ranked, "personal")
         return [o for o in out if o is not None]
+
+    def _select(
+        self, rows: np.ndarray, scores: np.ndarray, k: int, histories: list[list[int]] | None
+    ) -> list[list[tuple[str, float]]]:
+        """The ranking policy over retrieved candidates: vectorised for the default policy."""
+        seen = histories if self.policy.exclude_seen else None
+        if self.policy == RankingPolicy(exclude_seen=self.policy.exclude_seen):
+            ids = self._id_array()
+            return [list(zip(ids[r].tolist(), s.tolist(), strict=True)) for r, s in first_unseen(rows, scores, k, seen)]
+        ranked = [
+            rank_candidates(rows[j], scores[j], k, self.policy, seen[j] if seen else [], self.bundle.item_categories)
+            for j in range(len(rows))
+        ]
+        return [[(self.bundle.item_ids[r], s) for r, s in picks] for picks in ranked]
+
+    def _id_array(self) -> np.ndarray:
+        """Item ids as a numpy object array (fancy-indexed per batch), rebuilt when items are added."""
+        if self._ids is None or len(self._ids) != len(self.bundle.item_ids):
+            self._ids = np.array(self.bundle.item_ids, dtype=object)
+        return self._ids
 
     def add_items(self, items: Sequence[Item]) -> int:
         """Encode new or changed items (ONNX text encoder + item fusion) into the live index.
@@ -131,8 +154,14 @@ class BundleRanker:
             for item_id, _, _ in new_rows:
                 self.rows[item_id] = len(b.item_ids)
                 b.item_ids.append(item_id)
-        self.retriever = ExactRetriever(b.item_vectors)
+        self.retriever = self._retriever(b.item_vectors)
         return len(items)
+
+    def _retriever(self, vectors: np.ndarray) -> Retriever:
+        """Exact retrieval on ONNX Runtime (Gemm + TopK); HNSW beyond `make_retriever`'s exact limit."""
+        if len(vectors) > EXACT_UP_TO:
+            return make_retriever(vectors)
+        return OnnxExactRetriever(vectors, self.retrieval)
 
     def _can_fuse(self) -> bool:
         return (self.bundle.folder / "item_fusion.onnx").is_file() and (self.bundle.folder / "encoder").is_dir()

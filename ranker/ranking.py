@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from math import isfinite
 
 import numpy as np
 
-__all__ = ["RankingPolicy", "rank_candidates"]
+__all__ = ["RankingPolicy", "first_unseen", "rank_candidates"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,28 @@ def rank_candidates(
         if len(out) >= k:
             break
     return out
+
+
+def first_unseen(
+    rows: np.ndarray, scores: np.ndarray, k: int, seen: Sequence[Sequence[int]] | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The default policy for a whole batch at once: per user (row of `rows`/`scores`, best first),
+    the first k candidates with a finite score that are not in that user's `seen` rows.
+
+    Same result as `rank_candidates` with `RankingPolicy()` row by row, vectorised: the streaming
+    worker ranks hundreds of users per micro-batch, and a Python loop per candidate was a fifth of
+    its time. Returns (rows, scores) arrays per user, each of length <= k."""
+    n = rows.shape[0]
+    keep = np.isfinite(scores)
+    if seen is not None and any(len(s) for s in seen):
+        span = int(max(rows.max(initial=0), max((max(s) for s in seen if len(s)), default=0))) + 1
+        user = np.arange(n, dtype=np.int64)
+        seen_keys = np.repeat(user, [len(s) for s in seen]) * span + np.fromiter(
+            chain.from_iterable(seen), dtype=np.int64
+        )
+        keep &= ~np.isin(user[:, None] * span + rows, seen_keys)
+    keep &= np.cumsum(keep, axis=1) <= k
+    flat_rows, flat_scores = rows[keep], scores[keep]
+    ends = np.cumsum(keep.sum(axis=1))
+    starts = ends - keep.sum(axis=1)
+    return [(flat_rows[a:b], flat_scores[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]

@@ -8,7 +8,9 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["ExactRetriever", "HnswRetriever", "Retriever", "make_retriever"]
+__all__ = ["EXACT_UP_TO", "ExactRetriever", "HnswRetriever", "Retriever", "make_retriever"]
+
+EXACT_UP_TO = 200_000  # items: beyond this, exact retrieval per micro-batch costs more than HNSW
 
 
 class Retriever(Protocol):
@@ -70,5 +72,5 @@ class HnswRetriever:
         return rows, scores
 
 
-def make_retriever(items: np.ndarray, exact_up_to: int = 200_000) -> Retriever:
+def make_retriever(items: np.ndarray, exact_up_to: int = EXACT_UP_TO) -> Retriever:
     return ExactRetriever(items) if len(items) <= exact_up_to else HnswRetriever(items)

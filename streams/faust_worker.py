@@ -45,6 +45,7 @@ class WorkerConfig:
     datadir: str = ".local/faust"
     log_every_s: float = 5.0
     items_topic: str | None = None
+    batches_in_flight: int = 2  # taken but not yet being processed (beyond the two in the pipeline)
 
 
 class _Totals:
@@ -162,14 +163,14 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event, 
                 if high is not None:
                     sensor.set_lag(f"{tp.topic}:{tp.partition}", int(high) - offset - 1)
 
-    @app.agent(source, concurrency=1)
-    async def process(stream: Any) -> None:
+    async def run_batches(stream: Any, queue: asyncio.Queue[list[Any]]) -> None:
         """Two stages in flight: batch N+1 is decoded, folded and ranked (pipeline thread) while
         batch N is written (writer thread). Writes stay one at a time and in order, so a retried
         write never lands after a newer one; a batch is acked only after its own write."""
         loop = asyncio.get_running_loop()
         previous: asyncio.Task[None] | None = None
-        async for events in stream.noack_take(cfg.batch_size, within=cfg.batch_within_s):
+        while True:
+            events = await queue.get()
             totals.begin()
             records = [
                 RawRecord(
@@ -183,7 +184,26 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event, 
             if previous is not None:
                 await previous  # batch N written and acked (or its failure raised here)
             written = loop.run_in_executor(writer, pipeline.write, prepared)
-            previous = asyncio.ensure_future(finish(stream, list(events), written))
+            previous = asyncio.ensure_future(finish(stream, events, written))
+
+    @app.agent(source, concurrency=1)
+    async def process(stream: Any) -> None:
+        """Takes micro-batches and hands them to `run_batches` at once: faust fills its take buffer
+        only while the agent waits in `noack_take`, so processing in the agent body would stop
+        consumption for as long as each batch takes. At most `batches_in_flight` wait (a bounded
+        queue: back-pressure), all unacked, so faust's rebalance waits for them."""
+        queue: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=cfg.batches_in_flight)
+        runner = asyncio.ensure_future(run_batches(stream, queue))
+        try:
+            async for events in stream.noack_take(cfg.batch_size, within=cfg.batch_within_s):
+                put = asyncio.ensure_future(queue.put(list(events)))
+                await asyncio.wait({put, runner}, return_when=asyncio.FIRST_COMPLETED)
+                if runner.done():
+                    put.cancel()
+                    runner.result()  # the processing failed (e.g. stopped during an outage): raise it here
+                    raise RuntimeError("batch runner ended")  # pragma: no cover - it loops forever
+        finally:
+            runner.cancel()
 
     if cfg.items_topic:
         items_source = app.topic(

@@ -28,7 +28,7 @@ from schemas.cql import (
 from schemas.errors import StoreUnavailable
 from schemas.recommendations import RecommendationList, ScoredItem
 
-__all__ = ["CassandraStore", "connect", "list_from_row", "migrate"]
+__all__ = ["CassandraStore", "connect", "list_from_row", "migrate", "result_rows"]
 
 try:
     from cassandra import ConsistencyLevel, DriverException, OperationTimedOut, RequestExecutionException
@@ -75,9 +75,22 @@ def _epoch_ms(value: dt.datetime | None) -> int:
 _SIZE_SLACK = 1.6  # Cassandra counts a batch about 1.5x our byte estimate (cells, timestamps)
 
 
-def _list_bytes(r: RecommendationList) -> int:
-    """About what a list row weighs in a batch: ids, 4-byte scores and the fixed columns."""
-    return sum(len(s.item_id) + 8 for s in r.items) + 96
+def result_rows(lists: Sequence[RecommendationList], states: Sequence[UserState]) -> list[list[Any]]:
+    """One row of plain values per user: [user_id, item_ids, scores, model_version, config_digest,
+    source, generated_at (ms), newest_event_ts, state JSON]; list fields are None for a user with a
+    state only, and the state None for a list only. JSON-serialisable (see streams.stores.offload)."""
+    states_by_user = {s.user_id: s for s in states}
+    rows: list[list[Any]] = []
+    for r in lists:
+        s = states_by_user.pop(r.user_id, None)
+        rows.append([
+            r.user_id, [i.item_id for i in r.items], [i.score for i in r.items], r.model_version, r.config_digest,
+            r.source, r.generated_at, r.newest_event_ts,
+            None if s is None else orjson.dumps(state_to_dict(s)).decode(),
+        ])  # fmt: skip
+    for s in states_by_user.values():
+        rows.append([s.user_id, None, None, None, None, None, None, None, orjson.dumps(state_to_dict(s)).decode()])
+    return rows
 
 
 def list_from_row(row: Any) -> RecommendationList:
@@ -257,23 +270,26 @@ class CassandraStore:
         key, so they are one mutation, applied atomically on each replica; across users a batch is
         not atomic, and need not be: a failed call raises StoreUnavailable and the whole call is
         retried (every write is an idempotent upsert)."""
+        self.put_result_rows(result_rows(lists, states))
+
+    def put_result_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        """`put_results` from `result_rows` (plain values: what the worker's writer process receives)."""
+        if not rows:
+            return
         now = dt.datetime.now(tz=dt.UTC)
-        by_user = {r.user_id: r for r in lists}
         upsert_recs, upsert_state = self._stmts["upsert_recs"], self._stmts["upsert_state"]
         writes: list[tuple[str, list[tuple[Any, tuple[Any, ...]]], int]] = []
-        for s in states:
-            blob = orjson.dumps(state_to_dict(s))
+        for user_id, ids, scores, version, digest, source, generated_at, newest, state in rows:
             stmts: list[tuple[Any, tuple[Any, ...]]] = []
-            size = len(blob) + 64
-            rec = by_user.pop(s.user_id, None)
-            if rec is not None:
-                stmts.append((upsert_recs, self._rec_args(rec)))
-                size += _list_bytes(rec)
-            stmts.append((upsert_state, (s.user_id, blob, now)))
-            writes.append((s.user_id, stmts, size))
-        writes.extend((r.user_id, [(upsert_recs, self._rec_args(r))], _list_bytes(r)) for r in by_user.values())
-        if not writes:
-            return
+            size = 64
+            if ids is not None:
+                stmts.append((upsert_recs, (user_id, ids, scores, version, digest, source, _ms(generated_at), newest)))
+                size += sum(map(len, ids)) + 8 * len(ids) + 96
+            if state is not None:
+                blob = state.encode()
+                stmts.append((upsert_state, (user_id, blob, now)))
+                size += len(blob)
+            writes.append((user_id, stmts, size))
         batches = [(b, ()) for b in self._replica_batches(writes)]
         with _translated("put_results"):
             results = execute_concurrent(

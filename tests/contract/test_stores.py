@@ -13,19 +13,24 @@ from schemas.recommendations import RecommendationList, ScoredItem
 from streams.stores import MemoryStore, SQLiteStore, Store
 
 
-@pytest.fixture(params=["memory", "sqlite", "cassandra"])
+@pytest.fixture(params=["memory", "sqlite", "cassandra", "sqlite+writer", "cassandra+writer"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     s: Store
-    if request.param == "memory":
+    kind = request.param.removesuffix("+writer")
+    if kind == "memory":
         s = MemoryStore()
-    elif request.param == "sqlite":
-        s = SQLiteStore(tmp_path / "store.db")
+    elif kind == "sqlite":
+        s = SQLiteStore(tmp_path / "store.db", url=f"sqlite:///{tmp_path / 'store.db'}")
     else:
         services = request.getfixturevalue("services")
         ks = request.getfixturevalue("cassandra_keyspace")
         from streams.stores.cassandra import CassandraStore
 
         s = CassandraStore([services["cassandra_host"]], int(services["cassandra_port"]), ks)
+    if request.param.endswith("+writer"):  # batch writes from a child process (the worker's default)
+        from streams.stores.offload import OffloadedWrites
+
+        s = OffloadedWrites(s)
     s.setup()
     s.setup()  # idempotent
     yield s
@@ -105,6 +110,25 @@ def test_item_tags_round_trip_and_upsert(store: Store) -> None:
     store.put_item_tags({"a": [("adhesive", 0.9)]}, model="m2")
     assert [t for t, _ in store.get_item_tags(["a"])["a"]] == ["adhesive"]
     store.put_item_tags({}, model="m")
+
+
+def test_a_dead_writer_process_is_restarted_and_the_batch_retried(tmp_path: Path) -> None:
+    """Writer process killed: the call raises StoreUnavailable (the pipeline retries it: back-pressure),
+    a new writer starts, and the retried batch lands."""
+    from schemas.errors import StoreUnavailable
+    from streams.stores.offload import OffloadedWrites
+
+    s = OffloadedWrites(SQLiteStore(tmp_path / "w.db", url=f"sqlite:///{tmp_path / 'w.db'}"))
+    s.setup()
+    rec, st = _list("u1", ["a", "b"]), _state("u1", 2)
+    s.put_results([rec], [st])
+    s._proc.kill()
+    s._proc.join(10)
+    with pytest.raises(StoreUnavailable, match="writer process died"):
+        s.put_results([rec], [st])
+    s.put_results([_list("u2", ["c"])], [_state("u2", 1)])  # a fresh writer
+    assert s.get_recommendations("u2") is not None and s.get_states(["u1", "u2"]).keys() == {"u1", "u2"}
+    s.close()
 
 
 def test_put_results_writes_lists_and_states_together(store: Store) -> None:

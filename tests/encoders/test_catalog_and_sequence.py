@@ -94,6 +94,23 @@ def test_sequence_encoder_matches_torch_on_ragged_batches(tmp_path: Path) -> Non
         assert np.allclose(g, want, atol=1e-5)
 
 
+def test_encode_rows_equals_encode_on_gathered_sequences(tmp_path: Path) -> None:
+    """The worker's gather path (item rows) must give what `encode` gives on the gathered vectors."""
+    _export_tiny_sequence_model(tmp_path / "seq.onnx")
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(40, 8)).astype(np.float32)
+    histories = [list(rng.integers(0, 40, size=n)) for n in (1, 5, 0, 2, 7, 3, 60, 4)]
+    types = [list(rng.integers(0, 5, size=len(h))) for h in histories]
+    enc = SequenceEncoder(tmp_path / "seq.onnx", max_length=50)
+    want = enc.encode([table[h] if h else np.zeros((0, 8), np.float32) for h in histories], types, batch_size=3)
+    got = enc.encode_rows(table, histories, types, batch_size=3)
+    assert got.shape == want.shape
+    assert np.allclose(got, want, atol=1e-6)
+    assert np.allclose(
+        enc.encode_rows(table, histories, None, batch_size=100)[1], enc.encode([table[histories[1]]])[0], atol=1e-6
+    )
+
+
 def test_sequence_graph_contract_is_checked(tmp_path: Path, exports: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="lacks input"):
         SequenceEncoder(exports["fp32"] / "model.onnx")

@@ -1,0 +1,187 @@
+"""A store whose batch writes run in a child process (the worker's writer process).
+
+Why: the worker is one Python process, and everything in it shares one interpreter lock. With
+Cassandra, the driver's per-request Python work (binding every list element, building requests,
+reading responses on its IO thread) took a third of the worker's lock time, so ranking waited for
+the driver even on an idle core. Here the parent only flattens a batch into one JSON message; a
+child process with its own store connection (and its own lock) binds and sends it, on the other
+core. Reads (state of cache misses), tags and everything else stay on the parent's own store.
+
+Semantics are the wrapped store's: `put_results` returns only after the child's store call
+returned, so offsets are still committed after the writes; a `StoreUnavailable` in the child is
+raised in the parent (back-pressure, retried by the pipeline); a child that dies is restarted and
+the call raises `StoreUnavailable`, so the batch is retried, never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Mapping, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+
+from ranker.state import UserState, state_from_dict, state_to_dict
+from schemas.errors import StoreUnavailable
+from schemas.recommendations import RecommendationList, ScoredItem
+from streams.stores.base import Store
+
+__all__ = ["OffloadedWrites"]
+
+log = logging.getLogger("fusionrec.store")
+
+
+def _encode(lists: Sequence[RecommendationList], states: Sequence[UserState], rows: bool) -> bytes:
+    """One message per batch: plain rows for a store that writes them directly (Cassandra: the
+    child binds them as they come), else lists and states to rebuild."""
+    if rows:
+        from streams.stores.cassandra import result_rows
+
+        return orjson.dumps(["rows", result_rows(lists, states)])
+    flat = [
+        [r.user_id, [s.item_id for s in r.items], [s.score for s in r.items], r.model_version, r.config_digest,
+         r.generated_at, r.newest_event_ts, r.source]
+        for r in lists
+    ]  # fmt: skip
+    return orjson.dumps(["objects", [flat, [state_to_dict(s) for s in states]]])
+
+
+def _write(store: Any, payload: bytes) -> None:
+    kind, body = orjson.loads(payload)
+    if kind == "rows":
+        store.put_result_rows(body)
+        return
+    flat, states = body
+    lists = [
+        RecommendationList(
+            user_id=u,
+            items=tuple(ScoredItem(i, s) for i, s in zip(ids, scores, strict=True)),
+            model_version=version,
+            config_digest=digest,
+            generated_at=generated,
+            newest_event_ts=newest,
+            source=source,
+        )
+        for u, ids, scores, version, digest, generated, newest, source in flat
+    ]
+    store.put_results(lists, [state_from_dict(s) for s in states])
+
+
+def _serve(conn: Connection, url: str, replication: str | None) -> None:
+    """The child: open the store, then answer one reply per batch until the parent hangs up."""
+    from streams.stores import open_store
+
+    try:
+        store = open_store(url, replication=replication)
+        store.setup()
+    except Exception as exc:  # reported to the parent, which decides
+        conn.send_bytes(orjson.dumps(["unavailable", f"{type(exc).__name__}: {exc}"]))
+        return
+    conn.send_bytes(orjson.dumps(["ready", ""]))
+    try:
+        while True:
+            try:
+                payload = conn.recv_bytes()
+            except (EOFError, OSError):
+                return
+            try:
+                _write(store, payload)
+                reply = ["ok", ""]
+            except StoreUnavailable as exc:
+                reply = ["unavailable", str(exc)]
+            except Exception as exc:
+                reply = ["error", f"{type(exc).__name__}: {exc}"]
+            conn.send_bytes(orjson.dumps(reply))
+    finally:
+        store.close()
+
+
+class OffloadedWrites:
+    """Wraps a store (sqlite:// or cassandra:// URL, opened in both processes): `put_results` in a
+    writer process, the rest in this one."""
+
+    def __init__(self, local: Store, replication: str | None = None, start_timeout_s: float = 120.0) -> None:
+        if local.url.startswith("memory:"):
+            raise ValueError("a memory:// store cannot be shared with a writer process")
+        self.local = local
+        self.url = local.url
+        self.replication = replication
+        self.start_timeout_s = start_timeout_s
+        self._conn: Connection | None = None
+        self._proc: Any = None
+        self._rows = hasattr(local, "put_result_rows")  # the child opens the same kind of store
+
+    def setup(self) -> None:
+        self.local.setup()
+        if self._conn is None:
+            self._start()
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no fork: the parent runs driver and ONNX threads
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_serve, args=(child, self.url, self.replication), daemon=True, name="writer")
+        proc.start()
+        child.close()
+        if not parent.poll(self.start_timeout_s):
+            proc.kill()
+            raise StoreUnavailable(f"the writer process for {self.url} did not start in {self.start_timeout_s:.0f} s")
+        kind, message = orjson.loads(parent.recv_bytes())
+        if kind != "ready":
+            proc.join(5)
+            raise StoreUnavailable(f"the writer process cannot open {self.url}: {message}")
+        self._conn, self._proc = parent, proc
+        log.info("writer_process_started pid=%d store=%s", proc.pid, self.url)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._proc is not None:
+            self._proc.join(10)
+            if self._proc.is_alive():
+                self._proc.kill()
+        self._conn = self._proc = None
+        self.local.close()
+
+    def put_results(self, lists: Sequence[RecommendationList], states: Sequence[UserState]) -> None:
+        if not lists and not states:
+            return
+        if self._conn is None:
+            self._start()
+        assert self._conn is not None
+        try:
+            self._conn.send_bytes(_encode(lists, states, self._rows))
+            kind, message = orjson.loads(self._conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            log.warning("writer_process_lost pid=%s error=%s restarting", getattr(self._proc, "pid", None), exc)
+            self._conn = None
+            if self._proc is not None:
+                self._proc.kill()
+            raise StoreUnavailable(f"the writer process died ({exc}); the batch will be retried") from exc
+        if kind == "unavailable":
+            raise StoreUnavailable(message)
+        if kind != "ok":
+            raise RuntimeError(f"the writer process failed: {message}")
+
+    # everything else runs on this process's own store
+    def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        return self.local.get_states(user_ids)
+
+    def put_states(self, states: Sequence[UserState]) -> None:
+        self.local.put_states(states)
+
+    def put_recommendations(self, lists: Sequence[RecommendationList]) -> None:
+        self.local.put_recommendations(lists)
+
+    def get_recommendations(self, user_id: str) -> RecommendationList | None:
+        return self.local.get_recommendations(user_id)
+
+    def count_states(self) -> int:
+        return self.local.count_states()
+
+    def put_item_tags(self, tags: Mapping[str, Sequence[tuple[str, float]]], model: str) -> None:
+        self.local.put_item_tags(tags, model)
+
+    def get_item_tags(self, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+        return self.local.get_item_tags(item_ids)
