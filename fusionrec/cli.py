@@ -183,6 +183,7 @@ def worker(
     )
     dataset = load_data(data or settings.data)
     ranker = build_ranker(dataset, bundle)
+    del dataset  # only its popularity counts are kept (by the ranker): free the events
     results = open_results_store(settings, store)
     if settings.worker.writer_process and not results.url.startswith("memory:"):
         from streams.stores.offload import OffloadedWrites

@@ -22,6 +22,7 @@ from typing import Any
 from schemas.codec import decode_item
 from schemas.errors import InvalidItem
 from streams.core import BatchOutcome, Pipeline, RawRecord
+from streams.gc_tuning import tune_gc
 
 __all__ = ["WorkerConfig", "build_app", "run_worker"]
 
@@ -250,6 +251,7 @@ def run_worker(
     """Run until SIGTERM/SIGINT; faust handles the signals and commits acked offsets on the way out."""
     stopping = threading.Event()
     pipeline = pipeline_factory(stopping)
+    tune_gc()
     app = build_app(cfg, pipeline, stopping, sensor)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     log.info(

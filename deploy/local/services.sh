@@ -157,6 +157,10 @@ commitlog_sync: periodic
 commitlog_sync_period: 10000ms
 commitlog_segment_size: 32MiB
 auto_snapshot: false
+# the worker writes users in UNLOGGED batches (FUSIONREC_CASSANDRA__BATCH_KIB); 64 KiB lets 40 KiB batches pass
+# without a warning per batch (stock: 5 KiB warn, 50 KiB fail)
+batch_size_warn_threshold: 64KiB
+batch_size_fail_threshold: 128KiB
 hinted_handoff_enabled: false
 concurrent_reads: 8
 concurrent_writes: 8

@@ -1,10 +1,11 @@
 """Stores for user state and recommendation lists, chosen by URL:
-`memory://`, `sqlite:///path/to.db`, `cassandra://host1,host2:9042/keyspace`.
+`memory://`, `sqlite:///path/to.db`, `cassandra://host1,host2:9042/keyspace[?batch_users=16&batch_kib=N]`
+(batch_kib unset: the cluster's batch warning threshold, read at setup).
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from schemas.errors import ConfigError
 from streams.stores.base import Store
@@ -33,5 +34,19 @@ def open_store(url: str, *, replication: str | None = None) -> Store:
         hostpart, _, port = netloc.rpartition(":") if ":" in netloc else (netloc, "", "9042")
         keyspace = parsed.path.strip("/") or "fusionrec"
         hosts = [h for h in hostpart.split(",") if h] or ["127.0.0.1"]
-        return CassandraStore(hosts, int(port or 9042), keyspace, replication=replication, url=url)
+        query = parse_qs(parsed.query)
+        try:
+            batch_users = int(query.get("batch_users", ["16"])[0])
+            batch_kib = int(query["batch_kib"][0]) if "batch_kib" in query else None
+        except ValueError as exc:
+            raise ConfigError(f"store URL {url!r}: batch_users and batch_kib must be integers") from exc
+        return CassandraStore(
+            hosts,
+            int(port or 9042),
+            keyspace,
+            replication=replication,
+            url=url,
+            batch_users=batch_users,
+            batch_bytes=batch_kib * 1024 if batch_kib else None,
+        )
     raise ConfigError(f"unknown store URL {url!r}: use memory://, sqlite:///path or cassandra://host:port/keyspace")

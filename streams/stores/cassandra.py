@@ -72,6 +72,26 @@ def _epoch_ms(value: dt.datetime | None) -> int:
     return int(value.timestamp() * 1000)
 
 
+DEFAULT_BATCH_BYTES = 5 * 1024  # Cassandra's stock batch_size_warn_threshold
+MAX_AUTO_BATCH_BYTES = 40 * 1024
+_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024 * 1024}
+
+
+def _warn_threshold(session: Any) -> int | None:
+    """The cluster's batch_size_warn_threshold in bytes (Cassandra 4+ virtual table), or None."""
+    try:
+        row = session.execute(
+            "SELECT value FROM system_views.settings WHERE name = 'batch_size_warn_threshold'", timeout=10
+        ).one()
+    except Exception:  # older servers, no permission: keep the stock default
+        return None
+    value = str(getattr(row, "value", "") or "")
+    for unit, factor in sorted(_UNITS.items(), key=lambda kv: -len(kv[0])):
+        if value.endswith(unit) and value[: -len(unit)].strip().isdigit():
+            return int(value[: -len(unit)]) * factor
+    return int(value) * 1024 if value.isdigit() else None  # Cassandra 3/4: "..._in_kb" style
+
+
 _SIZE_SLACK = 1.6  # Cassandra counts a batch about 1.5x our byte estimate (cells, timestamps)
 
 
@@ -148,20 +168,22 @@ class CassandraStore:
         replication: str | None = None,
         concurrency: int = 64,
         url: str | None = None,
-        batch_users: int = 8,
-        batch_bytes: int = 5 * 1024,
+        batch_users: int = 16,
+        batch_bytes: int | None = None,
     ) -> None:
-        """`batch_users`/`batch_bytes` bound the UNLOGGED batches of `put_results`: the 5 KiB default
-        (as Cassandra counts a batch) stays within its batch_size_warn_threshold (5 KiB by default;
-        beyond it every batch logs a warning on the server and the client); `batch_users` at 1 sends
-        one request per user."""
+        """`batch_users`/`batch_bytes` bound the UNLOGGED batches of `put_results`. `batch_bytes`
+        None (the default) reads the cluster's batch_size_warn_threshold at setup and stays within
+        it, up to `MAX_AUTO_BATCH_BYTES` (beyond the threshold every batch logs a warning on the
+        server and the client; stock clusters warn at 5 KiB, deploy/local at 64 KiB);
+        `batch_users` at 1 sends one request per user."""
         self.hosts = list(hosts)
         self.port = port
         self.keyspace = keyspace
         self.replication = replication
         self.concurrency = concurrency
         self.batch_users = max(1, batch_users)
-        self.batch_bytes = batch_bytes
+        self.batch_bytes = batch_bytes or DEFAULT_BATCH_BYTES
+        self._auto_batch = batch_bytes is None
         self.url = url or f"cassandra://{','.join(self.hosts)}:{port}/{keyspace}"
         self._cluster: Any = None
         self._session: Any = None
@@ -190,6 +212,8 @@ class CassandraStore:
             cluster.shutdown()
             raise
         self._cluster, self._session = cluster, session
+        if self._auto_batch:
+            self.batch_bytes = min(_warn_threshold(session) or DEFAULT_BATCH_BYTES, MAX_AUTO_BATCH_BYTES)
 
     @property
     def session(self) -> Any:

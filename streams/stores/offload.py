@@ -79,6 +79,9 @@ def _serve(conn: Connection, url: str, replication: str | None) -> None:
     except Exception as exc:  # reported to the parent, which decides
         conn.send_bytes(orjson.dumps(["unavailable", f"{type(exc).__name__}: {exc}"]))
         return
+    from streams.gc_tuning import tune_gc
+
+    tune_gc()  # the writer allocates a batch's worth of rows per call, like the worker
     conn.send_bytes(orjson.dumps(["ready", ""]))
     try:
         while True:

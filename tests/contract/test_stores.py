@@ -143,3 +143,32 @@ def test_put_results_writes_lists_and_states_together(store: Store) -> None:
     store.put_results([], [_state("only-state", 2)])  # a state without a list is still written
     assert "only-state" in store.get_states(["only-state"])
     store.put_results([], [])
+
+
+def test_cassandra_batches_follow_the_cluster_warning_threshold(
+    services: dict[str, str], cassandra_keyspace: str
+) -> None:
+    """Unset batch size: read from the node (deploy/local warns at 64 KiB) and capped at 40 KiB;
+    a set one wins; a batch never spans more users than `batch_users`."""
+    from streams.stores.cassandra import MAX_AUTO_BATCH_BYTES, CassandraStore, _warn_threshold
+
+    auto = CassandraStore([services["cassandra_host"]], int(services["cassandra_port"]), cassandra_keyspace)
+    auto.setup()
+    assert _warn_threshold(auto.session) == 64 * 1024
+    assert auto.batch_bytes == MAX_AUTO_BATCH_BYTES
+    fixed = CassandraStore(
+        [services["cassandra_host"]],
+        int(services["cassandra_port"]),
+        cassandra_keyspace,
+        batch_bytes=2048,
+        batch_users=3,
+    )
+    fixed.setup()
+    assert fixed.batch_bytes == 2048
+    import datetime as dt
+
+    stmt, now = fixed._stmts["upsert_state"], dt.datetime.now(tz=dt.UTC)
+    writes = [(f"u{i}", [(stmt, (f"u{i}", b"{}", now))], 100) for i in range(10)]
+    assert [len(b._statements_and_parameters) for b in fixed._replica_batches(writes)] == [3, 3, 3, 1]  # type: ignore[arg-type]
+    auto.close()
+    fixed.close()

@@ -45,5 +45,10 @@ def test_store_urls() -> None:
     assert isinstance(s, SQLiteStore) and s.path == "/tmp/x.db"
     c = open_store("cassandra://h1,h2:9043/ks")
     assert (c.hosts, c.port, c.keyspace) == (["h1", "h2"], 9043, "ks")  # type: ignore[attr-defined]
+    assert (c.batch_users, c._auto_batch) == (16, True)  # type: ignore[attr-defined]
+    tuned = open_store("cassandra://h1:9042/ks?batch_users=8&batch_kib=40")
+    assert (tuned.batch_users, tuned.batch_bytes, tuned.keyspace) == (8, 40 * 1024, "ks")  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="integers"):
+        open_store("cassandra://h1:9042/ks?batch_kib=lots")
     with pytest.raises(ConfigError):
         open_store("redis://x")
