@@ -7,6 +7,7 @@ becomes StoreUnavailable, which the pipeline turns into back-pressure.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ try:
     from cassandra.query import BatchStatement, BatchType
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the Cassandra store needs cassandra-driver: pip install 'fusionrec'") from exc
+
+log = logging.getLogger("fusionrec.store")
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     NoHostAvailable,
@@ -154,12 +157,33 @@ def connect(hosts: Sequence[str], port: int, timeout_s: float = 10.0) -> tuple[A
 
 
 def migrate(session: Session, keyspace: str, replication: str | None = None) -> list[str]:
-    """Apply the DDL idempotently; returns the statements run."""
+    """Apply the DDL idempotently; returns the statements run. Warns about columns from an older
+    schema that `CREATE TABLE IF NOT EXISTS` cannot change (`outdated_columns`)."""
     stmts = ddl_statements(keyspace, replication or replication_clause())
     with _translated("migrate"):
         for stmt in stmts:
             session.execute(stmt, timeout=60)
+        for column in outdated_columns(session, keyspace):
+            log.warning(
+                "schema_outdated column=%s keyspace=%s fix=recreate the table (schema.cql freezes lists: "
+                "a non-frozen list writes a tombstone and a cell per element on every overwrite)",
+                column,
+                keyspace,
+            )
     return stmts
+
+
+def outdated_columns(session: Session, keyspace: str) -> list[str]:
+    """Non-frozen list columns of our tables (created by an older schema.cql), as "table.column type"."""
+    rows = session.execute(
+        "SELECT table_name, column_name, type FROM system_schema.columns WHERE keyspace_name = %s",
+        (keyspace,),
+        timeout=30,
+    )
+    ours = {"recommendations", "item_tags"}
+    return sorted(
+        f"{r.table_name}.{r.column_name} {r.type}" for r in rows if r.table_name in ours and r.type.startswith("list<")
+    )
 
 
 class CassandraStore:

@@ -172,3 +172,23 @@ def test_cassandra_batches_follow_the_cluster_warning_threshold(
     assert [len(b._statements_and_parameters) for b in fixed._replica_batches(writes)] == [3, 3, 3, 1]  # type: ignore[arg-type]
     auto.close()
     fixed.close()
+
+
+def test_migrate_names_list_columns_from_an_older_schema(
+    services: dict[str, str], cassandra_keyspace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A table made by the pre-frozen schema is not altered by IF NOT EXISTS: migrate says so."""
+    from streams.stores.cassandra import connect, migrate, outdated_columns
+
+    cluster, session = connect([services["cassandra_host"]], int(services["cassandra_port"]))
+    ks = f"{cassandra_keyspace}_old"
+    session.execute(f"CREATE KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}")
+    session.execute(f"CREATE TABLE {ks}.recommendations (user_id text PRIMARY KEY, item_ids list<text>)")
+    with caplog.at_level("WARNING", logger="fusionrec.store"):
+        migrate(session, ks)
+    assert outdated_columns(session, ks) == ["recommendations.item_ids list<text>"]
+    assert "schema_outdated column=recommendations.item_ids" in caplog.text
+    migrate(session, cassandra_keyspace)
+    assert outdated_columns(session, cassandra_keyspace) == []  # the current schema has none
+    session.execute(f"DROP KEYSPACE {ks}", timeout=60)
+    cluster.shutdown()
