@@ -78,12 +78,12 @@ class BundleRanker:
             seqs = [self.query_vectors(list(states[n].recent_queries)) for n in searched]
             trained_type = EVENT_TYPE_INDEX["purchase"]
             vectors = self.bundle.encoder.encode(seqs, [[trained_type] * len(q) for q in seqs])
-            rows, scores = self.retriever.search(vectors, k + 32)
+            rows, scores = self.retriever.search(vectors, k + self._slack())
             for n, ranked in zip(searched, self._select(rows, _rounded(scores), k, None), strict=True):
                 out[n] = (ranked, "search")
         if known:
             vectors = self.bundle.user_vectors(histories, types)
-            want = k + (max(len(h) for h in histories) if self.policy.exclude_seen else 0) + 32
+            want = k + (max(len(h) for h in histories) if self.policy.exclude_seen else 0) + self._slack()
             rows, scores = self.retriever.search(vectors, want)
             for n, ranked in zip(known, self._select(rows, _rounded(scores), k, histories), strict=True):
                 out[n] = (ranked, "personal")
@@ -94,7 +94,7 @@ class BundleRanker:
     ) -> list[list[tuple[str, float]]]:
         """The ranking policy over retrieved candidates: vectorised for the default policy."""
         seen = histories if self.policy.exclude_seen else None
-        if self.policy == RankingPolicy(exclude_seen=self.policy.exclude_seen):
+        if self._plain_policy():
             ids = self._id_array()
             return [list(zip(ids[r].tolist(), s.tolist(), strict=True)) for r, s in first_unseen(rows, scores, k, seen)]
         ranked = [
@@ -102,6 +102,14 @@ class BundleRanker:
             for j in range(len(rows))
         ]
         return [[(self.bundle.item_ids[r], s) for r, s in picks] for picks in ranked]
+
+    def _plain_policy(self) -> bool:
+        """Only seen items are filtered: k + len(history) candidates always hold the top k."""
+        return self.policy == RankingPolicy(exclude_seen=self.policy.exclude_seen)
+
+    def _slack(self) -> int:
+        """Extra candidates for business filters (categories, availability, diversity) to drop."""
+        return 0 if self._plain_policy() else 32
 
     def _id_array(self) -> np.ndarray:
         """Item ids as a numpy object array (fancy-indexed per batch), rebuilt when items are added."""
