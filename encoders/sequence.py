@@ -48,34 +48,11 @@ class SequenceEncoder:
         if not sequences:
             return np.zeros((0, 0), dtype=np.float32)
         seqs = [np.asarray(s, dtype=np.float32)[-self.max_length :] for s in sequences]
-        dim = seqs[0].shape[1]
-        lengths = np.array([max(len(s), 1) for s in seqs])
-        order = np.argsort(lengths, kind="stable")
-        results: list[np.ndarray | None] = [None] * len(seqs)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            width = int(lengths[idx].max())
-            vecs = np.zeros((len(idx), width, dim), dtype=np.float32)
-            mask = np.zeros((len(idx), width), dtype=np.float32)
-            types = np.zeros((len(idx), width), dtype=np.int64)
-            for row, i in enumerate(idx):
-                s = seqs[i]
-                if len(s):
-                    vecs[row, width - len(s) :] = s
-                    mask[row, width - len(s) :] = 1
-                    if event_types is not None:
-                        t = list(event_types[i])[-len(s) :]
-                        types[row, width - len(t) :] = t
-            feed: dict[str, np.ndarray] = {
-                "item_vectors": vecs,
-                "mask": mask.astype(_NP_TYPES.get(self.inputs["mask"].type, np.float32)),
-            }
-            if "event_types" in self.inputs:
-                feed["event_types"] = types
-            out = self.session.run([self.output_name], feed)[0]
-            for row, i in enumerate(idx):
-                results[i] = out[row]
-        return np.stack([r for r in results if r is not None]).astype(np.float32)
+        dim = max((s.shape[1] for s in seqs if s.ndim == 2), default=1)
+        table = np.concatenate([s for s in seqs if len(s)] or [np.zeros((0, dim), np.float32)])
+        ends = np.cumsum([len(s) for s in seqs])
+        rows = [range(int(end) - len(s), int(end)) for s, end in zip(seqs, ends, strict=True)]
+        return self.encode_rows(table, rows, event_types, batch_size=batch_size)
 
     def encode_rows(
         self,
@@ -84,9 +61,9 @@ class SequenceEncoder:
         event_types: Sequence[Sequence[int]] | None = None,
         batch_size: int = 256,
     ) -> np.ndarray:
-        """`encode` for sequences given as rows of `table` (item vectors), padded with one gather per
-        length bucket instead of a copy per user: the streaming worker encodes every touched user
-        of a micro-batch at once, and the per-user Python loop showed in its profile."""
+        """`encode` for sequences given as rows of `table` (item vectors), oldest first: sorted by
+        length into buckets of `batch_size`, each left-padded with one gather (the streaming worker
+        encodes every touched user of a micro-batch at once; a copy per user showed in its profile)."""
         if not histories:
             return np.zeros((0, 0), dtype=np.float32)
         hist = [list(h)[-self.max_length :] for h in histories]

@@ -144,6 +144,10 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event, 
             cache.invalidate()
             log.info("state_cache_invalidated reason=assigned generation=%d", cache.generation)
 
+    def _report_failure(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch_write_failed error=%r (its events stay unacked and are replayed)", task.exception())
+
     async def finish(stream: Any, events: list[Any], written: asyncio.Future[BatchOutcome]) -> None:
         """After a batch's writes: dead letters confirmed by the broker, then the events acked (so
         faust may commit their offsets), then counters."""
@@ -193,6 +197,7 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event, 
                 await previous  # batch N written and acked (or its failure raised here)
             written = loop.run_in_executor(writer, pipeline.write, prepared)
             previous = asyncio.ensure_future(finish(stream, events, written))
+            previous.add_done_callback(_report_failure)  # seen now, not only when the next batch comes
 
     @app.agent(source, concurrency=1)
     async def process(stream: Any) -> None:
