@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ranker.state import UserState, state_from_dict, state_to_dict
+from ranker.state import UserState, state_from_dict
 from schemas.cql import (
     SELECT_ITEM_TAGS,
     SELECT_RECOMMENDATIONS,
@@ -29,8 +29,9 @@ from schemas.cql import (
 )
 from schemas.errors import StoreUnavailable
 from schemas.recommendations import RecommendationList, ScoredItem
+from streams.stores.rows import result_rows
 
-__all__ = ["CassandraStore", "connect", "list_from_row", "migrate", "result_rows"]
+__all__ = ["CassandraStore", "connect", "list_from_row", "migrate"]
 
 try:
     from cassandra import ConsistencyLevel, DriverException, OperationTimedOut, RequestExecutionException
@@ -97,24 +98,6 @@ def _warn_threshold(session: Any) -> int | None:
 
 
 _SIZE_SLACK = 1.6  # Cassandra counts a batch about 1.5x our byte estimate (cells, timestamps)
-
-
-def result_rows(lists: Sequence[RecommendationList], states: Sequence[UserState]) -> list[list[Any]]:
-    """One row of plain values per user: [user_id, item_ids, scores, model_version, config_digest,
-    source, generated_at (ms), newest_event_ts, state JSON]; list fields are None for a user with a
-    state only, and the state None for a list only. JSON-serialisable (see streams.stores.offload)."""
-    states_by_user = {s.user_id: s for s in states}
-    rows: list[list[Any]] = []
-    for r in lists:
-        s = states_by_user.pop(r.user_id, None)
-        rows.append([
-            r.user_id, [i.item_id for i in r.items], [i.score for i in r.items], r.model_version, r.config_digest,
-            r.source, r.generated_at, r.newest_event_ts,
-            None if s is None else orjson.dumps(state_to_dict(s)).decode(),
-        ])  # fmt: skip
-    for s in states_by_user.values():
-        rows.append([s.user_id, None, None, None, None, None, None, None, orjson.dumps(state_to_dict(s)).decode()])
-    return rows
 
 
 def list_from_row(row: Any) -> RecommendationList:

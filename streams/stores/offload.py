@@ -3,9 +3,10 @@
 Why: the worker is one Python process, and everything in it shares one interpreter lock. With
 Cassandra, the driver's per-request Python work (binding every list element, building requests,
 reading responses on its IO thread) took a third of the worker's lock time, so ranking waited for
-the driver even on an idle core. Here the parent only flattens a batch into one JSON message; a
-child process with its own store connection (and its own lock) binds and sends it, on the other
-core. Reads (state of cache misses), tags and everything else stay on the parent's own store.
+the driver even on an idle core. Here the parent only flattens a batch into one JSON message of
+rows (`streams.stores.rows`); a child process with its own store connection (and its own lock)
+binds and sends it, on the other core. Reads (state of cache misses), tags and everything else
+stay on the parent's own store.
 
 Semantics are the wrapped store's: `put_results` returns only after the child's store call
 returned, so offsets are still committed after the writes; a `StoreUnavailable` in the child is
@@ -23,50 +24,24 @@ from typing import Any
 
 import orjson
 
-from ranker.state import UserState, state_from_dict, state_to_dict
+from ranker.state import UserState
 from schemas.errors import StoreUnavailable
-from schemas.recommendations import RecommendationList, ScoredItem
+from schemas.recommendations import RecommendationList
 from streams.stores.base import Store
+from streams.stores.rows import result_rows, results_from_rows
 
 __all__ = ["OffloadedWrites"]
 
 log = logging.getLogger("fusionrec.store")
 
 
-def _encode(lists: Sequence[RecommendationList], states: Sequence[UserState], rows: bool) -> bytes:
-    """One message per batch: plain rows for a store that writes them directly (Cassandra: the
-    child binds them as they come), else lists and states to rebuild."""
-    if rows:
-        from streams.stores.cassandra import result_rows
-
-        return orjson.dumps(["rows", result_rows(lists, states)])
-    flat = [
-        [r.user_id, [s.item_id for s in r.items], [s.score for s in r.items], r.model_version, r.config_digest,
-         r.generated_at, r.newest_event_ts, r.source]
-        for r in lists
-    ]  # fmt: skip
-    return orjson.dumps(["objects", [flat, [state_to_dict(s) for s in states]]])
-
-
 def _write(store: Any, payload: bytes) -> None:
-    kind, body = orjson.loads(payload)
-    if kind == "rows":
-        store.put_result_rows(body)
-        return
-    flat, states = body
-    lists = [
-        RecommendationList(
-            user_id=u,
-            items=tuple(ScoredItem(i, s) for i, s in zip(ids, scores, strict=True)),
-            model_version=version,
-            config_digest=digest,
-            generated_at=generated,
-            newest_event_ts=newest,
-            source=source,
-        )
-        for u, ids, scores, version, digest, generated, newest, source in flat
-    ]
-    store.put_results(lists, [state_from_dict(s) for s in states])
+    """One batch in the child: Cassandra binds the rows as they come; other stores take objects."""
+    rows = orjson.loads(payload)
+    if hasattr(store, "put_result_rows"):
+        store.put_result_rows(rows)
+    else:
+        store.put_results(*results_from_rows(rows))
 
 
 def _serve(conn: Connection, url: str, replication: str | None) -> None:
@@ -114,7 +89,6 @@ class OffloadedWrites:
         self.start_timeout_s = start_timeout_s
         self._conn: Connection | None = None
         self._proc: Any = None
-        self._rows = hasattr(local, "put_result_rows")  # the child opens the same kind of store
 
     def setup(self) -> None:
         self.local.setup()
@@ -154,7 +128,7 @@ class OffloadedWrites:
             self._start()
         assert self._conn is not None
         try:
-            self._conn.send_bytes(_encode(lists, states, self._rows))
+            self._conn.send_bytes(orjson.dumps(result_rows(lists, states)))
             kind, message = orjson.loads(self._conn.recv_bytes())
         except (EOFError, OSError) as exc:
             log.warning("writer_process_lost pid=%s error=%s restarting", getattr(self._proc, "pid", None), exc)
