@@ -7,6 +7,12 @@ With a CUDA GPU: torch-cuda-fp32, onnx-cuda-fp32 and onnx-cuda-fp16 (IO binding)
 
 All backends use the same length-sorted batching and the same truncation (max_length of the
 export), so the ratios compare runtimes, not batching tricks. Exports are made offline first.
+
+Side by side means interleaved: the texts are ordered by token length once and cut into chunks
+of --chunk texts (a multiple of every batch size, so the batches are those of one whole-catalog
+pass); every backend encodes each chunk in turn, the first one rotating, and its time is summed
+over the chunks. A slow spell on a shared machine then lands on every backend alike instead of
+on whichever ran during it. Each backend still tokenises and sorts its own input, timed.
 """
 
 from __future__ import annotations
@@ -26,15 +32,27 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from fusionrec.datasets import load_items  # noqa: E402
 
+Backend = Callable[[Sequence[str], int], np.ndarray]
 
-def _rate(fn: Callable[[Sequence[str], int], np.ndarray], texts: Sequence[str], batch: int) -> float:
-    fn(texts[: max(batch, 8)], batch)  # warm-up: allocations, kernel selection
-    started = time.perf_counter()
-    fn(texts, batch)
-    return len(texts) / (time.perf_counter() - started)
+
+def _interleaved_rates(backends: dict[str, Backend], texts: Sequence[str], batch: int, chunk: int) -> dict[str, float]:
+    """sentences/s per backend over all `texts`, measured chunk by chunk in rotating order."""
+    for fn in backends.values():
+        fn(texts[: max(batch, 8)], batch)  # warm-up: allocations, kernel selection
+    spent = dict.fromkeys(backends, 0.0)
+    names = list(backends)
+    starts = range(0, len(texts), chunk)
+    for i, start in enumerate(tqdm(starts, desc=f"batch {batch}", unit="chunk", leave=False)):
+        part = texts[start : start + chunk]
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            began = time.perf_counter()
+            backends[name](part, batch)
+            spent[name] += time.perf_counter() - began
+    return {name: len(texts) / seconds for name, seconds in spent.items()}
 
 
 def main() -> None:
@@ -45,6 +63,7 @@ def main() -> None:
     ap.add_argument("--batch1-limit", type=int, default=None, help="texts for batch 1 runs (default: all)")
     ap.add_argument("--threads", type=int, default=0, help="threads for torch and ONNX Runtime (0: all cores)")
     ap.add_argument("--exports", type=Path, default=None, help="reuse exports from this folder")
+    ap.add_argument("--chunk", type=int, default=1024, help="texts per interleaving chunk (multiple of 256)")
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -65,8 +84,13 @@ def main() -> None:
         if not (root / v / "manifest.json").is_file():
             export_encoder(None, root / v, v)  # type: ignore[arg-type]
     cpu = SessionConfig(provider="cpu", intra_op_threads=threads)
-    backends: dict[str, Callable[[Sequence[str], int], np.ndarray]] = {}
-    max_length = TextEncoder(root / "fp32", cpu).manifest.max_length
+    if args.chunk % 256:
+        ap.error("--chunk must be a multiple of 256 (every batch size)")
+    backends: dict[str, Backend] = {}
+    probe = TextEncoder(root / "fp32", cpu)
+    max_length = probe.manifest.max_length
+    lengths = [len(ids) for ids, _ in probe.tokenizer.encode(texts)]
+    texts = [texts[i] for i in np.argsort(lengths, kind="stable")]
     ref = TorchEncoder(default_model_dir(), max_length, threads=threads)
     backends["torch-fp32"] = lambda t, b: ref.encode(t, b)
     onnx_fp32 = TextEncoder(root / "fp32", cpu)
@@ -90,12 +114,12 @@ def main() -> None:
         backends["onnx-cuda-fp16"] = lambda t, b: cuda_fp16.encode(t, b)
         batches.append(256)
     rows = []
-    for batch in batches:  # side by side: every backend at this batch size before the next size
-        sample = texts[: args.batch1_limit] if batch == 1 and args.batch1_limit else texts
-        for name, fn in backends.items():
-            if batch == 256 and "cuda" not in name:
-                continue
-            rate = _rate(fn, sample, batch)
+    by: dict[tuple[str, int], float] = {}
+    for batch in batches:  # side by side: every backend at this batch size, interleaved, before the next size
+        sample = texts[:: max(1, len(texts) // args.batch1_limit)] if batch == 1 and args.batch1_limit else texts
+        chosen = {n: fn for n, fn in backends.items() if batch != 256 or "cuda" in n}
+        for name, rate in _interleaved_rates(chosen, sample, batch, args.chunk).items():
+            by[(name, batch)] = rate
             rows.append({"backend": name, "batch": batch, "sentences_per_s": round(rate, 1), "texts": len(sample)})
             print(f"{name:>16} batch {batch:>3}: {rate:8.1f} sentences/s", flush=True)
     catalog = {}
@@ -103,7 +127,6 @@ def main() -> None:
         started = time.perf_counter()
         enc.encode(texts, batch_size=64)
         catalog[name] = round(time.perf_counter() - started, 2)
-    by = {(r["backend"], r["batch"]): r["sentences_per_s"] for r in rows}
     ratios = {
         f"{b}@{n}": round(by[(b, n)] / by[("torch-fp32", n)], 2)
         for b in ("onnx-fp32", "onnx-int8")
@@ -115,6 +138,7 @@ def main() -> None:
         "ratios_vs_torch": ratios,
         "texts": len(texts),
         "threads": threads,
+        "interleave_chunk": args.chunk,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "cuda": cuda},
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
     }

@@ -34,6 +34,20 @@ def test_manifest_records_source_variant_and_shape(exports: dict[str, Path]) -> 
         assert json.loads((folder / "manifest.json").read_text())["format"] == "fusionrec-text-encoder/1"
 
 
+def test_cpu_variants_leave_skip_layernorm_unfused(exports: dict[str, Path]) -> None:
+    """ONNX Runtime's CPU SkipLayerNormalization is ~4x slower than Add + LayerNormalization
+    (encoders.export._fusion_options); the CUDA (fp16) graph keeps the fused op."""
+    import onnx
+
+    def ops(variant: str) -> set[str]:
+        return {n.op_type for n in onnx.load(str(exports[variant] / "model.onnx")).graph.node}
+
+    for variant in ("fp32", "int8"):
+        assert "SkipLayerNormalization" not in ops(variant)
+        assert "LayerNormalization" in ops(variant)
+    assert "SkipLayerNormalization" in ops("fp16")
+
+
 def test_fp32_parity_with_pytorch(
     exports: dict[str, Path], catalog_texts: list[str], torch_catalog: np.ndarray
 ) -> None:
