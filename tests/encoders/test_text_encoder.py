@@ -48,6 +48,26 @@ def test_cpu_variants_leave_skip_layernorm_unfused(exports: dict[str, Path]) -> 
     assert "SkipLayerNormalization" in ops("fp16")
 
 
+def test_cpu_sessions_keep_skip_layernorm_unfused(exports: dict[str, Path], tmp_path: Path) -> None:
+    """ONNX Runtime's session-time optimiser re-fuses the int8 graph's Add + LayerNormalization
+    pairs unless CPU sessions disable it under the name create_session uses."""
+    import onnx
+    import onnxruntime as ort
+
+    from encoders.session import CPU_DISABLED_OPTIMIZERS
+
+    def session_ops(disabled: list[str]) -> set[str]:
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / f"opt{len(disabled)}.onnx")
+        ort.InferenceSession(
+            str(exports["int8"] / "model.onnx"), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+        )
+        return {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
+
+    assert "SkipLayerNormalization" in session_ops([])
+    assert "SkipLayerNormalization" not in session_ops(list(CPU_DISABLED_OPTIMIZERS))
+
+
 def test_fp32_parity_with_pytorch(
     exports: dict[str, Path], catalog_texts: list[str], torch_catalog: np.ndarray
 ) -> None:
