@@ -7,6 +7,7 @@ longest text; results come back in input order as float32 unit vectors.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from encoders.session import CUDA, SessionConfig, create_session
 from encoders.tokenize import TextTokenizer
 
 __all__ = ["TextEncoder"]
+
+log = logging.getLogger("fusionrec.encoders")
 
 
 class TextEncoder:
@@ -33,6 +36,13 @@ class TextEncoder:
         self.output_name = self.session.get_outputs()[0].name
         self.on_cuda = self.session.get_providers()[0] == CUDA
         self.dim = self.manifest.dim
+        if not self.on_cuda and self.manifest.fusions.get("SkipLayerNormalization"):
+            log.warning(  # exports made for CUDA, or by fusionrec before the CPU variants dropped it
+                "slow_cpu_graph folder=%s variant=%s: SkipLayerNormalization runs ~4x slower on CPU than "
+                "Add + LayerNormalization; re-export with `fusionrec export-encoder --variant fp32|int8`",
+                self.folder,
+                self.manifest.variant,
+            )
 
     @property
     def providers(self) -> list[str]:

@@ -68,6 +68,15 @@ def test_cpu_sessions_keep_skip_layernorm_unfused(exports: dict[str, Path], tmp_
     assert "SkipLayerNormalization" not in session_ops(list(CPU_DISABLED_OPTIMIZERS))
 
 
+def test_cpu_load_of_a_skip_layernorm_graph_warns(exports: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="fusionrec.encoders"):
+        TextEncoder(exports["fp16"], SessionConfig(provider="cpu"))
+        assert any("slow_cpu_graph" in r.message for r in caplog.records)
+        caplog.clear()
+        TextEncoder(exports["int8"], SessionConfig(provider="cpu"))
+        assert not any("slow_cpu_graph" in r.message for r in caplog.records)
+
+
 def test_fp32_parity_with_pytorch(
     exports: dict[str, Path], catalog_texts: list[str], torch_catalog: np.ndarray
 ) -> None:
