@@ -78,11 +78,11 @@ def _first_ffn_down(model_path: Path, intermediate: int, hidden: int) -> list[st
 def _fusion_options(variant: Variant):  # type: ignore[no-untyped-def]
     """ONNX Runtime's BERT fusions, less SkipLayerNormalization for the CPU variants.
 
-    ONNX Runtime's CPU SkipLayerNormalization kernel runs at ~0.4 G floats/s on this project's
-    2-core reference machine, against ~1.7 G floats/s for the Add + LayerNormalization it
-    replaces (same [32, 44, 384] input, onnxruntime 1.32): with it, layer norms were 9% of fp32
-    and 18% of int8 encode time; without, 3%. Outputs are the same to float rounding. The CUDA
-    kernel is fast, so fp16 (GPU) keeps the fusion.
+    ONNX Runtime's CPU SkipLayerNormalization kernel takes 3.3-4.3x (2 threads; 6x on one) the
+    time of the Add + LayerNormalization it replaces on a [32, 44, 384] input (onnxruntime 1.32,
+    `python bench/ort_layernorm.py`): with it, layer norms were 9% of fp32 and 18% of int8 encode
+    time; without, 3%. Outputs are the same to float rounding. The CUDA kernel is fast, so fp16
+    (GPU) keeps the fusion.
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
 

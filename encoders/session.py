@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 Provider = Literal["auto", "cpu", "cuda"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-# ONNX Runtime's CPU SkipLayerNormalization kernel is ~4x slower than the Add + LayerNormalization
+# ONNX Runtime's CPU SkipLayerNormalization kernel is 3-6x slower than the Add + LayerNormalization
 # it fuses (encoders.export._fusion_options); the session-time optimiser would re-fuse the pairs
 # the CPU exports leave apart (it does after int8 quantisation), so CPU sessions turn it off.
 CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)

@@ -38,7 +38,7 @@ class TextEncoder:
         self.dim = self.manifest.dim
         if not self.on_cuda and self.manifest.fusions.get("SkipLayerNormalization"):
             log.warning(  # exports made for CUDA, or by fusionrec before the CPU variants dropped it
-                "slow_cpu_graph folder=%s variant=%s: SkipLayerNormalization runs ~4x slower on CPU than "
+                "slow_cpu_graph folder=%s variant=%s: SkipLayerNormalization runs 3-6x slower on CPU than "
                 "Add + LayerNormalization; re-export with `fusionrec export-encoder --variant fp32|int8`",
                 self.folder,
                 self.manifest.variant,
