@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--exports", type=Path, default=None, help="reuse exports from this folder")
     ap.add_argument("--chunk", type=int, default=1024, help="texts per interleaving chunk (multiple of 256)")
     args = ap.parse_args()
+    if args.chunk % 256:
+        ap.error("--chunk must be a multiple of 256 (every batch size)")
 
     import onnxruntime as ort
     import torch
@@ -84,17 +86,14 @@ def main() -> None:
         if not (root / v / "manifest.json").is_file():
             export_encoder(None, root / v, v)  # type: ignore[arg-type]
     cpu = SessionConfig(provider="cpu", intra_op_threads=threads)
-    if args.chunk % 256:
-        ap.error("--chunk must be a multiple of 256 (every batch size)")
     backends: dict[str, Backend] = {}
-    probe = TextEncoder(root / "fp32", cpu)
-    max_length = probe.manifest.max_length
-    lengths = [len(ids) for ids, _ in probe.tokenizer.encode(texts)]
+    onnx_fp32 = TextEncoder(root / "fp32", cpu)
+    onnx_int8 = TextEncoder(root / "int8", cpu)
+    max_length = onnx_fp32.manifest.max_length
+    lengths = [len(ids) for ids, _ in onnx_fp32.tokenizer.encode(texts)]
     texts = [texts[i] for i in np.argsort(lengths, kind="stable")]
     ref = TorchEncoder(default_model_dir(), max_length, threads=threads)
     backends["torch-fp32"] = lambda t, b: ref.encode(t, b)
-    onnx_fp32 = TextEncoder(root / "fp32", cpu)
-    onnx_int8 = TextEncoder(root / "int8", cpu)
     backends["onnx-fp32"] = lambda t, b: onnx_fp32.encode(t, b)
     backends["onnx-int8"] = lambda t, b: onnx_int8.encode(t, b)
     batches = [1, 32, 128]

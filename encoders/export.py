@@ -1,11 +1,12 @@
 """Offline export of a local Hugging Face BERT-family folder to ONNX (needs the `train` extra).
 
-fp32: traced graph -> ONNX Runtime's BERT fusions (attention, bias-gelu; for CPU the residual
-Add + LayerNormalization pairs stay unfused, see `_fusion_options`). int8: dynamic quantisation
-of the fused fp32 graph, for CPU (its activation scales are computed per batch, so an int8 vector
-can move slightly with its batch neighbours; fp32 and fp16 vectors do not). fp16: fusions for GPU
-(skip-layernorm included) and float16 weights with float32 inputs/outputs, for CUDA. Pooling and L2 normalisation are
-inside the graph; batch and sequence axes are dynamic. A manifest records the source and digests.
+fp32: traced graph -> ONNX Runtime's BERT fusions (attention, bias-gelu; the residual Add +
+LayerNormalization pairs stay unfused, see `_fusion_options`). int8: dynamic quantisation of the
+fused fp32 graph, for CPU (its activation scales are computed per batch, so an int8 vector can
+move slightly with its batch neighbours; fp32 and fp16 vectors do not). fp16: fusions for GPU
+(skip-layernorm included) and float16 weights with float32 inputs/outputs, for CUDA. Pooling and
+L2 normalisation are inside the graph; batch and sequence axes are dynamic. A manifest records
+the source and digests.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from encoders.manifest import EncoderManifest, file_digest
+
+if TYPE_CHECKING:  # the train extra
+    from onnxruntime.transformers.fusion_options import FusionOptions
 
 __all__ = ["DEFAULT_OPSET", "Variant", "default_model_dir", "export_encoder", "load_hf"]
 
@@ -75,14 +79,14 @@ def _first_ffn_down(model_path: Path, intermediate: int, hidden: int) -> list[st
     return []
 
 
-def _fusion_options(variant: Variant):  # type: ignore[no-untyped-def]
+def _fusion_options(variant: Variant) -> FusionOptions:
     """ONNX Runtime's BERT fusions, less SkipLayerNormalization for the CPU variants.
 
     ONNX Runtime's CPU SkipLayerNormalization kernel takes 3.3-4.3x (2 threads; 6x on one) the
     time of the Add + LayerNormalization it replaces on a [32, 44, 384] input (onnxruntime 1.32,
     `python bench/ort_layernorm.py`): with it, layer norms were 9% of fp32 and 18% of int8 encode
     time; without, 3%. Outputs are the same to float rounding. The CUDA kernel is fast, so fp16
-    (GPU) keeps the fusion.
+    (GPU) keeps the fusion; an fp32 export run on CUDA does without it.
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
 
