@@ -1,6 +1,7 @@
 """Text-encoder throughput, side by side in one run over the real Scientific item texts:
 PyTorch eager fp32 (transformers), ONNX fp32 and ONNX int8 at batch 1, 32 and 128, plus the
-seconds to encode the whole catalog with each ONNX variant (as `fusionrec encode-items` does).
+seconds to encode the whole catalog with each ONNX variant (as `fusionrec encode-items` does),
+and those catalog vectors' parity with PyTorch's (mean/min cosine, top-10 neighbour overlap).
 With a CUDA GPU: torch-cuda-fp32, onnx-cuda-fp32 and onnx-cuda-fp16 (IO binding), also at 256.
 
     python bench/encoders.py --json out/encoders.json [--data DIR] [--limit N] [--threads N]
@@ -73,6 +74,7 @@ def main() -> None:
 
     from encoders import SessionConfig, TextEncoder
     from encoders.export import default_model_dir, export_encoder
+    from encoders.parity import neighbour_overlap, row_cosines
     from encoders.torch_reference import TorchEncoder
 
     texts = [it.text() for it in load_items(args.data / "items.csv")][: args.limit]
@@ -121,11 +123,20 @@ def main() -> None:
             by[(name, batch)] = rate
             rows.append({"backend": name, "batch": batch, "sentences_per_s": round(rate, 1), "texts": len(sample)})
             print(f"{name:>16} batch {batch:>3}: {rate:8.1f} sentences/s", flush=True)
-    catalog = {}
+    catalog, vectors = {}, {}
     for name, enc in (("onnx-fp32", onnx_fp32), ("onnx-int8", onnx_int8)):
         started = time.perf_counter()
-        enc.encode(texts, batch_size=64)
+        vectors[name] = enc.encode(texts, batch_size=64)
         catalog[name] = round(time.perf_counter() - started, 2)
+    reference = ref.encode(texts, 64)  # parity over the whole catalog, as the tests hold it
+    quality = {
+        name: {
+            "mean_cosine": round(float(row_cosines(v, reference).mean()), 6),
+            "min_cosine": round(float(row_cosines(v, reference).min()), 6),
+            "top10_neighbour_overlap": round(neighbour_overlap(v, reference, k=10), 4),
+        }
+        for name, v in vectors.items()
+    }
     ratios = {
         f"{b}@{n}": round(by[(b, n)] / by[("torch-fp32", n)], 2)
         for b in ("onnx-fp32", "onnx-int8")
@@ -135,6 +146,7 @@ def main() -> None:
         "rows": rows,
         "catalog_seconds": catalog,
         "ratios_vs_torch": ratios,
+        "quality_vs_torch": quality,
         "texts": len(texts),
         "threads": threads,
         "interleave_chunk": args.chunk,
@@ -143,7 +155,7 @@ def main() -> None:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2))
-    print(json.dumps({"catalog_seconds": catalog, "ratios_vs_torch": ratios}, indent=2))
+    print(json.dumps({"catalog_seconds": catalog, "ratios_vs_torch": ratios, "quality_vs_torch": quality}, indent=2))
     tmp.cleanup()
 
 

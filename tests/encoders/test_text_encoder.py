@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 
 from encoders import EncoderError, EncoderManifest, SessionConfig, TextEncoder, create_session
+from encoders.parity import neighbour_overlap, row_cosines
 from encoders.session import CUDA
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _topk(x: np.ndarray, k: int = 10) -> np.ndarray:
-    sims = x @ x.T
-    np.fill_diagonal(sims, -2.0)
-    return np.argpartition(-sims, k, axis=1)[:, :k]
 
 
 def test_manifest_records_source_variant_and_shape(exports: dict[str, Path]) -> None:
@@ -94,10 +89,9 @@ def test_int8_quality_over_the_whole_catalog(
     exports: dict[str, Path], catalog_texts: list[str], torch_catalog: np.ndarray
 ) -> None:
     int8 = TextEncoder(exports["int8"]).encode(catalog_texts, batch_size=64)
-    cos = (int8 * torch_catalog).sum(axis=1)
+    cos = row_cosines(int8, torch_catalog)
     assert cos.mean() >= 0.99, f"mean cosine {cos.mean():.4f}"
-    ref, got = _topk(torch_catalog), _topk(int8)
-    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref, got, strict=True)])
+    overlap = neighbour_overlap(int8, torch_catalog, k=10)
     assert overlap >= 0.9, f"top-10 neighbour overlap {overlap:.4f}"
 
 
