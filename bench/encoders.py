@@ -129,14 +129,14 @@ def main() -> None:
         vectors[name] = enc.encode(texts, batch_size=64)
         catalog[name] = round(time.perf_counter() - started, 2)
     reference = ref.encode(texts, 64)  # parity over the whole catalog, as the tests hold it
-    quality = {
-        name: {
-            "mean_cosine": round(float(row_cosines(v, reference).mean()), 6),
-            "min_cosine": round(float(row_cosines(v, reference).min()), 6),
-            "top10_neighbour_overlap": round(neighbour_overlap(v, reference, k=10), 4),
+    quality = {}
+    for name, vecs in vectors.items():
+        cos = row_cosines(vecs, reference)
+        quality[name] = {
+            "mean_cosine": round(float(cos.mean()), 6),
+            "min_cosine": round(float(cos.min()), 6),
+            "top10_neighbour_overlap": round(neighbour_overlap(vecs, reference, k=10), 4),
         }
-        for name, v in vectors.items()
-    }
     ratios = {
         f"{b}@{n}": round(by[(b, n)] / by[("torch-fp32", n)], 2)
         for b in ("onnx-fp32", "onnx-int8")
