@@ -131,6 +131,13 @@ def build_app(cfg: WorkerConfig, pipeline: Pipeline, stopping: threading.Event, 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
     cache = pipeline.state_cache
+
+    @app.on_partitions_assigned.connect
+    async def log_assignment(_sender: Any, /, *args: Any, **__: Any) -> None:
+        """Which partitions this worker owns after each rebalance (operators and tests read it)."""
+        owned = sorted(f"{tp.topic}:{tp.partition}" for tp in (args[0] if args else ()))
+        log.info("partitions_assigned count=%d partitions=%s", len(owned), ",".join(owned))
+
     if cache is not None:
         # faust pauses the partitions and waits for in-flight (unacked) batches before it revokes,
         # so after these no cached state from the old assignment is used (streams.state_cache)

@@ -40,7 +40,11 @@ def test_two_kills_and_a_rebalance_stay_exact(
     events = shop.events
     assert len(events) >= 50_000
     ensure_topics(services["bootstrap"], {names["topic"]: 4, names["dead_letter_topic"]: 1})
-    produce_records(services["bootstrap"], names["topic"], event_records(shop), progress=False)
+    records = list(event_records(shop))
+    # the last 40% are produced only once the second worker owns partitions: a fast first worker could
+    # otherwise drain the topic before the rebalance completes, leaving the second nothing to read
+    held_back = int(0.6 * len(records))
+    produce_records(services["bootstrap"], names["topic"], records[:held_back], progress=False)
     slow_commits = {"FUSIONREC_WORKER__COMMIT_INTERVAL_S": "3600"}  # every kill leaves work to replay
     marks = []
     for n, share in enumerate((0.15, 0.35)):
@@ -53,11 +57,18 @@ def test_two_kills_and_a_rebalance_stay_exact(
         assert w.alive(), w.log()[-3000:]
         w.kill()
         marks.append(_folded(store))
-    assert marks[0] < marks[1] < len(events)
+    assert marks[0] < marks[1] and marks[1] + 2000 < held_back  # the restarted worker has produced events left
     first = named_worker(tmp_path, names, "first").start()
     wait_for(lambda: _folded(store) > marks[1] + 2000 or not first.alive(), 300, "the restarted worker to progress")
     second = named_worker(tmp_path, names, "second").start()  # joins the group: partitions are rebalanced
     try:
+        wait_for(
+            lambda: re.search(r"partitions_assigned count=[1-9]", second.log()) is not None or not second.alive(),
+            300,
+            "the second worker to own partitions",
+        )
+        assert second.alive(), second.log()[-3000:]
+        produce_records(services["bootstrap"], names["topic"], records[held_back:], progress=False)
         wait_for(
             lambda: _folded(store) >= len(events) or not (first.alive() and second.alive()),
             600,
