@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from fusionrec.datasets import load_items  # noqa: E402
+from shopdata.loader import load_items  # noqa: E402
 
 Backend = Callable[[Sequence[str], int], np.ndarray]
 

@@ -34,12 +34,12 @@ import aiohttp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import drop_keyspace  # noqa: E402
-from fusionrec.datasets import load_dataset  # noqa: E402
-from fusionrec.wiring import load_data  # noqa: E402
 from ranker.bundle import ModelBundle  # noqa: E402
 from ranker.online import BundleRanker  # noqa: E402
 from schemas.codec import encode_event  # noqa: E402
 from serving.text import category_query, common_category_terms, known_item_query  # noqa: E402
+from shopdata import load_data  # noqa: E402
+from shopdata.loader import load_dataset  # noqa: E402
 from streams.core import Pipeline, RawRecord  # noqa: E402
 from streams.stores.cassandra import CassandraStore  # noqa: E402
 

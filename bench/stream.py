@@ -36,12 +36,12 @@ import orjson  # noqa: E402
 from confluent_kafka import Consumer  # noqa: E402
 
 from bench.common import committed, drop_keyspace  # noqa: E402
-from fusionrec.wiring import event_records, load_data  # noqa: E402
+from bench.harness import WorkerProcess, wait_for  # noqa: E402
 from schemas.codec import encode_event  # noqa: E402
 from schemas.events import Event, EventType  # noqa: E402
+from shopdata import event_records, load_data  # noqa: E402
 from streams.replay import ensure_topics, produce_records  # noqa: E402
 from streams.stores.cassandra import CassandraStore, connect  # noqa: E402
-from tests.integration.harness import WorkerProcess, wait_for  # noqa: E402
 
 BOOT = "127.0.0.1:9092"
 

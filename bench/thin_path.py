@@ -26,11 +26,12 @@ sys.path.insert(0, str(REPO))
 
 
 from bench.common import committed, drop_keyspace  # noqa: E402
-from fusionrec.wiring import build_pipeline, build_ranker, event_records, load_data  # noqa: E402
+from bench.harness import WorkerProcess, wait_for  # noqa: E402
+from fusionrec.wiring import build_pipeline, build_ranker  # noqa: E402
+from shopdata import event_records, load_data  # noqa: E402
 from streams.embedded import records_from_values, run_embedded  # noqa: E402
 from streams.replay import ensure_topics, produce_records  # noqa: E402
 from streams.stores.sqlite import SQLiteStore  # noqa: E402
-from tests.integration.harness import WorkerProcess, wait_for  # noqa: E402
 
 
 def bench_embedded(data: str | None, batch_size: int) -> dict[str, float]:

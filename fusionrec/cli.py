@@ -64,7 +64,8 @@ def demo(
 ) -> None:
     """Run the whole pipeline in-process (file replay -> SQLite), no servers, then show sample users."""
     _setup_logging()
-    from fusionrec.wiring import build_pipeline, build_ranker, event_records, load_data
+    from fusionrec.wiring import build_pipeline, build_ranker
+    from shopdata import event_records, load_data
     from streams.embedded import records_from_values, run_embedded
     from streams.stores.sqlite import SQLiteStore
 
@@ -124,7 +125,7 @@ def replay(
     from itertools import islice
 
     from fusionrec.settings import load_settings
-    from fusionrec.wiring import event_records, load_data
+    from shopdata import event_records, load_data
     from streams.replay import ensure_topics, produce_records
 
     settings = load_settings()
@@ -162,7 +163,8 @@ def worker(
     """
     _setup_logging()
     from fusionrec.settings import load_settings
-    from fusionrec.wiring import build_pipeline, build_ranker, load_data, open_results_store
+    from fusionrec.wiring import build_pipeline, build_ranker, open_results_store
+    from shopdata import load_data
     from streams.faust_worker import WorkerConfig, run_worker
     from streams.replay import ensure_topics
 
@@ -291,7 +293,7 @@ def encode_items_cmd(
     """Encode a catalog's item texts with the ONNX encoder; a second run re-encodes only changed items."""
     _setup_logging()
     from encoders import SessionConfig, TextEncoder, encode_catalog
-    from fusionrec.datasets import load_items_file
+    from shopdata.loader import load_items_file
 
     if provider not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter("provider must be auto, cpu or cuda")
@@ -330,9 +332,9 @@ def train(
     manifest with digests and validation metrics; the other variants go under variants/.
     """
     _setup_logging()
-    from fusionrec.datasets import load_dataset
     from ranker.fit import DEFAULT_VARIANTS, fit
     from ranker.train import TrainConfig
+    from shopdata.loader import load_dataset
 
     chosen = (
         DEFAULT_VARIANTS
@@ -382,8 +384,8 @@ def evaluate(
     _setup_logging()
     import json as _json
 
-    from fusionrec.datasets import load_dataset
     from ranker.evaluate import evaluate as run_evaluation
+    from shopdata.loader import load_dataset
 
     out = run_evaluation(load_dataset(data), bundle, holdout)
     public = {k: v for k, v in out.items() if not k.startswith("_")}

@@ -65,9 +65,9 @@ def register(app: typer.Typer) -> None:
 
         Example: fusionrec search-eval --data ../shared/data/scientific --bundle out/bundle-sci --json out/search.json
         """
-        from fusionrec.datasets import load_dataset
         from serving.quality import evaluate_search
         from serving.resources import load_resources
+        from shopdata.loader import load_dataset
 
         ds = load_dataset(data)
         res = load_resources(ds.items, bundle=bundle, encoder=encoder, cache=cache, popularity=ds.item_counts())
@@ -218,10 +218,10 @@ def register_more(app: typer.Typer) -> None:
         Example: fusionrec tag-items --data ../shared/data/scientific --out out/tags.jsonl --store sqlite:///out/fusionrec.db
         """
         from encoders.text import TextEncoder
-        from fusionrec.datasets import load_items, load_items_file
         from fusionrec.settings import load_settings
         from fusionrec.wiring import open_results_store
         from serving.tags import tag_items
+        from shopdata.loader import load_items, load_items_file
 
         if (items is None) == (data is None):
             raise typer.BadParameter("give exactly one of --items or --data")

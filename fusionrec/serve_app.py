@@ -30,9 +30,9 @@ class ServeOptions:
 
 
 def _catalog(opts: ServeOptions) -> tuple[list[Any], dict[str, int]]:
-    from fusionrec.datasets import load_items_file
     from fusionrec.settings import load_settings
-    from fusionrec.wiring import load_data
+    from shopdata import load_data
+    from shopdata.loader import load_items_file
 
     if opts.items is not None:
         return load_items_file(opts.items), {}

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-from fusionrec.datasets import Dataset, load_dataset
 from fusionrec.settings import Settings
-from fusionrec.synthetic import generate_shop
 from ranker.cooccurrence import fit_cooccurrence
-from schemas.codec import encode_event
+from shopdata.loader import Dataset
 from streams.core import Pipeline, PipelineSensor, Ranker, RetryPolicy
 from streams.state_cache import StateCache
 from streams.stores import Store, open_store
 
-__all__ = ["build_pipeline", "build_ranker", "event_records", "load_data", "open_results_store"]
-
-
-def load_data(data: str | None, limit_users: int | None = None) -> Dataset:
-    """A dataset folder, or the built-in synthetic shop when none is given."""
-    if data is None or data in {"", "synthetic"}:
-        return generate_shop()
-    return load_dataset(data, limit_users=limit_users)
+__all__ = ["build_pipeline", "build_ranker", "open_results_store"]
 
 
 def build_ranker(dataset: Dataset, bundle: str | Path | None = None) -> Ranker:
@@ -40,12 +30,6 @@ def build_ranker(dataset: Dataset, bundle: str | Path | None = None) -> Ranker:
     # the services; idle ONNX threads busy-waiting for the next batch cost ~10% throughput
     session = SessionConfig(allow_spinning=False)
     return BundleRanker(ModelBundle.load(bundle, session), popular=popular, retrieval=session)
-
-
-def event_records(dataset: Dataset) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) pairs for Kafka: keyed by user so one user's events stay in order."""
-    for ev in dataset.events:
-        yield ev.user_id.encode(), encode_event(ev)
 
 
 def open_results_store(settings: Settings, url: str | None = None) -> Store:

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusionrec.datasets import Dataset
-from schemas.events import EventType
+from schemas.events import EVENT_TYPE_INDEX
+from shopdata.loader import Dataset
 
 __all__ = [
-    "EVENT_TYPE_INDEX",
     "Catalog",
     "Split",
     "SplitData",
@@ -27,8 +26,6 @@ __all__ = [
     "leave_one_out",
     "user_sequences",
 ]
-
-EVENT_TYPE_INDEX = {t.value: i + 1 for i, t in enumerate(EventType)}  # 0 = padding
 
 
 @dataclass(frozen=True)

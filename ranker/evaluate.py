@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from fusionrec.datasets import Dataset
 from ranker.baselines import ItemKNN, popularity_scores, text_profile_scores
 from ranker.bundle import ModelBundle
 from ranker.data import Catalog, Split, SplitData, build_catalog, holdout_split, leave_one_out, user_sequences
 from ranker.metrics import summarize, target_ranks
+from shopdata.loader import Dataset
 
 __all__ = ["evaluate", "read_holdout"]
 

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 from encoders import SessionConfig, TextEncoder
-from fusionrec.datasets import Dataset
 from ranker.bundle import ModelBundle
 from ranker.data import Catalog, SplitData, build_catalog, leave_one_out, user_sequences
 from ranker.export_onnx import export_bundle
 from ranker.model import ModelConfig
 from ranker.train import TrainConfig, catalog_tensors, choose_alpha, score_split, train_model
+from shopdata.loader import Dataset
 
 __all__ = ["DEFAULT_VARIANTS", "encode_texts", "fit", "train_all_but_last"]
 

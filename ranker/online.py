@@ -13,10 +13,10 @@ import numpy as np
 from encoders.session import SessionConfig
 from encoders.topk import OnnxExactRetriever
 from ranker.bundle import ModelBundle
-from ranker.data import EVENT_TYPE_INDEX
 from ranker.ranking import RankingPolicy, first_unseen, rank_candidates
 from ranker.retrieval import EXACT_UP_TO, Retriever, make_retriever
 from ranker.state import UserState
+from schemas.events import EVENT_TYPE_INDEX
 from schemas.items import Item
 
 __all__ = ["BundleRanker"]

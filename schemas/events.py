@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-__all__ = ["ITEM_EVENT_TYPES", "Event", "EventType"]
+__all__ = ["EVENT_TYPE_INDEX", "ITEM_EVENT_TYPES", "Event", "EventType"]
 
 
 class EventType(StrEnum):
@@ -19,6 +19,10 @@ class EventType(StrEnum):
 
 #: Event types that name an item (every type but search).
 ITEM_EVENT_TYPES = frozenset(t for t in EventType if t is not EventType.SEARCH)
+
+#: Event type -> the index the user encoder embeds (0 is padding). Part of a bundle's contract:
+#: training and the online rankers must agree on it, so it lives with the event vocabulary.
+EVENT_TYPE_INDEX = {t.value: i + 1 for i, t in enumerate(EventType)}
 
 ContextValue = str | int | float | bool
 

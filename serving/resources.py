@@ -14,7 +14,7 @@ from encoders.catalog import encode_catalog, load_catalog_vectors
 from encoders.session import SessionConfig
 from encoders.text import TextEncoder
 from ranker.bundle import ModelBundle
-from ranker.data import EVENT_TYPE_INDEX
+from schemas.events import EVENT_TYPE_INDEX
 from schemas.items import Item
 from serving.search import HybridIndex, SearchWeights
 

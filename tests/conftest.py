@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fusionrec.synthetic import generate_shop
+from shopdata.synthetic import generate_shop
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "deploy" / "local" / "services.sh"
@@ -91,9 +91,9 @@ def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundles(shop_dir: Path, exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    from fusionrec.datasets import load_dataset
     from ranker.fit import fit
     from ranker.train import TrainConfig
+    from shopdata.loader import load_dataset
 
     out = []
     for run in range(2):  # same seed twice: determinism

@@ -17,16 +17,16 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from fusionrec.datasets import Dataset, load_dataset
+from bench.harness import WorkerProcess, assert_folds_exactly, wait_for
 from fusionrec.wiring import build_pipeline, build_ranker
 from ranker.state import UserState
 from schemas.codec import encode_event
 from schemas.recommendations import RecommendationList
+from shopdata.loader import Dataset, load_dataset
 from streams.embedded import records_from_values, run_embedded
 from streams.replay import ensure_topics
 from streams.stores.cassandra import CassandraStore
 from streams.stores.sqlite import SQLiteStore
-from tests.integration.harness import WorkerProcess, assert_folds_exactly, wait_for
 
 MALFORMED = [b"{not json", b'{"event_id": "x1", "type": "view"}', b'{"event_id": "x2", "type": "teleport", '
              b'"user_id": "u", "ts": 1}', b""]  # fmt: skip

@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fusionrec.synthetic import generate_shop
-from fusionrec.wiring import build_pipeline, build_ranker, event_records
+from bench.harness import expected_views
+from fusionrec.wiring import build_pipeline, build_ranker
 from schemas.codec import encode_event
+from shopdata import event_records
+from shopdata.synthetic import generate_shop
 from streams.embedded import records_from_values, run_embedded
 from streams.stores.sqlite import SQLiteStore
-from tests.integration.harness import expected_views
 
 REPO = Path(__file__).resolve().parents[2]
 

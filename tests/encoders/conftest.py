@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusionrec.datasets import load_items
+from shopdata.loader import load_items
 
 REPO = Path(__file__).resolve().parents[2]
 _CANDIDATES = [

@@ -16,13 +16,13 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from fusionrec.synthetic import generate_shop
-from fusionrec.wiring import event_records
+from bench.harness import assert_folds_exactly, named_worker, wait_for
 from schemas.codec import encode_event
 from schemas.events import Event
+from shopdata import event_records
+from shopdata.synthetic import generate_shop
 from streams.replay import ensure_topics, produce_records
 from streams.stores.cassandra import CassandraStore
-from tests.integration.harness import assert_folds_exactly, named_worker, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -10,12 +10,12 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from fusionrec.datasets import load_dataset
+from bench.harness import WorkerProcess, wait_for
 from schemas.codec import encode_event
 from schemas.events import Event, EventType
+from shopdata.loader import load_dataset
 from streams.replay import ensure_topics
 from streams.stores.cassandra import CassandraStore
-from tests.integration.harness import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from fusionrec.synthetic import generate_shop
-from fusionrec.wiring import event_records
+from bench.harness import assert_folds_exactly, named_worker, wait_for
+from shopdata import event_records
+from shopdata.synthetic import generate_shop
 from streams.replay import ensure_topics, produce_records
 from streams.stores.cassandra import CassandraStore
 from tests.conftest import SERVICES
-from tests.integration.harness import assert_folds_exactly, named_worker, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fusionrec.datasets import load_dataset
 from ranker.data import build_catalog, holdout_split, leave_one_out, user_sequences
 from ranker.evaluate import read_holdout
+from shopdata.loader import load_dataset
 
 
 def _write_dataset(root: Path, rows: list[tuple[str, str, int]], items: list[str]) -> Path:

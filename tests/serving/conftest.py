@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fusionrec.datasets import Dataset, load_dataset
 from ranker.bundle import ModelBundle
 from ranker.online import BundleRanker
 from schemas.codec import encode_event
 from serving.resources import ServingResources, load_resources
+from shopdata.loader import Dataset, load_dataset
 from streams.core import Pipeline, RawRecord
 from streams.stores import SQLiteStore, Store
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fusionrec.datasets import Dataset
 from serving.app import create_app
 from serving.resources import ServingResources
 from serving.service import ServingService
+from shopdata.loader import Dataset
 from streams.stores import MemoryStore, Store
 from tests.serving.conftest import TAGGED
 

@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fusionrec.cli import app
-from fusionrec.datasets import Dataset
 from serving.client import ApiClient, ApiError, CassandraListReader
+from shopdata.loader import Dataset
 from streams.stores import SQLiteStore
 from streams.stores.cassandra import CassandraStore
 from tests.serving.conftest import fill

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from fusionrec.datasets import BASE_TS_MS, load_dataset
-from fusionrec.synthetic import generate_shop
 from schemas.codec import decode_event, encode_event
 from schemas.errors import ConfigError
 from schemas.events import EventType
+from shopdata.loader import BASE_TS_MS, load_dataset
+from shopdata.synthetic import generate_shop
 
 
 def _write(tmp: Path, items: str, events: str) -> Path:

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import orjson
 
-from fusionrec.synthetic import generate_shop
 from ranker.cooccurrence import fit_cooccurrence
 from ranker.state import Delivery, UserState, apply_events
 from schemas.codec import encode_event
 from schemas.errors import StoreUnavailable
+from shopdata.synthetic import generate_shop
 from streams.core import Pipeline, RawRecord, RetryPolicy
 from streams.stores.memory import MemoryStore
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 
-from fusionrec.datasets import BASE_TS_MS, Dataset
 from schemas.events import Event, EventType
 from schemas.items import Item
+from shopdata.loader import BASE_TS_MS, Dataset
 
 __all__ = ["generate_shop"]
 

@@ -1,4 +1,5 @@
-"""Helpers for integration tests: a worker subprocess, polling, and the expected fold."""
+"""Helpers shared by the benchmarks and the integration tests: a worker subprocess, polling, and the
+expected fold of a user's events."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 from ranker.state import Delivery, UserState, apply_events
 from schemas.events import Event
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def expected_views(events: Iterable[Event]) -> dict[str, dict[str, Any]]:
