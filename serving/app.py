@@ -139,14 +139,18 @@ def create_app(service: ServingService, worker_threads: int = 4) -> FastAPI:
         user_id: Annotated[str | None, Query(min_length=1, max_length=lim.max_id_chars)] = None,
     ) -> Response:
         """BM25 + dense (ONNX text encoder) retrieval fused by z-scored scores; with user_id, the
-        user's model vector re-ranks the candidates."""
+        user's stored list (the mean vector of its items) re-ranks the candidates."""
         return _json(service.search(q.strip(), k, user_id))
 
+    # HEAD too: uptime monitors and some load balancers probe with HEAD, and expect what GET answers.
+    # A route of its own, out of the schema (one route with both methods gives one operation id twice).
     @app.get("/healthz", summary="Liveness")
+    @app.head("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness: the store answers")
+    @app.head("/readyz", include_in_schema=False)
     def readyz() -> JSONResponse:
         ok, detail = service.ready()
         return JSONResponse(

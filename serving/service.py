@@ -1,5 +1,9 @@
 """The read side, without HTTP: stored lists with a fallback chain, similar items, personalised
-hybrid search, item tags. The HTTP app (serving.app) is a thin shell over this."""
+hybrid search, item tags. The HTTP app (serving.app) is a thin shell over this.
+
+It reads the derived lists and the catalog only, never user state (the pipeline's source of
+truth): a read replica or a list-only keyspace is enough to serve, and reads cannot contend with
+the worker's state writes."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import numpy as np
 from schemas.errors import StoreUnavailable
 from serving.resources import ServingResources
 from serving.search import Mode
-from streams.stores import Store
+from streams.stores.base import CatalogStore, RecommendationStore
 
 __all__ = ["Limits", "NotFound", "ServingService"]
 
@@ -36,15 +40,15 @@ class Limits:
 class _TagCache:
     """Item tags read from the store, kept for `ttl_s`: tags change when `tag-items` runs, not per request."""
 
-    def __init__(self, store: Store, ttl_s: float, clock: Callable[[], float]) -> None:
-        self.store, self.ttl_s, self.clock = store, ttl_s, clock
+    def __init__(self, catalog: CatalogStore, ttl_s: float, clock: Callable[[], float]) -> None:
+        self.catalog, self.ttl_s, self.clock = catalog, ttl_s, clock
         self._tags: dict[str, tuple[float, list[str]]] = {}
         self._lock = threading.Lock()
 
     def preload(self, item_ids: Sequence[str]) -> None:
         """Read every item's tags once at start, so requests do not pay for the first reads."""
         try:
-            got = self.store.get_item_tags(item_ids)
+            got = self.catalog.get_item_tags(item_ids)
         except StoreUnavailable as exc:
             log.warning("event=tags_unavailable error=%r", str(exc))
             return
@@ -60,7 +64,7 @@ class _TagCache:
         missing = [i for i in item_ids if i not in fresh]
         if missing:
             try:
-                got = self.store.get_item_tags(missing)
+                got = self.catalog.get_item_tags(missing)
             except StoreUnavailable as exc:  # tags are decoration: answer without them
                 log.warning("event=tags_unavailable error=%r", str(exc))
                 return fresh
@@ -76,16 +80,18 @@ class ServingService:
     def __init__(
         self,
         resources: ServingResources,
-        store: Store,
+        lists: RecommendationStore,
+        catalog: CatalogStore,
         limits: Limits = Limits(),
         clock: Callable[[], float] = time.time,
         tag_ttl_s: float = 300.0,
     ) -> None:
+        """`lists`: the stored recommendation lists; `catalog`: item tags (often the same store)."""
         self.res = resources
-        self.store = store
+        self.lists = lists
         self.limits = limits
         self.clock = clock
-        self.tags = _TagCache(store, tag_ttl_s, clock)
+        self.tags = _TagCache(catalog, tag_ttl_s, clock)
         self.tags.preload([it.item_id for it in resources.items])
         self._categories = [it.category.lower() for it in resources.items]
 
@@ -120,7 +126,7 @@ class ServingService:
         now_ms = int(self.clock() * 1000)
         store_error = None
         try:
-            stored = self.store.get_recommendations(user_id)
+            stored = self.lists.get_recommendations(user_id)
         except StoreUnavailable as exc:
             stored, store_error = None, str(exc)
             log.warning("event=store_unavailable endpoint=recommendations error=%r", store_error)
@@ -173,19 +179,8 @@ class ServingService:
 
     def search(self, query: str, k: int, user_id: str | None = None) -> dict[str, Any]:
         qvec = self.res.encoder.encode([query])[0]
-        affinity = None
-        personalized = False
-        note = None
-        if user_id and self.res.bundle is not None:
-            try:
-                state = self.store.get_states([user_id]).get(user_id)
-            except StoreUnavailable as exc:
-                state, note = None, f"not personalised: {exc}"
-            if state is not None and state.recent_items:
-                u = self.res.user_vectors([list(state.recent_items)], [list(state.recent_types)])
-                if np.any(u):
-                    affinity = self.res.affinity(u)[0]
-                    personalized = True
+        affinity, note = self._list_affinity(user_id) if user_id else (None, None)
+        personalized = affinity is not None
         mode: Mode = "personal" if personalized else "hybrid"
         ranked = self.res.index.rank(query, qvec, k, mode=mode, affinity=affinity)
         answer: dict[str, Any] = {
@@ -200,9 +195,27 @@ class ServingService:
             answer["degraded"] = note
         return answer
 
+    def _list_affinity(self, user_id: str) -> tuple[np.ndarray | None, str | None]:
+        """(affinity per catalog row, degradation note). The user's taste is read from their stored
+        list, not their state: the mean of its items' vectors (the bundle's fused vectors, text
+        vectors without a bundle) points where the model placed the user, at the cost of one key
+        lookup. No list, a popularity list (no personal signal), or none of its
+        items in the catalog: no affinity."""
+        try:
+            stored = self.lists.get_recommendations(user_id)
+        except StoreUnavailable as exc:
+            return None, f"not personalised: {exc}"
+        if stored is None or stored.source == "popular":
+            return None, None
+        rows = [r for s in stored.items if (r := self.res.rows.get(s.item_id)) is not None]
+        taste = self.res.item_vectors[rows].mean(axis=0) if rows else None
+        if taste is None or not np.any(taste):
+            return None, None
+        return self.res.affinity(taste[None, :])[0], None
+
     def ready(self) -> tuple[bool, str]:
         try:
-            self.store.get_recommendations("__readyz__")
+            self.lists.get_recommendations("__readyz__")
         except StoreUnavailable as exc:
             return False, str(exc)
         return True, "ok"

@@ -27,7 +27,7 @@ from schemas.codec import decode_event
 from schemas.errors import InvalidEvent, StoreUnavailable
 from schemas.recommendations import RecommendationList, ScoredItem
 from streams.state_cache import StateCache
-from streams.stores.base import Store
+from streams.stores.base import DeadLetterRecord, ResultsStore
 
 __all__ = [
     "BatchOutcome",
@@ -57,15 +57,6 @@ class RawRecord:
     value: bytes
     source: str
     offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRecord:
-    source: str
-    offset: int
-    field: str
-    reason: str
-    raw: bytes
 
 
 @dataclass(slots=True)
@@ -141,7 +132,7 @@ def config_digest(**settings: object) -> str:
 class Pipeline:
     def __init__(
         self,
-        store: Store,
+        store: ResultsStore,
         ranker: Ranker,
         *,
         k: int = 20,

@@ -1,16 +1,17 @@
-"""Embedded runtime: replays a file of events through the same pipeline into SQLite, in-process."""
+"""Embedded runtime: replays a file of events through the same pipeline, in-process (SQLite by
+default). Dead letters go to a `DeadLetterStore`, where the Kafka runtime has a dead-letter topic."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from streams.core import BatchOutcome, Pipeline, RawRecord
-from streams.stores.sqlite import SQLiteStore
+from streams.stores.base import DeadLetterStore
 
 __all__ = ["EmbeddedReport", "records_from_values", "run_embedded"]
 
@@ -50,19 +51,21 @@ def _batches(records: Iterable[RawRecord], size: int) -> Iterator[list[RawRecord
 def run_embedded(
     records: Iterable[RawRecord],
     pipeline: Pipeline,
-    store: SQLiteStore,
+    dead_letters: DeadLetterStore,
     *,
     batch_size: int = 500,
     total: int | None = None,
     progress: bool = True,
 ) -> EmbeddedReport:
-    """Feed records in micro-batches; dead letters go to the store's dead_letters table."""
+    """Feed records in micro-batches through `pipeline` (which writes results to its own store);
+    each batch's dead letters are kept in `dead_letters` (often the same store)."""
     report = EmbeddedReport()
     started = time.perf_counter()
     with tqdm(total=total, unit="ev", desc="replay (embedded)", disable=not progress, leave=False) as bar:
         for batch in _batches(records, batch_size):
             outcome: BatchOutcome = pipeline.process(batch)
-            _publish_dead_letters(store, outcome)
+            if outcome.dead_letters:
+                dead_letters.put_dead_letters(outcome.dead_letters)
             report.records += outcome.n_records
             report.applied += outcome.n_applied
             report.duplicates += outcome.n_duplicates
@@ -80,11 +83,3 @@ def run_embedded(
         report.events_per_s,
     )
     return report
-
-
-def _publish_dead_letters(store: SQLiteStore, outcome: BatchOutcome) -> None:
-    letters: Sequence[tuple[str, int, str, str, bytes]] = [
-        (d.source, d.offset, d.field, d.reason, d.raw) for d in outcome.dead_letters
-    ]
-    if letters:
-        store.put_dead_letters(letters)

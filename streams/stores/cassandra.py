@@ -2,6 +2,9 @@
 
 Driver errors are translated at this edge: anything that means "the cluster did not answer"
 becomes StoreUnavailable, which the pipeline turns into back-pressure.
+
+Implements the state, lists, results and catalog-tag ports; no dead letters (Kafka mode publishes
+them to a dead-letter topic). Opened with `create=False` (readers) it creates no keyspace or table.
 """
 
 from __future__ import annotations
@@ -27,14 +30,20 @@ from schemas.cql import (
     ddl_statements,
     replication_clause,
 )
-from schemas.errors import StoreUnavailable
+from schemas.errors import ConfigError, StoreUnavailable
 from schemas.recommendations import RecommendationList, ScoredItem
 from streams.stores.rows import result_rows
 
 __all__ = ["CassandraStore", "connect", "list_from_row", "migrate"]
 
 try:
-    from cassandra import ConsistencyLevel, DriverException, OperationTimedOut, RequestExecutionException
+    from cassandra import (
+        ConsistencyLevel,
+        DriverException,
+        InvalidRequest,
+        OperationTimedOut,
+        RequestExecutionException,
+    )
     from cassandra.cluster import Cluster, NoHostAvailable, Session
     from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
     from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -181,12 +190,14 @@ class CassandraStore:
         url: str | None = None,
         batch_users: int = 16,
         batch_bytes: int | None = None,
+        create: bool = True,
     ) -> None:
         """`batch_users`/`batch_bytes` bound the UNLOGGED batches of `put_results`. `batch_bytes`
         None (the default) reads the cluster's batch_size_warn_threshold at setup and stays within
         it, up to `MAX_AUTO_BATCH_BYTES` (beyond the threshold every batch logs a warning on the
         server and the client; stock clusters warn at 5 KiB, deploy/local at 64 KiB);
-        `batch_users` at 1 sends one request per user."""
+        `batch_users` at 1 sends one request per user. `create=False`: `setup` connects and
+        prepares only; a missing keyspace or table is a ConfigError, never created."""
         self.hosts = list(hosts)
         self.port = port
         self.keyspace = keyspace
@@ -195,6 +206,7 @@ class CassandraStore:
         self.batch_users = max(1, batch_users)
         self.batch_bytes = batch_bytes or DEFAULT_BATCH_BYTES
         self._auto_batch = batch_bytes is None
+        self.create = create
         self.url = url or f"cassandra://{','.join(self.hosts)}:{port}/{keyspace}"
         self._cluster: Any = None
         self._session: Any = None
@@ -205,7 +217,13 @@ class CassandraStore:
             return
         cluster, session = connect(self.hosts, self.port)
         try:
-            migrate(session, self.keyspace, self.replication)
+            if self.create:
+                migrate(session, self.keyspace, self.replication)
+            elif self._stored_keyspace(cluster) is None:
+                raise ConfigError(
+                    f"no Cassandra keyspace {self.keyspace!r} at {','.join(self.hosts)}:{self.port}; check the "
+                    "store URL, or let the worker create it (`fusionrec worker --store URL`)"
+                )
             with _translated("prepare"):
                 for name, cql in (
                     ("upsert_state", UPSERT_STATE),
@@ -216,7 +234,13 @@ class CassandraStore:
                     ("upsert_tags", UPSERT_ITEM_TAGS),
                     ("select_tags", SELECT_ITEM_TAGS),
                 ):
-                    stmt = session.prepare(cql.format(ks=self.keyspace))
+                    try:
+                        stmt = session.prepare(cql.format(ks=self.keyspace))
+                    except InvalidRequest as exc:  # a table the keyspace lacks (not created: create=False)
+                        raise ConfigError(
+                            f"Cassandra keyspace {self.keyspace!r} is not a fusionrec store ({exc}); "
+                            "check the store URL"
+                        ) from exc
                     stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
                     self._stmts[name] = stmt
         except BaseException:
@@ -225,6 +249,11 @@ class CassandraStore:
         self._cluster, self._session = cluster, session
         if self._auto_batch:
             self.batch_bytes = min(_warn_threshold(session) or DEFAULT_BATCH_BYTES, MAX_AUTO_BATCH_BYTES)
+
+    def _stored_keyspace(self, cluster: Any) -> Any:
+        """The keyspace's schema metadata, or None (CQL folds an unquoted name to lower case)."""
+        keyspaces = cluster.metadata.keyspaces
+        return keyspaces.get(self.keyspace) or keyspaces.get(self.keyspace.lower())
 
     @property
     def session(self) -> Any:

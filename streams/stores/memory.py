@@ -1,4 +1,4 @@
-"""In-memory twin of the stores, for unit tests of the pure core."""
+"""In-memory twin of the stores (every port), for tests of the pure core and the embedded runtime."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from ranker.state import UserState
 from schemas.errors import StoreUnavailable
 from schemas.recommendations import RecommendationList
+from streams.stores.base import DeadLetterRecord
 
 __all__ = ["MemoryStore"]
 
@@ -17,6 +18,7 @@ class MemoryStore:
         self.states: dict[str, UserState] = {}
         self.lists: dict[str, RecommendationList] = {}
         self.tags: dict[str, list[tuple[str, float]]] = {}
+        self.letters: dict[tuple[str, int], DeadLetterRecord] = {}  # insertion order: oldest first
         self.available = True  # flip to simulate an outage in tests
 
     def _check(self) -> None:
@@ -44,6 +46,7 @@ class MemoryStore:
             self.lists[rec.user_id] = rec
 
     def put_results(self, lists: Sequence[RecommendationList], states: Sequence[UserState]) -> None:
+        # not atomic: lists first, so a failure in between leaves the states (and the watermark) behind
         self.put_recommendations(lists)
         self.put_states(states)
 
@@ -63,3 +66,12 @@ class MemoryStore:
     def get_item_tags(self, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
         self._check()
         return {i: list(self.tags[i]) for i in item_ids if i in self.tags}
+
+    def put_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
+        self._check()
+        for d in records:
+            self.letters.setdefault((d.source, d.offset), d)  # a replay keeps the first, like SQLite
+
+    def dead_letters(self) -> list[DeadLetterRecord]:
+        self._check()
+        return list(self.letters.values())

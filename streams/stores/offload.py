@@ -5,8 +5,8 @@ Cassandra, the driver's per-request Python work (binding every list element, bui
 reading responses on its IO thread) took a third of the worker's lock time, so ranking waited for
 the driver even on an idle core. Here the parent only flattens a batch into one JSON message of
 rows (`streams.stores.rows`); a child process with its own store connection (and its own lock)
-binds and sends it, on the other core. Reads (state of cache misses), tags and everything else
-stay on the parent's own store.
+binds and sends it, on the other core. Reads (state of cache misses) and everything else stay on
+the parent's own store. It is a `ResultsStore` (all the pipeline needs), nothing more.
 
 Semantics are the wrapped store's: `put_results` returns only after the child's store call
 returned, so offsets are still committed after the writes; a `StoreUnavailable` in the child is
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -27,7 +27,7 @@ import orjson
 from ranker.state import UserState
 from schemas.errors import StoreUnavailable
 from schemas.recommendations import RecommendationList
-from streams.stores.base import Store
+from streams.stores.base import ResultsStore
 from streams.stores.rows import result_rows, results_from_rows
 
 __all__ = ["OffloadedWrites"]
@@ -80,7 +80,7 @@ class OffloadedWrites:
     """Wraps a store (sqlite:// or cassandra:// URL, opened in both processes): `put_results` in a
     writer process, the rest in this one."""
 
-    def __init__(self, local: Store, replication: str | None = None, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, local: ResultsStore, replication: str | None = None, start_timeout_s: float = 120.0) -> None:
         if local.url.startswith("memory:"):
             raise ValueError("a memory:// store cannot be shared with a writer process")
         self.local = local
@@ -156,9 +156,3 @@ class OffloadedWrites:
 
     def count_states(self) -> int:
         return self.local.count_states()
-
-    def put_item_tags(self, tags: Mapping[str, Sequence[tuple[str, float]]], model: str) -> None:
-        self.local.put_item_tags(tags, model)
-
-    def get_item_tags(self, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
-        return self.local.get_item_tags(item_ids)

@@ -1,4 +1,9 @@
-"""SQLite store for embedded mode: one file, WAL, upserts in one transaction per batch."""
+"""SQLite store for embedded mode: one file, WAL, upserts in one transaction per batch.
+
+Implements every port (state, lists, results, catalog tags, dead letters): embedded mode has no
+other place to keep them. Opened with `create=False` (readers: `recommend`, `serve`) it never
+creates the file, its folder or its tables, so a mistyped path is an error, not an empty store.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ import orjson
 
 from ranker.state import UserState, state_from_dict, state_to_dict
 from schemas.codec import decode_recommendations, encode_recommendations
-from schemas.errors import StoreUnavailable
+from schemas.errors import ConfigError, StoreUnavailable
 from schemas.recommendations import RecommendationList
+from streams.stores.base import DeadLetterRecord
 
 __all__ = ["SQLiteStore"]
 
@@ -23,17 +29,23 @@ _DDL = [
     "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT, "
     "offset INTEGER, field TEXT, reason TEXT, raw BLOB, UNIQUE(source, offset))",
 ]
+_TABLES = ("user_state", "recommendations", "item_tags", "dead_letters")  # what `create=False` expects
 
 
 class SQLiteStore:
-    def __init__(self, path: str | Path, url: str | None = None) -> None:
+    def __init__(self, path: str | Path, url: str | None = None, *, create: bool = True) -> None:
+        """`create=False`: `setup` opens an existing store only (ConfigError otherwise)."""
         self.path = str(path)
         self.url = url or f"sqlite:///{self.path}"
+        self.create = create
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
     def setup(self) -> None:
         if self._conn is not None:
+            return
+        if not self.create and self.path != ":memory:":
+            self._conn = self._open_existing()
             return
         try:
             if self.path != ":memory:":
@@ -46,6 +58,40 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
         self._conn = conn
+
+    def _open_existing(self) -> sqlite3.Connection:
+        """The store's file as it is: `mode=rw` makes SQLite refuse to create it (race-free, unlike
+        a check then an open); no mkdir, no DDL, no journal-mode change (WAL is kept in the file)."""
+        path = Path(self.path)
+        if not path.is_file():
+            raise ConfigError(
+                f"no SQLite store at {self.path}: the file does not exist; check the path, or fill a store "
+                "first (`fusionrec demo --db PATH`)"
+            )
+        uri = f"{path.absolute().as_uri()}?mode=rw"
+        try:
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"no SQLite store at {self.path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            found = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            missing = [t for t in _TABLES if t not in found]
+            if missing:
+                raise ConfigError(
+                    f"no SQLite store at {self.path}: the file lacks table(s) {', '.join(missing)}; "
+                    "is it a fusionrec store?"
+                )
+        except sqlite3.OperationalError as exc:  # locked, I/O error: may pass
+            conn.close()
+            raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # "file is not a database"
+            conn.close()
+            raise ConfigError(f"no SQLite store at {self.path}: {exc}") from exc
+        except ConfigError:
+            conn.close()
+            raise
+        return conn
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -151,15 +197,13 @@ class SQLiteStore:
         return out
 
     # Embedded mode's dead-letter "topic": a table with the same fields as the Kafka headers.
-    def put_dead_letters(self, letters: Sequence[tuple[str, int, str, str, bytes]]) -> None:
+    def put_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
         self._write(
             "INSERT OR IGNORE INTO dead_letters (source, offset, field, reason, raw) VALUES (?, ?, ?, ?, ?)",
-            [tuple(x) for x in letters],
+            [(d.source, d.offset, d.field, d.reason, d.raw) for d in records],
         )
 
-    def dead_letters(self) -> list[tuple[str, int, str, str, bytes]]:
+    def dead_letters(self) -> list[DeadLetterRecord]:
         with self._lock:
-            return [
-                tuple(r)
-                for r in self.conn.execute("SELECT source, offset, field, reason, raw FROM dead_letters ORDER BY id")
-            ]
+            rows = self.conn.execute("SELECT source, offset, field, reason, raw FROM dead_letters ORDER BY id")
+            return [DeadLetterRecord(src, int(off), field, reason, bytes(raw)) for src, off, field, reason, raw in rows]

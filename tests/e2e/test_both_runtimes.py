@@ -64,7 +64,7 @@ class Embedded:
         return self.store.get_recommendations(user_id)
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        return [{"field": f, "reason": r, "raw": raw} for _, _, f, r, raw in self.store.dead_letters()]
+        return [{"field": d.field, "reason": d.reason, "raw": d.raw} for d in self.store.dead_letters()]
 
     def close(self) -> None:
         self.store.close()
@@ -133,7 +133,7 @@ class Service:
         self.store.close()
 
 
-@pytest.fixture(params=["embedded", "service"])
+@pytest.fixture(params=["embedded", pytest.param("service", marks=pytest.mark.integration)])
 def runtime(request: pytest.FixtureRequest, tmp_path: Path, bundles: list[Path], shop_dir: Path) -> Iterator[Runtime]:
     rt: Embedded | Service
     if request.param == "embedded":

@@ -14,7 +14,7 @@ from schemas.codec import encode_event
 from serving.resources import ServingResources, load_resources
 from shopdata.loader import Dataset, load_dataset
 from streams.core import Pipeline, RawRecord
-from streams.stores import SQLiteStore, Store
+from streams.stores import SQLiteStore, UrlStore
 
 TAGGED = {"I00001": [("trail runner", 0.71), ("cushioned", 0.55)]}
 
@@ -36,7 +36,7 @@ def resources(shop: Dataset, bundles: list[Path], tmp_path_factory: pytest.TempP
     )
 
 
-def fill(store: Store, shop: Dataset, bundle: Path) -> None:
+def fill(store: UrlStore, shop: Dataset, bundle: Path) -> None:
     """Every shop user's state and list, written by the streaming pipeline with the bundle's ranker."""
     pipeline = Pipeline(store, BundleRanker(ModelBundle.load(bundle)), k=20)
     records = [RawRecord(encode_event(e), "clickstream:0", n) for n, e in enumerate(shop.events)]
@@ -45,9 +45,11 @@ def fill(store: Store, shop: Dataset, bundle: Path) -> None:
     store.put_item_tags(TAGGED, model="test")
 
 
-@pytest.fixture(params=["sqlite", "cassandra"])
-def filled_store(request: pytest.FixtureRequest, shop: Dataset, bundles: list[Path], tmp_path: Path) -> Iterator[Store]:
-    s: Store
+@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.integration)])
+def filled_store(
+    request: pytest.FixtureRequest, shop: Dataset, bundles: list[Path], tmp_path: Path
+) -> Iterator[UrlStore]:
+    s: UrlStore
     if request.param == "sqlite":
         s = SQLiteStore(tmp_path / "serving.db")
     else:

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from schemas.recommendations import RecommendationList, ScoredItem
 from serving.app import create_app
 from serving.resources import ServingResources
 from serving.service import ServingService
 from shopdata.loader import Dataset
-from streams.stores import MemoryStore, Store
+from streams.stores import MemoryStore, UrlStore
 from tests.serving.conftest import TAGGED
 
 
 @pytest.fixture
-def client(resources: ServingResources, filled_store: Store) -> Iterator[TestClient]:
-    with TestClient(create_app(ServingService(resources, filled_store))) as c:
+def client(resources: ServingResources, filled_store: UrlStore) -> Iterator[TestClient]:
+    with TestClient(create_app(ServingService(resources, lists=filled_store, catalog=filled_store))) as c:
         yield c
 
 
@@ -111,6 +112,10 @@ def test_bad_input_is_a_clear_422(client: TestClient, path: str, params: dict[st
 def test_health_readiness_metrics_and_docs(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
+    for path in ("/healthz", "/readyz"):  # probes that send HEAD get what GET answers, without a body
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == "application/json"
     client.get("/v1/users/nobody/recommendations")
     metrics = client.get("/metrics").text
     assert 'fusionrec_api_requests_total{endpoint="/v1/users/{user_id}/recommendations",status="200"}' in metrics
@@ -122,9 +127,42 @@ def test_health_readiness_metrics_and_docs(client: TestClient) -> None:
 
 def test_store_outage_degrades_to_popular_and_not_ready(resources: ServingResources) -> None:
     store = MemoryStore()
-    with TestClient(create_app(ServingService(resources, store))) as c:
+    with TestClient(create_app(ServingService(resources, lists=store, catalog=store))) as c:
         store.available = False
         body = c.get("/v1/users/anyone/recommendations", params={"k": 3}).json()
         assert body["source"] == "popular" and "degraded" in body and len(body["items"]) == 3
         assert c.get("/readyz").status_code == 503
-        assert c.get("/v1/search", params={"q": "shoe", "user_id": "anyone"}).json()["personalized"] is False
+        assert c.head("/readyz").status_code == 503 and c.head("/healthz").status_code == 200
+        search = c.get("/v1/search", params={"q": "shoe", "user_id": "anyone"}).json()
+        assert search["personalized"] is False and "degraded" in search
+
+
+def test_the_read_api_needs_no_user_state(resources: ServingResources, shop: Dataset) -> None:
+    """Lists and catalog only: a store holding nothing but a user's list serves it, and personalises
+    search from it (the list's items say where the model placed the user)."""
+
+    class ListsOnly:
+        def __init__(self, lists: dict[str, RecommendationList]) -> None:
+            self.lists = lists
+
+        def get_recommendations(self, user_id: str) -> RecommendationList | None:
+            return self.lists.get(user_id)
+
+        def put_recommendations(self, lists: Sequence[RecommendationList]) -> None:
+            raise AssertionError("the read API never writes")
+
+    class NoTags:
+        def get_item_tags(self, item_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+            return {}
+
+        def put_item_tags(self, tags: Mapping[str, Sequence[tuple[str, float]]], model: str) -> None:
+            raise AssertionError("the read API never writes")
+
+    fans = [it.item_id for it in shop.items if it.category == shop.items[0].category][:5]
+    stored = RecommendationList("fan", tuple(ScoredItem(i, 1.0) for i in fans), "m", "c", 1, 1, "personal")
+    popular = RecommendationList("new", tuple(ScoredItem(i, 1.0) for i in fans), "m", "c", 1, 1, "popular")
+    service = ServingService(resources, lists=ListsOnly({"fan": stored, "new": popular}), catalog=NoTags())
+    assert [i["item_id"] for i in service.recommendations("fan", k=5)["items"]] == fans
+    assert service.search("gift", k=5, user_id="fan")["personalized"] is True
+    assert service.search("gift", k=5, user_id="new")["personalized"] is False  # no personal signal
+    assert service.search("gift", k=5, user_id="nobody")["personalized"] is False

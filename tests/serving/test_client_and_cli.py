@@ -74,6 +74,7 @@ def _served(tmp_path: Path, shop_dir: Path, bundle: Path, store_url: str, *extra
         proc.wait(timeout=30)
 
 
+@pytest.mark.integration
 def test_list_reader_reads_straight_from_cassandra(cassandra_filled: CassandraStore, shop: Dataset) -> None:
     user = sorted(shop.by_user())[0]
     with CassandraListReader([cassandra_filled.hosts[0]], cassandra_filled.port, cassandra_filled.keyspace) as r:
@@ -82,6 +83,7 @@ def test_list_reader_reads_straight_from_cassandra(cassandra_filled: CassandraSt
         assert len(got.items) == 20 and r.get("nobody") is None
 
 
+@pytest.mark.integration
 def test_api_client_against_a_served_process(
     cassandra_filled: CassandraStore, shop: Dataset, shop_dir: Path, bundles: list[Path], tmp_path: Path
 ) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import orjson
+import pytest
 
 from ranker.cooccurrence import fit_cooccurrence
 from ranker.state import Delivery, UserState, apply_events
 from schemas.codec import encode_event
 from schemas.errors import StoreUnavailable
+from schemas.events import Event
+from schemas.recommendations import RecommendationList
 from shopdata.synthetic import generate_shop
-from streams.core import Pipeline, RawRecord, RetryPolicy
+from streams.core import Pipeline, RawRecord, RetryPolicy, StoppedError
 from streams.stores.memory import MemoryStore
 
 
@@ -86,22 +89,71 @@ def test_store_outage_is_back_pressure_not_a_drop() -> None:
     assert sum(s.n_events for s in store.states.values()) == len(shop.events)
 
 
-def test_lists_are_written_before_states() -> None:
-    shop = generate_shop(n_users=3)
-    calls: list[str] = []
+class _ListsThenStates(MemoryStore):
+    """A store whose `put_results` is not atomic, as the ResultsStore contract allows: lists first,
+    then states. It audits every state it writes (is that user's list already there, and as new?)
+    and can crash between the two writes."""
 
-    class Recording(MemoryStore):
-        def put_states(self, states):  # type: ignore[no-untyped-def]
-            calls.append("states")
-            super().put_states(states)
+    def __init__(self) -> None:
+        super().__init__()
+        self.crash_between = False
+        self.orphans: list[str] = []  # users whose state was written before a list that matches it
+        self.calls: list[tuple[list[str], list[str]]] = []
 
-        def put_recommendations(self, lists):  # type: ignore[no-untyped-def]
-            calls.append("lists")
-            super().put_recommendations(lists)
+    def put_states(self, states: Sequence[UserState]) -> None:
+        for s in states:
+            rec = self.lists.get(s.user_id)
+            if rec is None or rec.newest_event_ts < s.last_ts:
+                self.orphans.append(s.user_id)
+        super().put_states(states)
 
-    pipeline = Pipeline(Recording(), fit_cooccurrence(shop.item_sequences()))
-    pipeline.process(_records([encode_event(e) for e in shop.events[:10]]))
-    assert calls == ["lists", "states"]
+    def put_results(self, lists: Sequence[RecommendationList], states: Sequence[UserState]) -> None:
+        self.calls.append(([r.user_id for r in lists], [s.user_id for s in states]))
+        self.put_recommendations(lists)
+        if self.crash_between:
+            raise StoreUnavailable("crashed between the lists and the states")
+        self.put_states(states)
+
+
+def test_each_state_is_written_with_its_list_so_a_crash_replays_not_skips() -> None:
+    """The pipeline's side of `put_results`: every touched user's list and state in ONE call, the
+    list made from that very state. Then a store that is not atomic (lists, then states) never holds
+    a state whose list is missing or older, and a crash between the two leaves the state behind, so
+    the replayed events are applied, not skipped as already seen."""
+    shop = generate_shop(n_users=40)
+    store = _ListsThenStates()
+    ranker = fit_cooccurrence(shop.item_sequences())
+    recs = _records([encode_event(e) for e in shop.events])
+    third = len(recs) // 3
+    pipeline = Pipeline(store, ranker, k=5)
+    for start in range(0, third, 50):
+        pipeline.process(recs[start : min(start + 50, third)])
+    assert store.calls and all(sorted(lists) == sorted(states) and states for lists, states in store.calls)
+
+    store.crash_between = True  # the process dies in the middle of the next batch's write
+    stopping = Pipeline(store, ranker, k=5, retry=RetryPolicy(sleep=lambda s: None, should_stop=lambda: True))
+    with pytest.raises(StoppedError):
+        stopping.process(recs[third : 2 * third])
+    for user, state in store.states.items():
+        assert store.lists[user].newest_event_ts >= state.last_ts, user
+
+    store.crash_between = False  # restart: the uncommitted batch is delivered again, then the rest
+    restarted = Pipeline(store, ranker, k=5)
+    replay = restarted.process(recs[third : 2 * third])
+    assert replay.n_applied == third and replay.n_duplicates == 0  # none skipped
+    restarted.process(recs[2 * third :])
+    assert store.orphans == []
+    for user, deliveries in _by_user(shop.events).items():
+        fresh, _ = apply_events(UserState(user), deliveries)
+        assert store.states[user].folded_view() == fresh.folded_view()
+        assert store.lists[user].newest_event_ts == fresh.last_ts
+
+
+def _by_user(events: Sequence[Event]) -> dict[str, list[Delivery]]:
+    out: dict[str, list[Delivery]] = {}
+    for i, e in enumerate(events):
+        out.setdefault(e.user_id, []).append(Delivery(e, "t:0", i))
+    return out
 
 
 def test_failure_raised_when_stopping_during_outage() -> None:

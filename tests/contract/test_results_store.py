@@ -1,0 +1,58 @@
+"""ResultsStore contract: what the pipeline writes after each batch, lists and states together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schemas.errors import StoreUnavailable
+from streams.stores import SQLiteStore
+from streams.stores.base import ResultsStore
+from tests.contract.conftest import make_list, make_state
+
+
+def test_put_results_writes_lists_and_states_together(results_store: ResultsStore) -> None:
+    store = results_store
+    states = [make_state(f"r{i}", 3) for i in range(30)]
+    lists = [make_list(f"r{i}", [f"i{i}", "x"]) for i in range(30)]
+    store.put_results(lists, states)
+    got = store.get_states([s.user_id for s in states])
+    assert {u: s.folded_view() for u, s in got.items()} == {s.user_id: s.folded_view() for s in states}
+    for r in lists:
+        back = store.get_recommendations(r.user_id)
+        assert back is not None and back.item_ids() == r.item_ids()
+    store.put_results([], [make_state("only-state", 2)])  # a state without a list is still written
+    assert "only-state" in store.get_states(["only-state"])
+    store.put_results([make_list("only-list", ["y"])], [])  # and a list without a state
+    assert store.get_recommendations("only-list") is not None and not store.get_states(["only-list"])
+    store.put_results([], [])
+    assert store.count_states() == 31
+
+
+def test_put_results_twice_is_idempotent(results_store: ResultsStore) -> None:
+    lists, states = [make_list("u1", ["a", "b"])], [make_state("u1", 4)]
+    results_store.put_results(lists, states)
+    results_store.put_results(lists, states)  # a retried batch after an outage
+    assert results_store.count_states() == 1
+    assert results_store.get_states(["u1"]) == {"u1": states[0]}
+    back = results_store.get_recommendations("u1")
+    assert back is not None and back.item_ids() == ["a", "b"]
+
+
+def test_a_dead_writer_process_is_restarted_and_the_batch_retried(tmp_path: Path) -> None:
+    """Writer process killed: the call raises StoreUnavailable (the pipeline retries it: back-pressure),
+    a new writer starts, and the retried batch lands."""
+    from streams.stores.offload import OffloadedWrites
+
+    s = OffloadedWrites(SQLiteStore(tmp_path / "w.db", url=f"sqlite:///{tmp_path / 'w.db'}"))
+    s.setup()
+    rec, st = make_list("u1", ["a", "b"]), make_state("u1", 2)
+    s.put_results([rec], [st])
+    s._proc.kill()
+    s._proc.join(10)
+    with pytest.raises(StoreUnavailable, match="writer process died"):
+        s.put_results([rec], [st])
+    s.put_results([make_list("u2", ["c"])], [make_state("u2", 1)])  # a fresh writer
+    assert s.get_recommendations("u2") is not None and s.get_states(["u1", "u2"]).keys() == {"u1", "u2"}
+    s.close()
