@@ -6,13 +6,18 @@ FusionrecError
  │    └── InvalidItem
  ├── StoreUnavailable       a store cannot be reached now: retry later (back-pressure), never drop
  ├── ServiceError           local Kafka/Cassandra could not be started or reached
- └── ConfigError            settings that cannot work, with what to change
+ ├── ConfigError            settings that cannot work, with what to change
+ │    └── BundleError        a model bundle that is missing, altered, incomplete or too old; names the file
+ └── DataError              a data file (dataset, items, reviews) that cannot be read as given:
+                            names the file, the line or byte offset, and what to fix
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BundleError",
     "ConfigError",
+    "DataError",
     "FusionrecError",
     "InvalidEvent",
     "InvalidItem",
@@ -55,3 +60,13 @@ class ServiceError(FusionrecError):
 
 class ConfigError(FusionrecError):
     """Settings that cannot work; the message says what to change."""
+
+
+class BundleError(ConfigError):
+    """A model bundle that cannot be loaded as it is (not a bundle, a broken manifest, a file that is
+    missing or does not match its digest, a bundle from an older format); the message names the file
+    and says what to do (retrain or restore)."""
+
+
+class DataError(FusionrecError):
+    """A data file that cannot be read as given; the message names the file, where, and what to fix."""

@@ -2,11 +2,14 @@
 
 Below `ranker` and `streams` in the layers: training, evaluation, replay and the demo read
 datasets through this package; the worker and the API never need it (they load a bundle).
+A bad file ends in a ConfigError/DataError naming it; a few bad rows are skipped and counted
+by reason in `Dataset.report` (a LoadReport).
 """
 
 from shopdata.loader import (
     BASE_TS_MS,
     Dataset,
+    LoadReport,
     load_dataset,
     load_items,
     load_items_file,
@@ -19,6 +22,7 @@ __all__ = [
     "BASE_TS_MS",
     "SYNTHETIC",
     "Dataset",
+    "LoadReport",
     "event_records",
     "generate_shop",
     "load_data",

@@ -11,7 +11,7 @@ import random
 
 from schemas.events import Event, EventType
 from schemas.items import Item
-from shopdata.loader import BASE_TS_MS, Dataset
+from shopdata.loader import BASE_TS_MS, Dataset, LoadReport
 
 __all__ = ["generate_shop"]
 
@@ -117,4 +117,5 @@ def generate_shop(
         Event(ev.event_id, ev.type, ev.user_id, BASE_TS_MS + i * spacing_ms, ev.item_id, ev.query)
         for i, (_, _, ev) in enumerate(pending)
     ]
-    return Dataset(name=f"synthetic-shop-{seed}", items=items, events=events)
+    report = LoadReport(rows_read=len(events), events=len(events), item_rows_read=len(items), items=len(items))
+    return Dataset(name=f"synthetic-shop-{seed}", items=items, events=events, report=report)
