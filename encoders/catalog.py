@@ -2,7 +2,10 @@
 items whose text changed (or every item, when the encoder changed).
 
 Output folder: vectors.npy (float32 [n, dim], unit rows), ids.json (row order), text_hashes.json,
-manifest.json (encoder digest and variant, counts).
+manifest.json (the encoder's cache key, counts). The cache is keyed by the encoder's weights: the
+sha256 of its model.onnx and tokenizer.json as verified at load (`TextEncoder.cache_key`), its
+variant and max length, so another model (or a changed file) re-encodes every item. A cache that
+cannot be read back whole, or holds non-finite vectors, is treated as absent.
 """
 
 from __future__ import annotations
@@ -44,6 +47,21 @@ def load_catalog_vectors(folder: str | Path) -> tuple[list[str], np.ndarray]:
     return ids, vectors
 
 
+def _reusable(out: Path, key: dict[str, str | int], dim: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(vectors by id, text hashes by id) of a cache made by the same encoder weights, else empty."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in key.items()):
+            return {}, {}
+        ids, vectors = load_catalog_vectors(out)
+        hashes = json.loads((out / "text_hashes.json").read_text())
+    except (OSError, ValueError, EOFError):  # missing or damaged files (JSONDecodeError is a ValueError)
+        return {}, {}
+    if vectors.ndim != 2 or vectors.shape[1] != dim or not np.isfinite(vectors).all() or not isinstance(hashes, dict):
+        return {}, {}
+    return dict(zip(ids, vectors, strict=True)), hashes
+
+
 def encode_catalog(
     items: Sequence[Item],
     encoder: TextEncoder,
@@ -57,15 +75,9 @@ def encode_catalog(
     out.mkdir(parents=True, exist_ok=True)
     texts = {it.item_id: it.text() for it in items}
     hashes = {i: _hash(t) for i, t in texts.items()}
-    old: dict[str, np.ndarray] = {}
-    old_hashes: dict[str, str] = {}
     manifest_path = out / "manifest.json"
-    if manifest_path.is_file() and (out / "vectors.npy").is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("encoder_digest") == encoder.manifest.digest:
-            ids, vectors = load_catalog_vectors(out)
-            old = dict(zip(ids, vectors, strict=True))
-            old_hashes = json.loads((out / "text_hashes.json").read_text())
+    key = encoder.cache_key
+    old, old_hashes = _reusable(out, key, encoder.dim)
     todo = [i for i in texts if old_hashes.get(i) != hashes[i] or i not in old]
     fresh = (
         encoder.encode([texts[i] for i in todo], batch_size=batch_size, progress=progress, desc="encode items")
@@ -95,8 +107,7 @@ def encode_catalog(
     manifest_path.write_text(
         json.dumps(
             {
-                "encoder_digest": encoder.manifest.digest,
-                "encoder_variant": encoder.manifest.variant,
+                **key,
                 "encoder_source": encoder.manifest.source_model,
                 "dim": encoder.dim,
                 "items": len(ids),

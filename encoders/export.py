@@ -6,7 +6,7 @@ fused fp32 graph, for CPU (its activation scales are computed per batch, so an i
 move slightly with its batch neighbours; fp32 and fp16 vectors do not). fp16: fusions for GPU
 (skip-layernorm included) and float16 weights with float32 inputs/outputs, for CUDA. Pooling and
 L2 normalisation are inside the graph; batch and sequence axes are dynamic. A manifest records
-the source and digests.
+the source and the sha256 of model.onnx and tokenizer.json, which every load checks.
 """
 
 from __future__ import annotations
@@ -188,6 +188,7 @@ def export_encoder(
         onnx_file="model.onnx",
         onnx_digest=file_digest(out / "model.onnx"),
         tokenizer_file="tokenizer.json",
+        tokenizer_digest=file_digest(out / "tokenizer.json"),
         inputs=[i for i in INPUTS],
         fusions=fusions,
         versions={

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders.session import SessionConfig, create_session
+from encoders.manifest import EncoderError
+from encoders.session import ORT_ERRORS, SessionConfig, create_session, model_error
 
 __all__ = ["SequenceEncoder"]
 
@@ -30,11 +31,12 @@ _NP_TYPES = {
 
 class SequenceEncoder:
     def __init__(self, model: str | Path, session: SessionConfig = SessionConfig(), max_length: int = 50) -> None:
-        self.session = create_session(model, session)
+        self.model = model
+        self.session = create_session(model, session)  # EncoderError naming the file when it does not load
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         missing = {"item_vectors", "mask"} - set(self.inputs)
         if missing:
-            raise ValueError(f"{model}: the sequence graph lacks input(s) {sorted(missing)}")
+            raise EncoderError(f"{model}: the sequence graph lacks input(s) {sorted(missing)}: not a user encoder")
         self.output_name = self.session.get_outputs()[0].name
         self.max_length = max_length
 
@@ -93,7 +95,10 @@ class SequenceEncoder:
                 if typed is not None:
                     types[user, col] = np.fromiter(chain.from_iterable(typed[i] for i in idx), dtype=np.int64)
                 feed["event_types"] = types
-            result = self.session.run([self.output_name], feed)[0]
+            try:
+                result = self.session.run([self.output_name], feed)[0]
+            except ORT_ERRORS as exc:
+                raise model_error(self.model, exc, "run") from exc
             if out is None:
                 out = np.zeros((len(hist), result.shape[1]), dtype=np.float32)
             out[idx] = result

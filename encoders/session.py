@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["EncoderError", "Provider", "SessionConfig", "create_session"]
+from encoders.manifest import EncoderError
+
+__all__ = ["ORT_ERRORS", "EncoderError", "Provider", "SessionConfig", "create_session", "model_error"]
 
 log = logging.getLogger("fusionrec.encoders")
 
@@ -27,8 +29,28 @@ CPU = "CPUExecutionProvider"
 CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
-class EncoderError(RuntimeError):
-    """An encoder cannot run as asked (missing provider, bad export)."""
+def _ort_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's own exception classes (they derive from Exception only, not RuntimeError)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
+             "InvalidProtobuf", "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")  # fmt: skip
+    found = tuple(c for n in names if isinstance(c := getattr(state, n, None), type) and issubclass(c, Exception))
+    return found or (RuntimeError,)
+
+
+#: what ONNX Runtime raises on a file that is not a loadable graph, or a graph that cannot run
+ORT_ERRORS: tuple[type[Exception], ...] = _ort_errors()
+
+
+def model_error(model: str | Path | bytes, exc: BaseException, doing: str = "load") -> EncoderError:
+    """EncoderError naming the model file, for an ONNX Runtime exception (raise it `from exc`)."""
+    name = f"<{len(model)} bytes>" if isinstance(model, bytes) else str(model)
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return EncoderError(
+        f"{name}: ONNX Runtime could not {doing} this model ({detail}): the file is corrupt, truncated or "
+        "not the graph expected; re-export it (or restore it from its source)"
+    )
 
 
 @dataclass(frozen=True)
@@ -61,9 +83,14 @@ def create_session(model: str | Path | bytes, cfg: SessionConfig = SessionConfig
     if not cfg.allow_spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if not isinstance(model, bytes) and not Path(model).is_file():
+        raise EncoderError(f"{model} not found: no ONNX model there")
     source = model if isinstance(model, bytes) else str(model)
     disabled = [] if want_cuda else list(CPU_DISABLED_OPTIMIZERS)
-    session = ort.InferenceSession(source, sess_options=opts, providers=providers, disabled_optimizers=disabled)
+    try:
+        session = ort.InferenceSession(source, sess_options=opts, providers=providers, disabled_optimizers=disabled)
+    except ORT_ERRORS as exc:
+        raise model_error(model, exc) from exc
     active = session.get_providers()
     if cfg.provider == "cuda" and (not active or active[0] != CUDA):
         raise EncoderError(f"CUDA was required but the session runs on {active} (driver or CUDA libraries missing?)")

@@ -3,6 +3,11 @@
 Composition, not inheritance: a session, a tokenizer and the pooling that lives in the graph.
 Texts are sorted by token length and cut into batches, so each batch pads only to its own
 longest text; results come back in input order as float32 unit vectors.
+
+Loading checks the export: manifest.json must parse and hold every key, model.onnx and
+tokenizer.json must match its digests, and both must load; otherwise an EncoderError (a
+ConfigError) names the file. An encode whose vectors are not finite raises one naming model.onnx
+instead of handing NaNs on (a graph can load and still compute garbage).
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from encoders.manifest import EncoderManifest
-from encoders.session import CUDA, SessionConfig, create_session
+from encoders.manifest import EncoderError, EncoderManifest
+from encoders.session import CUDA, ORT_ERRORS, SessionConfig, create_session, model_error
 from encoders.tokenize import TextTokenizer
 
 __all__ = ["TextEncoder"]
@@ -28,10 +33,18 @@ class TextEncoder:
     def __init__(self, folder: str | Path, session: SessionConfig = SessionConfig()) -> None:
         self.folder = Path(folder)
         self.manifest = EncoderManifest.read(self.folder)
-        self.session = create_session(self.folder / self.manifest.onnx_file, session)
-        self.tokenizer = TextTokenizer(
-            self.folder / self.manifest.tokenizer_file, self.manifest.max_length, self.manifest.pad_token_id
-        )
+        #: sha256 of model.onnx and tokenizer.json as checked against the manifest: what caches key on
+        self.weights_digest, self.tokenizer_digest = self.manifest.verify(self.folder)
+        self.model_path = self.folder / self.manifest.onnx_file
+        self.session = create_session(self.model_path, session)
+        tokenizer_path = self.folder / self.manifest.tokenizer_file
+        try:
+            self.tokenizer = TextTokenizer(tokenizer_path, self.manifest.max_length, self.manifest.pad_token_id)
+        except Exception as exc:  # the tokenizers library raises a bare Exception on a bad file
+            raise EncoderError(
+                f"{tokenizer_path} is not a loadable tokenizer ({exc}): the export is damaged; "
+                "re-export it with `fusionrec export-encoder`"
+            ) from exc
         self.input_names = [i.name for i in self.session.get_inputs()]  # feed only what the graph declares
         self.output_name = self.session.get_outputs()[0].name
         self.on_cuda = self.session.get_providers()[0] == CUDA
@@ -43,6 +56,16 @@ class TextEncoder:
                 self.folder,
                 self.manifest.variant,
             )
+
+    @property
+    def cache_key(self) -> dict[str, str | int]:
+        """What vectors made by this encoder depend on: a cache made with another key is stale."""
+        return {
+            "encoder_digest": self.weights_digest,
+            "encoder_variant": self.manifest.variant,
+            "tokenizer_digest": self.tokenizer_digest,
+            "max_length": self.manifest.max_length,
+        }
 
     @property
     def providers(self) -> list[str]:
@@ -61,11 +84,28 @@ class TextEncoder:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 feed = self.tokenizer.pad([encoded[i] for i in idx])
-                out[idx] = self._run({k: v for k, v in feed.items() if k in self.input_names})
+                vectors = self._run({k: v for k, v in feed.items() if k in self.input_names})
+                if vectors.shape != (len(idx), self.dim):
+                    raise EncoderError(
+                        f"{self.model_path} returned vectors of shape {vectors.shape[1:]}, its manifest says "
+                        f"({self.dim},): the export is inconsistent; re-export it with `fusionrec export-encoder`"
+                    )
+                if not np.isfinite(vectors).all():
+                    raise EncoderError(
+                        f"{self.model_path} produced non-finite vectors (NaN or inf): the model is damaged; "
+                        "re-export it with `fusionrec export-encoder`"
+                    )
+                out[idx] = vectors
                 bar.update(len(idx))
         return out
 
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        try:
+            return self._run_session(feed)
+        except ORT_ERRORS as exc:
+            raise model_error(self.model_path, exc, "run") from exc
+
+    def _run_session(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         if not self.on_cuda:
             return np.asarray(self.session.run([self.output_name], feed)[0], dtype=np.float32)
         # IO binding: inputs copied to the GPU once, the output allocated there and read back once

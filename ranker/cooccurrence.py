@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ranker.popularity import popular_items
 from ranker.state import UserState
 
 __all__ = ["CooccurrenceModel", "fit_cooccurrence"]
@@ -79,8 +80,7 @@ def fit_cooccurrence(
         scored = [(b, c / ((freq[a] * freq[b]) ** 0.5)) for b, c in counter.items()]
         scored.sort(key=lambda kv: (-kv[1], kv[0]))
         neighbours[a] = tuple(scored[:top_n])
-    top = freq.most_common()
-    top.sort(key=lambda kv: (-kv[1], kv[0]))
-    max_count = top[0][1] if top else 1
-    popular = tuple((item, c / max_count) for item, c in top[:popular_n])
+    top = popular_items(freq, popular_n)
+    max_count = freq[top[0]] if top else 1
+    popular = tuple((item, freq[item] / max_count) for item in top)
     return CooccurrenceModel(neighbours=neighbours, popular=popular, version=f"cooc-{digest.hexdigest()}")

@@ -1,4 +1,4 @@
-"""Export the trained user encoder to ONNX and write a bundle folder (torch; `train` extra)."""
+"""Export the trained user encoder and item fusion to ONNX and write a bundle folder (torch; `train` extra)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ranker.bundle import write_manifest
 from ranker.data import Catalog
 from ranker.model import SeqRecModel
 
-__all__ = ["export_bundle", "export_user_encoder"]
+__all__ = ["export_bundle", "export_item_fusion", "export_user_encoder"]
 
 
 def export_user_encoder(model: SeqRecModel, path: Path, opset: int = 17) -> None:
@@ -70,7 +70,18 @@ def export_item_fusion(model: SeqRecModel, path: Path, opset: int = 17) -> None:
         )
 
 
-def export_bundle(model: SeqRecModel, catalog: Catalog, folder: Path, info: dict[str, Any]) -> dict[str, Any]:
+def export_bundle(
+    model: SeqRecModel,
+    catalog: Catalog,
+    folder: Path,
+    info: dict[str, Any],
+    *,
+    text_vectors: np.ndarray | None = None,
+    role: str = "main",
+) -> dict[str, Any]:
+    """The model files (ranker.bundle.MODEL_FILES) and a manifest digesting every file then in the
+    folder. A main bundle's catalog, popularity and encoder are added by `ranker.fit`, which then
+    writes the manifest again over everything."""
     folder.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         table = model.items()[1:].numpy().astype(np.float32)
@@ -81,6 +92,8 @@ def export_bundle(model: SeqRecModel, catalog: Catalog, folder: Path, info: dict
     export_user_encoder(model, folder / "user_encoder.onnx")
     export_item_fusion(model, folder / "item_fusion.onnx")
     (folder / "brand_names.json").write_text(json.dumps(catalog.brand_names))
+    if text_vectors is not None:
+        np.save(folder / "text_vectors.npy", np.asarray(text_vectors, dtype=np.float32))
     info = {
         **info,
         "model": model.cfg.to_dict(),
@@ -89,4 +102,4 @@ def export_bundle(model: SeqRecModel, catalog: Catalog, folder: Path, info: dict
         "dim": model.cfg.dim,
         "n_items": catalog.n_items,
     }
-    return write_manifest(folder, info)
+    return write_manifest(folder, info, role)

@@ -1,5 +1,9 @@
 """`fusionrec train`: encode item texts, train every fusion variant, choose β and α on validation,
-export the best as the bundle (others under variants/), check ONNX against torch. Needs `train`."""
+export the best as the bundle (others under variants/), check ONNX against torch. Needs `train`.
+
+The bundle is self-contained: beside the model files it holds the catalog it was trained on
+(items.jsonl), the popularity of its items in the training events (popularity.json) and the text
+encoder (encoder/); its manifest digests every one of them (ranker.bundle)."""
 
 from __future__ import annotations
 
@@ -16,14 +20,14 @@ import numpy as np
 import torch
 
 from encoders import SessionConfig, TextEncoder
-from ranker.bundle import ModelBundle
+from ranker.bundle import ModelBundle, write_catalog, write_manifest, write_popularity
 from ranker.data import Catalog, SplitData, build_catalog, leave_one_out, user_sequences
 from ranker.export_onnx import export_bundle
 from ranker.model import ModelConfig
 from ranker.train import TrainConfig, catalog_tensors, choose_alpha, score_split, train_model
 from shopdata.loader import Dataset
 
-__all__ = ["DEFAULT_VARIANTS", "encode_texts", "fit", "train_all_but_last"]
+__all__ = ["DEFAULT_VARIANTS", "encode_texts", "fit", "onnx_agreement", "train_all_but_last"]
 
 log = logging.getLogger("fusionrec.fit")
 
@@ -46,7 +50,8 @@ def encode_texts(catalog: Catalog, encoder_dir: Path, progress: bool = True) -> 
     enc = TextEncoder(encoder_dir, SessionConfig(provider="auto"))
     vectors = enc.encode(catalog.texts, batch_size=64, progress=progress, desc="encode item texts")
     m = enc.manifest
-    return vectors, {"variant": m.variant, "digest": m.digest, "source_model": m.source_model, "dim": m.dim}
+    info = {"variant": m.variant, "digest": m.digest, "onnx_digest": enc.weights_digest}
+    return vectors, {**info, "source_model": m.source_model, "dim": m.dim}
 
 
 def train_all_but_last(seqs: dict[str, tuple[list[int], list[int]]]) -> SplitData:
@@ -63,9 +68,8 @@ def train_all_but_last(seqs: dict[str, tuple[list[int], list[int]]]) -> SplitDat
     )
 
 
-def _onnx_agreement(model: Any, bundle_dir: Path, data: SplitData, k: int = 10) -> float:
+def onnx_agreement(model: Any, bundle: ModelBundle, data: SplitData, k: int = 10) -> float:
     """Share of validation users whose top-k from the ONNX bundle equals torch's (history excluded)."""
-    bundle = ModelBundle.load(bundle_dir)
     split = data.valid
     torch_scores = score_split(model, split)
     onnx_scores = bundle.scores([[i - 1 for i in h] for h in split.histories], split.history_types)
@@ -89,7 +93,10 @@ def fit(
     model_overrides: dict[str, Any] | None = None,
     variants: tuple[tuple[str, str, float], ...] = DEFAULT_VARIANTS,
     progress: bool = True,
+    trained_models: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Train, choose and write the bundle to `out`; returns its manifest. `trained_models`, when
+    given, receives each variant's trained torch model by name (to check the ONNX export against)."""
     started = time.perf_counter()
     catalog = build_catalog(dataset)
     text, encoder_info = encode_texts(catalog, encoder_dir, progress)
@@ -139,20 +146,25 @@ def fit(
         },
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
-    for name in results:
+    if trained_models is not None:
+        trained_models.update(trained)
+    for name in sorted(results, key=lambda n: n == best):  # variants first: the main manifest digests theirs
         target = out if name == best else out / "variants" / name
-        export_bundle(trained[name], catalog, target, {**common, "variant": name, "validation": results[name]})
-        np.save(target / "text_vectors.npy", text.astype(np.float32))
+        # a variant's manifest is digested by the main one: no wall-clock time in it (same seed, same version)
+        validation = results[name] if name == best else {k: v for k, v in results[name].items() if k != "train_seconds"}
+        info = {**common, "variant": name, "validation": validation}
+        export_bundle(
+            trained[name], catalog, target, info, text_vectors=text, role="main" if name == best else "variant"
+        )
     shutil.copytree(encoder_dir, out / "encoder")  # live items are encoded with the same text encoder
-    agreement = _onnx_agreement(trained[best], out, data)
-    manifest = json.loads((out / "manifest.json").read_text())
+    write_catalog(out, dataset.items)  # row order = catalog order = item_ids.json
+    write_popularity(out, dataset.item_counts())
+    info = json.loads((out / "manifest.json").read_text())  # the main model's, from export_bundle
+    manifest = write_manifest(out, {**info, "chosen_variant": best, "variants": results})
+    agreement = onnx_agreement(trained[best], ModelBundle.load(out), data)
+    # outside "files" and "version": numbers about the run, not inputs of serving
     manifest.update(
-        {
-            "chosen_variant": best,
-            "variants": results,
-            "onnx_top10_agreement": round(agreement, 5),
-            "fit_seconds": round(time.perf_counter() - started, 1),
-        }
+        {"onnx_top10_agreement": round(agreement, 5), "fit_seconds": round(time.perf_counter() - started, 1)}
     )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     log.info(

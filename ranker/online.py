@@ -1,6 +1,15 @@
 """Online ranking with a model bundle: every touched user's state -> one batched ONNX user-encoder
 run -> exact retrieval over the fused item vectors -> ranking policy; popular items for users the
-model knows nothing about (cold start). No torch."""
+model knows nothing about (cold start). No torch, and no dataset: the popular items are the
+bundle's own (popularity.json, from its training events).
+
+The fallback chain, one per user, first that applies (the list's `source` names it):
+  1. personal  the user has at least one item the bundle knows: the user encoder over that history;
+  2. search    no known item but recent search queries: the queries, fused like items with that
+               text, are the history (needs the bundle's item fusion and encoder);
+  3. popular   otherwise (cold start): the bundle's most popular items, seen items left out,
+               scored 1/rank.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +28,10 @@ from ranker.state import UserState
 from schemas.events import EVENT_TYPE_INDEX
 from schemas.items import Item
 
-__all__ = ["BundleRanker"]
+__all__ = ["POPULAR_N", "BundleRanker"]
+
+#: popular items kept for cold starts (enough to fill k after leaving out what the user has seen)
+POPULAR_N = 500
 
 
 def _rounded(scores: np.ndarray) -> np.ndarray:
@@ -28,19 +40,28 @@ def _rounded(scores: np.ndarray) -> np.ndarray:
 
 
 class BundleRanker:
+    """Ranks users with a ModelBundle; see the module doc for the personal -> search -> popular chain."""
+
     def __init__(
         self,
         bundle: ModelBundle,
         policy: RankingPolicy = RankingPolicy(),
-        popular: Sequence[str] = (),
+        popular: Sequence[str] | None = None,
         retrieval: SessionConfig = SessionConfig(provider="cpu", allow_spinning=False),
     ) -> None:
+        """`popular` overrides the bundle's popularity order (item ids, most popular first); by
+        default the bundle's own (`bundle.popular`), then the items without events in catalog order:
+        POPULAR_N in all."""
         self.bundle = bundle
         self.policy = policy
         self.rows = {item_id: r for r, item_id in enumerate(bundle.item_ids)}
         self.retrieval = retrieval
         self.retriever = self._retriever(bundle.item_vectors)
-        self.popular = [self.rows[i] for i in popular if i in self.rows] or list(range(min(200, len(self.rows))))
+        order = bundle.popular if popular is None else popular
+        known = [self.rows[i] for i in order if i in self.rows][:POPULAR_N]
+        listed = set(known)  # items without events follow in catalog order, as in serving.resources
+        rest = (r for r in range(len(self.rows)) if r not in listed)
+        self.popular = known + [r for _, r in zip(range(POPULAR_N - len(known)), rest, strict=False)]
         self._fusion: tuple[Any, Any] | None = None
         self._ids: np.ndarray | None = None
         names = bundle.folder / "brand_names.json"

@@ -1,6 +1,7 @@
 """What the API and the search evaluation load once: the catalog, its text vectors (encoded with
 the bundle's own text encoder, cached incrementally on disk), the hybrid index, the model bundle
-and the popularity order. Built from files only; the stores are opened by the caller."""
+and the popularity order. Built from files only; the stores are opened by the caller. With a
+bundle, no dataset is needed: the catalog and the popularity are the bundle's own."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from encoders.catalog import encode_catalog, load_catalog_vectors
 from encoders.session import SessionConfig
 from encoders.text import TextEncoder
 from ranker.bundle import ModelBundle
+from ranker.popularity import popular_items
+from schemas.errors import ConfigError
 from schemas.events import EVENT_TYPE_INDEX
 from schemas.items import Item
 from serving.search import HybridIndex, SearchWeights
@@ -71,25 +74,32 @@ class ServingResources:
 
 
 def load_resources(
-    items: Sequence[Item],
+    items: Sequence[Item] | None = None,
     *,
-    bundle: str | Path | None,
-    encoder: str | Path | None,
+    bundle: str | Path | None = None,
+    encoder: str | Path | None = None,
     cache: str | Path,
     popularity: dict[str, int] | None = None,
     weights: SearchWeights = SearchWeights(),
     session: SessionConfig = SessionConfig(),
     progress: bool = True,
 ) -> ServingResources:
-    """`encoder` defaults to the bundle's own copy (bundle/encoder), so query and item vectors
-    come from the same model the bundle was trained with."""
+    """`items` defaults to the bundle's catalog (items.jsonl) and `popularity` (event counts per
+    item id) to the bundle's (popularity.json); without a bundle, items are required and
+    popularity is optional (no counts: catalog order). `encoder` defaults to the bundle's own copy
+    (bundle/encoder), so query and item vectors come from the same model the bundle was trained
+    with. Raises BundleError / EncoderError (ConfigErrors) naming a damaged file."""
+    mb = ModelBundle.load(bundle, session) if bundle is not None else None
+    if items is None:
+        if mb is None:
+            raise ConfigError("no catalog: give an items file (or a dataset), or a --bundle, which carries its own")
+        items = mb.items()
     items = list(items)
     if not items:
-        raise ValueError("the catalog is empty: give an items file with at least one item")
-    mb = ModelBundle.load(bundle, session) if bundle is not None else None
+        raise ConfigError("the catalog is empty: give an items file with at least one item")
     enc_dir = Path(encoder) if encoder is not None else (Path(bundle) / "encoder" if bundle is not None else None)
     if enc_dir is None:
-        raise ValueError("search needs a text encoder: give --encoder or a --bundle that holds one")
+        raise ConfigError("search needs a text encoder: give --encoder or a --bundle that holds one")
     enc = TextEncoder(enc_dir, session)
     encode_catalog(items, enc, cache, progress=progress)
     ids, vectors = load_catalog_vectors(cache)
@@ -107,6 +117,8 @@ def load_resources(
     else:
         bundle_rows = np.full(len(items), -1, dtype=np.int64)
         item_vectors = text_vectors
-    counts = popularity or {}
-    popular = sorted(range(len(items)), key=lambda r: (-counts.get(items[r].item_id, 0), r))
+    counts = popularity if popularity is not None else (mb.popularity if mb is not None else {})
+    ranked = [rows[i] for i in popular_items(counts) if i in rows]  # most popular first, then catalog order
+    listed = set(ranked)
+    popular = ranked + [r for r in range(len(items)) if r not in listed]
     return ServingResources(items, rows, index, enc, mb, bundle_rows, item_vectors, popular)

@@ -4,10 +4,12 @@ if they cannot start, the tests fail with the service's log tail)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,9 +60,37 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("encoders")
     out = {}
     for variant in ("fp32", "int8", "fp16"):
-        export_encoder(None, root / variant, variant)  # type: ignore[arg-type]
+        export_encoder(None, root / variant, variant)
         out[variant] = root / variant
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cheap fp32 export (seconds, not minutes) of a tiny random BERT with the default encoder's
+    tokenizer: for tests of how exports are checked, not of what the vectors mean."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from encoders.export import default_model_dir, export_encoder
+
+    root = tmp_path_factory.mktemp("tiny-encoder")
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(default_model_dir()), local_files_only=True)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size + 2,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+    )
+    BertModel(cfg).eval().save_pretrained(str(root / "src"))
+    tok.save_pretrained(str(root / "src"))
+    shutil.copy(default_model_dir() / "tokenizer.json", root / "src" / "tokenizer.json")
+    export_encoder(root / "src", root / "export", "fp32")
+    return root / "export"
 
 
 VARIANTS = (("weighted-b0.5", "weighted", 0.5), ("gated", "gated", 0.5))
@@ -90,7 +120,18 @@ def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundles(shop_dir: Path, exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def bundle_models() -> dict[Path, dict[str, Any]]:
+    """The trained torch models behind each of `bundles`, by bundle folder and variant name."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def bundles(
+    shop_dir: Path,
+    exports: dict[str, Path],
+    bundle_models: dict[Path, dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> list[Path]:
     from ranker.fit import fit
     from ranker.train import TrainConfig
     from shopdata.loader import load_dataset
@@ -106,6 +147,28 @@ def bundles(shop_dir: Path, exports: dict[str, Path], tmp_path_factory: pytest.T
             model_overrides=SMALL,
             train_cfg=TrainConfig(epochs=4, patience=4, seed=7, batch_size=128),
             progress=False,
+            trained_models=bundle_models.setdefault(folder, {}),
         )
         out.append(folder)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(shop_dir: Path, tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cheap real bundle (tiny encoder, one epoch, both variants) for tests of how bundles are
+    checked; `bundles` is the one whose numbers mean something."""
+    from ranker.fit import fit
+    from ranker.train import TrainConfig
+    from shopdata.loader import load_dataset
+
+    folder = tmp_path_factory.mktemp("tiny-bundle") / "bundle"
+    fit(
+        load_dataset(shop_dir),
+        folder,
+        tiny_encoder,
+        variants=VARIANTS,
+        model_overrides=SMALL,
+        train_cfg=TrainConfig(epochs=1, patience=1, seed=7, batch_size=128),
+        progress=False,
+    )
+    return folder

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoders import SequenceEncoder, TextEncoder, encode_catalog, load_catalog_vectors
+from encoders import EncoderError, SequenceEncoder, TextEncoder, encode_catalog, load_catalog_vectors
 from schemas.items import Item
 
 
@@ -112,5 +112,5 @@ def test_encode_rows_equals_encode_on_gathered_sequences(tmp_path: Path) -> None
 
 
 def test_sequence_graph_contract_is_checked(tmp_path: Path, exports: dict[str, Path]) -> None:
-    with pytest.raises(ValueError, match="lacks input"):
+    with pytest.raises(EncoderError, match="lacks input"):
         SequenceEncoder(exports["fp32"] / "model.onnx")

@@ -1,41 +1,181 @@
-"""A small end-to-end fit on the synthetic shop: bundle layout, ONNX vs torch, determinism,
-evaluate (default and hold-out) through the CLI."""
+"""A small end-to-end fit on the synthetic shop: bundle layout and digests (every file, each one
+altered in a copy), ONNX vs torch (recomputed), determinism, evaluate (default and hold-out)
+through the CLI."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from ranker.bundle import ModelBundle
+from ranker.bundle import ModelBundle, bundle_version
+from ranker.popularity import popular_items
+from schemas.errors import BundleError, ConfigError
+from shopdata.loader import load_dataset
 from tests.conftest import VARIANTS
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_bundle_layout_and_manifest(bundles: list[Path]) -> None:
-    b = ModelBundle.load(bundles[0])
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    """A private copy: tests alter the copy, never the session's bundle."""
+    return Path(shutil.copytree(bundle, tmp_path / "bundle"))
+
+
+def _alter(path: Path) -> None:
+    """Same size, one byte changed in the middle (a bit flip on disk, a partial copy)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_bundle_layout_and_manifest(bundles: list[Path], shop_dir: Path, tmp_path: Path) -> None:
+    root = _copy(bundles[0], tmp_path)
+    b = ModelBundle.load(root)
     m = b.manifest
-    assert m["format"] == "fusionrec-model-bundle/1" and m["version"].startswith("fr-")
+    assert m["format"] == "fusionrec-model-bundle/1" and m["version"].startswith("fr-") and m["role"] == "main"
     assert m["chosen_variant"] in {"weighted-b0.5", "gated"}
     assert set(m["variants"]) == {"weighted-b0.5", "gated"}
     for v in m["variants"].values():
         assert 0.0 <= v["alpha"] <= 1.0 and v["valid_ndcg@10"] > 0
-    assert set(m["files"]) >= {"user_encoder.onnx", "item_vectors.npy"}
     assert b.item_vectors.shape == (120, 32)
     assert list(b.variants()) == [n for n, _, _ in VARIANTS if n != m["chosen_variant"]]
-    (bundles[0] / "item_ids.json").write_text((bundles[0] / "item_ids.json").read_text() + " ")
-    with pytest.raises(ValueError, match="does not match its manifest digest"):
-        ModelBundle.load(bundles[0])
-    (bundles[0] / "item_ids.json").write_text((bundles[0] / "item_ids.json").read_text()[:-1])
+    # every file in the folder is digested (a variant's through its own manifest), and the version covers them
+    on_disk = {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "manifest.json" and p.relative_to(root).parts[0] != "variants"
+    }
+    on_disk |= {f"variants/{n}/manifest.json" for n in b.variants()}
+    assert set(m["files"]) == on_disk | {"encoder/manifest.json"}
+    assert {*NEW_FILES, "encoder/manifest.json", "user_encoder.onnx", "item_vectors.npy"} <= set(m["files"])
+    assert m["version"] == bundle_version(m["files"])
+    # the catalog it was trained on, in row order, and the popularity of its training events
+    dataset = load_dataset(shop_dir)
+    assert b.items() == dataset.items
+    assert [it.item_id for it in b.items()] == b.item_ids
+    counts = dataset.item_counts()
+    assert b.popularity == {i: c for i, c in counts.items() if c > 0}
+    assert b.popular == popular_items(counts) and len(b.popular) > 0
+    assert all(counts[a] >= counts[c] for a, c in zip(b.popular, b.popular[1:], strict=False))
+    # a changed file is refused, naming it
+    _alter(root / "item_ids.json")
+    with pytest.raises(BundleError, match=r"item_ids\.json does not match its digest in manifest\.json"):
+        ModelBundle.load(root)
 
 
-def test_onnx_user_encoder_agrees_with_torch(bundles: list[Path]) -> None:
-    assert json.loads((bundles[0] / "manifest.json").read_text())["onnx_top10_agreement"] >= 0.99
+#: files the bundle digests since bundles became self-contained
+NEW_FILES = ("item_fusion.onnx", "brand_names.json", "text_vectors.npy", "items.jsonl", "popularity.json")
+
+
+@pytest.mark.parametrize(
+    "name", [*NEW_FILES, "encoder/model.onnx", "encoder/tokenizer.json", "encoder/manifest.json", "VARIANT"]
+)
+def test_each_digested_file_altered_is_refused_by_name(bundles: list[Path], tmp_path: Path, name: str) -> None:
+    root = _copy(bundles[0], tmp_path)
+    if name == "VARIANT":
+        variant = next(
+            n for n, _, _ in VARIANTS if n != json.loads((root / "manifest.json").read_text())["chosen_variant"]
+        )
+        name = f"variants/{variant}/manifest.json"
+    _alter(root / name)
+    with pytest.raises(BundleError, match=re.escape(f"{root / name} does not match its digest in manifest.json")):
+        ModelBundle.load(root)
+
+
+def test_an_altered_variant_file_is_refused_when_variants_load(bundles: list[Path], tmp_path: Path) -> None:
+    root = _copy(bundles[0], tmp_path)
+    variant = next(n for n, _, _ in VARIANTS if n != json.loads((root / "manifest.json").read_text())["chosen_variant"])
+    _alter(root / "variants" / variant / "item_vectors.npy")
+    bundle = ModelBundle.load(root)  # the main model is intact
+    with pytest.raises(BundleError, match=re.escape(f"{root / 'variants' / variant / 'item_vectors.npy'} does not")):
+        bundle.variants()
+    with pytest.raises(BundleError, match=f"is a variant of the bundle in {re.escape(str(root))}"):
+        ModelBundle.load(root / "variants" / variant)
+
+
+def test_broken_missing_and_old_bundles_are_refused_by_name(
+    bundles: list[Path], exports: dict[str, Path], tmp_path: Path
+) -> None:
+    root = _copy(bundles[0], tmp_path)
+    manifest = root / "manifest.json"
+    good = manifest.read_text()
+    with pytest.raises(BundleError, match=r"no manifest\.json; make one with `fusionrec train`"):
+        ModelBundle.load(tmp_path)
+    with pytest.raises(BundleError, match="no such folder"):
+        ModelBundle.load(tmp_path / "nowhere")
+    with pytest.raises(BundleError, match=r"is not a model bundle.*encoder export"):
+        ModelBundle.load(exports["int8"])
+    manifest.write_text(good[:-20])
+    with pytest.raises(BundleError, match=f"{re.escape(str(manifest))} is not valid JSON"):
+        ModelBundle.load(root)
+    doc = json.loads(good)
+    del doc["files"]
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=f"{re.escape(str(manifest))} lacks the key 'files'"):
+        ModelBundle.load(root)
+    manifest.write_text(good)
+    (root / "text_vectors.npy").unlink()
+    with pytest.raises(BundleError, match=re.escape(f"{root / 'text_vectors.npy'} is missing")):
+        ModelBundle.load(root)
+    shutil.copy(bundles[0] / "text_vectors.npy", root / "text_vectors.npy")
+    assert ModelBundle.load(root).version == json.loads(good)["version"]  # restored: loads again
+    # a bundle from before catalogs and popularity were in it: retrain
+    doc = json.loads(good)
+    for name in ("items.jsonl", "popularity.json", "text_vectors.npy"):
+        del doc["files"][name]
+    doc["version"] = bundle_version(doc["files"])
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=r"before bundles carried their catalog.*retrain"):
+        ModelBundle.load(root)
+    # the version is a hash over the digests: an edited version is refused
+    doc = json.loads(good)
+    doc["version"] = "fr-000000000000"
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="version that does not match"):
+        ModelBundle.load(root)
+
+
+def test_onnx_user_encoder_agrees_with_torch(
+    bundles: list[Path], bundle_models: dict[Path, dict[str, Any]], shop_dir: Path
+) -> None:
+    """Recomputed here from the trained torch model and the ONNX bundle fit wrote from it: the user
+    vectors match, the top-10 lists agree, and the number fit recorded is the one it measured."""
+    from ranker.data import build_catalog, leave_one_out, user_sequences
+    from ranker.train import pad_left, score_split
+
+    bundle = ModelBundle.load(bundles[0])
+    model = bundle_models[bundles[0]][bundle.manifest["chosen_variant"]].eval()
+    dataset = load_dataset(shop_dir)
+    split = leave_one_out(user_sequences(dataset, build_catalog(dataset))).valid
+    rows = [[i - 1 for i in h] for h in split.histories]
+    # the same users, one batch per history length, through torch and through ONNX
+    onnx_vectors = bundle.user_vectors(rows, split.history_types)
+    with torch.no_grad():
+        table = model.items()
+        assert np.allclose(table[1:].numpy(), bundle.item_vectors, atol=1e-5)
+        for u in range(0, len(rows), 37):
+            width = min(len(split.histories[u]), model.cfg.max_len)
+            want = model.user_vectors(pad_left([split.histories[u]], width), pad_left([split.history_types[u]], width))
+            assert np.allclose(onnx_vectors[u], want[0].numpy(), atol=1e-4), f"user {split.users[u]}"
+    torch_scores = score_split(model, split)
+    onnx_scores = onnx_vectors @ bundle.item_vectors.T
+    same = 0
+    for u, seen in enumerate(rows):
+        a, b = torch_scores[u].copy(), onnx_scores[u].copy()
+        a[seen] = b[seen] = -np.inf
+        same += set(np.argsort(-a, kind="stable")[:10]) == set(np.argsort(-b, kind="stable")[:10])
+    agreement = same / len(rows)
+    assert agreement >= 0.99
+    assert bundle.manifest["onnx_top10_agreement"] == round(agreement, 5)
 
 
 def test_same_seed_same_bundle(bundles: list[Path]) -> None:
@@ -75,3 +215,22 @@ def test_evaluate_cli_default_and_holdout(bundles: list[Path], shop_dir: Path, t
     _evaluate(shop_dir, bundles[1], out2, "--holdout", str(holdout))
     res2 = json.loads(out2.read_text())
     assert res2["protocol"] == "holdout" and res2["n_users"] == 2
+
+
+def test_bundle_alone_serves_catalog_and_popularity(bundles: list[Path], shop_dir: Path, tmp_path: Path) -> None:
+    """No dataset at run time: the worker's ranker and the API's resources take the catalog and the
+    popular items from the bundle, and agree on the order (ranker.popularity.popular_items)."""
+    from ranker.online import BundleRanker
+    from ranker.state import UserState
+    from serving.resources import load_resources
+
+    bundle = ModelBundle.load(bundles[0])
+    res = load_resources(bundle=bundles[0], cache=tmp_path / "cache", progress=False)
+    assert [it.item_id for it in res.items] == bundle.item_ids and res.encoder.folder == bundles[0] / "encoder"
+    assert [res.items[r].item_id for r in res.popular[: len(bundle.popular)]] == bundle.popular
+    counts = load_dataset(shop_dir).item_counts()
+    assert bundle.popular[:5] == popular_items(counts, 5)
+    ranked, source = BundleRanker(bundle).rank(UserState(user_id="nobody"), 5)
+    assert source == "popular" and [i for i, _ in ranked] == popular_items(counts, 5)
+    with pytest.raises(ConfigError, match="no catalog"):
+        load_resources(cache=tmp_path / "cache2")
