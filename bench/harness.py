@@ -1,5 +1,5 @@
-"""Helpers shared by the benchmarks and the integration tests: a worker subprocess, polling, and the
-expected fold of a user's events."""
+"""Helpers shared by the benchmarks and the integration tests: a worker subprocess, polling, a
+consumer group's progress against a topic's end, and the expected fold of a user's events."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from ranker.state import Delivery, UserState, apply_events
 from schemas.events import Event
@@ -33,6 +35,75 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s:
             return
         time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def _end_offsets(consumer: Consumer, topic: str, timeout_s: float) -> dict[int, int]:
+    """partition -> high-water mark (the offset the next record will get), read from the broker."""
+    meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+    return {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)[1]
+        for p in meta.partitions
+    }
+
+
+class GroupOffsets:
+    """A consumer group's committed offsets against a topic's end offsets, read without joining the
+    group (no subscription, so no rebalance of the workers under test)."""
+
+    def __init__(self, bootstrap: str, group: str, timeout_s: float = 10.0) -> None:
+        self.timeout_s = timeout_s
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+
+    def __enter__(self) -> GroupOffsets:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def lag(self, topic: str) -> int:
+        """Records of `topic` past the group's committed offsets; 0: the group is done up to the end."""
+        end = _end_offsets(self._consumer, topic, self.timeout_s)
+        tps = self._consumer.committed([TopicPartition(topic, p) for p in end], timeout=self.timeout_s)
+        committed = {tp.partition: max(tp.offset, 0) for tp in tps}  # none committed yet: a negative sentinel
+        return sum(max(high - committed[p], 0) for p, high in end.items())
+
+
+def wait_committed(
+    bootstrap: str, group: str, topic: str, timeout_s: float, alive: Callable[[], bool] = lambda: True
+) -> None:
+    """Until `group` has committed `topic` up to its end (or `alive()` turns false): with offsets committed
+    only after their writes, nothing the group read is still being processed."""
+    with GroupOffsets(bootstrap, group) as offsets:
+        wait_for(lambda: not alive() or offsets.lag(topic) == 0, timeout_s, f"{group} to commit {topic} to its end")
+
+
+def read_to_end(bootstrap: str, topic: str, timeout_s: float = 60) -> list[Message]:
+    """Every record of `topic`, from the beginning up to the end offsets it has when called."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "enable.auto.commit": False})
+    try:
+        ends = _end_offsets(consumer, topic, timeout_s)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        left = {p for p, high in ends.items() if high > 0}
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while left:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out reading {topic} up to its end offsets {ends}")
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None
+            if offset < ends[partition]:
+                out.append(msg)
+            if offset >= ends[partition] - 1:
+                left.discard(partition)
+        return out
+    finally:
+        consumer.close()
 
 
 class WorkerProcess:

@@ -31,8 +31,9 @@ class PrometheusSensor:
             "fusionrec_consumer_lag", "Records behind the partition high-water mark", ["partition"], registry=r
         )
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, registry=self.registry)
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Serves /metrics on host:port; loopback unless asked, as the endpoint has no authentication."""
+        start_http_server(port, addr=host, registry=self.registry)
 
     def on_batch(self, outcome: BatchOutcome) -> None:
         self.events.inc(outcome.n_records)

@@ -7,7 +7,7 @@ file and the environment once.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.cql import replication_clause
 
@@ -27,8 +27,6 @@ class KafkaSettings(Frozen):
     items_topic: str = "items"
     group: str = "fusionrec-worker"
     partitions: int = Field(4, ge=1)
-    username: str | None = None
-    password: SecretStr | None = None
 
 
 class CassandraSettings(Frozen):
@@ -71,3 +69,11 @@ class WorkerSettings(Frozen):
     writer_process: bool = Field(
         True, description="write batches from a child process with its own interpreter lock (Cassandra, SQLite)"
     )
+    batches_in_flight: int = Field(
+        2, ge=1, description="batches taken but not yet processed, beyond the two in the pipeline (back-pressure)"
+    )
+    log_every_s: float = Field(5.0, gt=0, description="how often a worker_progress line is logged")
+    metrics_host: str = Field(
+        "127.0.0.1", description="address the Prometheus endpoint binds (loopback; 0.0.0.0: every interface)"
+    )
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus endpoint's port; unset: none")

@@ -7,16 +7,14 @@ with and without a SIGKILL mid-stream; malformed events land in the dead-letter 
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
-from bench.harness import assert_folds_exactly, named_worker, wait_for
+from bench.harness import assert_folds_exactly, named_worker, read_to_end, wait_committed, wait_for
 from schemas.codec import encode_event
 from schemas.events import Event
 from shopdata import event_records
@@ -54,8 +52,9 @@ def test_replayed_events_fold_exactly(
             240,
             "every event folded into Cassandra",
         )
+        # every offset committed, so every batch written: nothing more may arrive, a double count shows now
+        wait_committed(services["bootstrap"], names["group"], names["topic"], 60, worker.alive)
         assert worker.alive(), worker.log()[-3000:]
-        time.sleep(2)  # nothing more may arrive: a double count would show now
         _assert_exact(store, shop.events)
     finally:
         assert worker.stop() == 0, worker.log()[-3000:]
@@ -83,8 +82,8 @@ def test_sigkill_mid_stream_then_restart_is_exact(
             240,
             "the restarted worker to finish",
         )
+        wait_committed(services["bootstrap"], names["group"], names["topic"], 60, second.alive)
         assert second.alive(), second.log()[-3000:]
-        time.sleep(2)
         _assert_exact(store, shop.events)
     finally:
         assert second.stop() == 0, second.log()[-3000:]
@@ -140,54 +139,33 @@ def test_malformed_events_go_to_dead_letters_and_valid_flow(
     worker = named_worker(tmp_path, names, "worker").start()
     try:
         wait_for(lambda: _total_events(store) >= len(good) or not worker.alive(), 180, "valid events to flow")
+        # dead letters are confirmed before their batch's offsets may be committed: once the group has
+        # committed the topic to its end, the dead-letter topic holds every letter, and any extra one
+        wait_committed(services["bootstrap"], names["group"], names["topic"], 60, worker.alive)
         assert worker.alive(), worker.log()[-3000:]
         _assert_exact(store, good)
-        letters = _consume_all(services["bootstrap"], names["dead_letter_topic"], n_bad, timeout_s=60)
+        letters = _dead_letters(services["bootstrap"], names["dead_letter_topic"])
     finally:
         assert worker.stop() == 0, worker.log()[-3000:]
     assert len(letters) == n_bad
     expected_bad = [bad[(i // 40) % len(bad)] for i in range(0, len(good), 40)]
     # partitions interleave, so compare as multisets; each letter must carry its own field and reason
     assert Counter((p, f) for p, f, _ in expected_bad) == Counter(
-        (m["value"], m["headers"]["fusionrec.field"]) for m in letters
+        (value, headers["fusionrec.field"]) for value, headers in letters
     )
     fragments = {(p, f): frag for p, f, frag in bad}
-    for msg in letters:
-        assert fragments[(msg["value"], msg["headers"]["fusionrec.field"])] in msg["headers"]["fusionrec.reason"]
-        assert msg["headers"]["fusionrec.source"].startswith(names["topic"] + ":")
-        assert int(msg["headers"]["fusionrec.offset"]) >= 0
+    for value, headers in letters:
+        assert fragments[(value, headers["fusionrec.field"])] in headers["fusionrec.reason"]
+        assert headers["fusionrec.source"].startswith(names["topic"] + ":")
+        assert int(headers["fusionrec.offset"]) >= 0
 
 
-def _consume_all(bootstrap: str, topic: str, n: int, timeout_s: float) -> list[dict[str, Any]]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"{topic}-reader",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < n and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            headers = {k: (v or b"").decode() for k, v in (msg.headers() or [])}
-            out.append({"value": msg.value() or b"", "headers": headers})
-        # linger briefly: an extra dead letter would be a bug too
-        end = time.monotonic() + 2
-        while time.monotonic() < end:
-            msg = consumer.poll(0.2)
-            if msg is not None and not msg.error():
-                out.append(
-                    {
-                        "value": msg.value() or b"",
-                        "headers": {k: (v or b"").decode() for k, v in (msg.headers() or [])},
-                    }
-                )
-    finally:
-        consumer.close()
+def _dead_letters(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, str]]]:
+    """(value, headers) of every record in the dead-letter topic: all of it, extra letters included."""
+    out = []
+    for msg in read_to_end(bootstrap, topic):
+        raw = msg.headers() or []
+        pairs = raw.items() if isinstance(raw, dict) else raw
+        headers = {k: v.decode() if isinstance(v, bytes) else (v or "") for k, v in pairs}
+        out.append((msg.value() or b"", headers))
     return out

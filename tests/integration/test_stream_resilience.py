@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import assert_folds_exactly, named_worker, wait_for
+from bench.harness import assert_folds_exactly, named_worker, wait_committed, wait_for
 from shopdata import event_records
 from shopdata.synthetic import generate_shop
 from streams.replay import ensure_topics, produce_records
@@ -50,8 +50,8 @@ def test_two_kills_and_a_rebalance_stay_exact(
     for n, share in enumerate((0.15, 0.35)):
         w = named_worker(tmp_path, names, f"killed{n}", env=slow_commits).start()
         wait_for(
-            lambda w=w, share=share: _folded(store) >= share * len(events) or not w.alive(),
-            300,  # type: ignore[misc]
+            lambda w=w, share=share: _folded(store) >= share * len(events) or not w.alive(),  # type: ignore[misc]
+            300,
             f"{share:.0%} folded",
         )
         assert w.alive(), w.log()[-3000:]
@@ -74,8 +74,11 @@ def test_two_kills_and_a_rebalance_stay_exact(
             600,
             "both workers to finish",
         )
+        # every offset committed, so every batch written: a late double count would show now
+        wait_committed(
+            services["bootstrap"], names["group"], names["topic"], 60, lambda: first.alive() and second.alive()
+        )
         assert first.alive() and second.alive(), first.log()[-2000:] + second.log()[-2000:]
-        time.sleep(3)
         assert_folds_exactly(store, events)
     finally:
         assert first.stop() == 0 and second.stop() == 0
@@ -98,14 +101,14 @@ def test_cassandra_outage_is_back_pressure(
     try:
         wait_for(lambda: _folded(store) >= 2000 or not worker.alive(), 120, "the stream to flow")
         subprocess.run(["bash", str(SERVICES), "down", "cassandra"], check=True, capture_output=True, timeout=120)
-        time.sleep(30)  # events keep arriving in Kafka while the store is down
+        time.sleep(30)  # the outage's length (events keep arriving in Kafka meanwhile), not a wait for quiet
         assert worker.alive(), "the worker must survive a store outage: " + worker.log()[-3000:]
         up = subprocess.run(["bash", str(SERVICES), "up", "cassandra"], capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stderr
         producer.join(120)
         wait_for(lambda: _folded(store) >= len(shop.events) or not worker.alive(), 300, "the stream to catch up")
+        wait_committed(services["bootstrap"], names["group"], names["topic"], 60, worker.alive)
         assert worker.alive(), worker.log()[-3000:]
-        time.sleep(3)
         assert_folds_exactly(store, shop.events)
     finally:
         subprocess.run(["bash", str(SERVICES), "up", "cassandra"], capture_output=True, timeout=300)

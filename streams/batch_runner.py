@@ -1,0 +1,291 @@
+"""The Kafka worker's batch loop, without faust: batch N+1 is prepared while batch N is written, a
+batch is acked only after its own write and its dead letters are confirmed, progress and lag are
+reported, live items reach the ranker, and a rebalance invalidates the state cache.
+
+The runtime adapter (`streams.faust_worker`) feeds it batches of delivered events and hands it three
+narrow callables: `ack`, `send_dead_letter` and `highwater`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
+
+from schemas.codec import decode_item
+from schemas.errors import InvalidItem
+from schemas.items import Item
+from streams.core import BatchOutcome, PreparedBatch, RawRecord
+from streams.state_cache import StateCache
+
+__all__ = [
+    "BatchRunner",
+    "Delivered",
+    "LagSensor",
+    "Message",
+    "Progress",
+    "SendDeadLetter",
+    "StagedPipeline",
+    "TopicPartition",
+]
+
+log = logging.getLogger("fusionrec.worker")
+
+
+class StagedPipeline(Protocol):
+    """What the runner needs of `streams.core.Pipeline`: its two stages, its cache and its ranker."""
+
+    @property
+    def state_cache(self) -> StateCache | None: ...
+
+    @property
+    def ranker(self) -> object: ...
+
+    def prepare(self, records: Sequence[RawRecord]) -> PreparedBatch: ...
+
+    def write(self, batch: PreparedBatch) -> BatchOutcome: ...
+
+
+class TopicPartition(Protocol):
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+
+class Message(Protocol):
+    """A consumed record as the runtime delivers it (faust: `event.message`)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def tp(self) -> TopicPartition: ...
+
+
+class Delivered(Protocol):
+    """An event taken without being acked; the runner acks it once its batch is written."""
+
+    @property
+    def message(self) -> Message: ...
+
+
+E = TypeVar("E", bound=Delivered)
+Ack = Callable[[E], Awaitable[object]]
+
+
+class SendDeadLetter(Protocol):
+    """Produces one dead letter; awaiting the returned awaitable waits for the broker's confirmation."""
+
+    def __call__(self, *, key: bytes, value: bytes, headers: Mapping[str, bytes]) -> Awaitable[Awaitable[object]]: ...
+
+
+class LagSensor(Protocol):
+    def set_lag(self, partition: str, lag: int) -> None: ...
+
+
+class Progress:
+    """key=value progress lines every few seconds, and one at stop: one line per fact, not per batch."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.records = self.applied = self.duplicates = self.dead = self.batches = 0
+        self.started = self.last = time.monotonic()
+        self.first_batch: float | None = None  # when records first arrived: startup is not throughput
+        self.last_batch_end = self.started
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        active = max(self.last_batch_end - (self.first_batch or self.last_batch_end), 1e-9)
+        return (
+            f"records={self.records} applied={self.applied} duplicates={self.duplicates} "
+            f"dead_letters={self.dead} batches={self.batches} elapsed_s={elapsed:.1f} "
+            f"active_s={active:.2f} active_eps={self.records / active:.0f}"
+        )
+
+    def begin(self) -> None:
+        if self.first_batch is None:
+            self.first_batch = time.monotonic()
+
+    def add(self, o: BatchOutcome) -> None:
+        self.last_batch_end = time.monotonic()
+        self.records += o.n_records
+        self.applied += o.n_applied
+        self.duplicates += o.n_duplicates
+        self.dead += len(o.dead_letters)
+        self.batches += 1
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            log.info("worker_progress %s last_batch_ms=%.1f", self.line(), o.elapsed_s * 1000)
+
+
+def _dead_letter_headers(reason: str, field: str, source: str, offset: int) -> dict[str, bytes]:
+    return {
+        "fusionrec.reason": reason.encode(),
+        "fusionrec.field": field.encode(),
+        "fusionrec.source": source.encode(),
+        "fusionrec.offset": str(offset).encode(),
+    }
+
+
+def _report_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("batch_write_failed error=%r (its events stay unacked and are replayed)", task.exception())
+
+
+class BatchRunner:
+    """Runs the pipeline over taken (unacked) batches on two threads: `pipeline` (decode, fold, rank,
+    and the live index's updates) and `writer` (store writes, one batch at a time, in order)."""
+
+    def __init__(
+        self,
+        pipeline: StagedPipeline,
+        send_dead_letter: SendDeadLetter,
+        highwater: Callable[[TopicPartition], int | None],
+        *,
+        sensor: LagSensor | None = None,
+        batches_in_flight: int = 2,
+        log_every_s: float = 5.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.send_dead_letter = send_dead_letter
+        self.highwater = highwater
+        self.sensor = sensor
+        self.batches_in_flight = batches_in_flight  # taken but not yet being processed (beyond the two in the pipeline)
+        self.progress = Progress(log_every_s)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+
+    async def consume(self, batches: AsyncIterable[Sequence[E]], ack: Ack[E]) -> None:
+        """Takes each batch off at once and hands it to the two stages: a runtime like faust fills its
+        take buffer only while the consumer waits for the next batch, so processing here would stop
+        consumption for as long as each batch takes. At most `batches_in_flight` wait (a bounded
+        queue: back-pressure), all unacked, so a rebalance waits for them. Raises what the
+        processing raised (e.g. a failed write, or a stop during a store outage)."""
+        queue: asyncio.Queue[list[E]] = asyncio.Queue(maxsize=self.batches_in_flight)
+        runner = asyncio.ensure_future(self._run(queue, ack))
+        try:
+            async for events in batches:
+                put = asyncio.ensure_future(queue.put(list(events)))
+                await asyncio.wait({put, runner}, return_when=asyncio.FIRST_COMPLETED)
+                if runner.done():
+                    put.cancel()
+                    runner.result()  # the processing failed: raise it here
+                    raise RuntimeError("batch runner ended")  # pragma: no cover - it loops forever
+        finally:
+            runner.cancel()
+
+    async def _run(self, queue: asyncio.Queue[list[E]], ack: Ack[E]) -> None:
+        """Two stages in flight: batch N+1 is decoded, folded and ranked (pipeline thread) while
+        batch N is written (writer thread). Writes stay one at a time and in order, so a retried
+        write never lands after a newer one; a batch is acked only after its own write."""
+        loop = asyncio.get_running_loop()
+        previous: asyncio.Future[None] | None = None
+        while True:
+            events = await queue.get()
+            self.progress.begin()
+            records = [
+                RawRecord(
+                    value=e.message.value if e.message.value is not None else b"",
+                    source=f"{e.message.topic}:{e.message.partition}",
+                    offset=e.message.offset,
+                )
+                for e in events
+            ]
+            prepared = await loop.run_in_executor(self._executor, self.pipeline.prepare, records)
+            if previous is not None:
+                await previous  # batch N written and acked (or its failure raised here)
+            written = loop.run_in_executor(self._writer, self.pipeline.write, prepared)
+            previous = asyncio.ensure_future(self._finish(events, written, ack))
+            previous.add_done_callback(_report_failure)  # seen now, not only when the next batch comes
+
+    async def _finish(self, events: list[E], written: Awaitable[BatchOutcome], ack: Ack[E]) -> None:
+        """After a batch's writes: dead letters confirmed by the broker, then the events acked (so
+        their offsets may be committed), then counters and lag."""
+        outcome = await written
+        pending = [
+            await self.send_dead_letter(
+                key=f"{d.source}:{d.offset}".encode(),
+                value=d.raw,
+                headers=_dead_letter_headers(d.reason, d.field, d.source, d.offset),
+            )
+            for d in outcome.dead_letters
+        ]
+        for fut in pending:
+            await fut  # confirmed by the broker before the source offsets may be committed
+        for e in events:
+            await ack(e)
+        self.progress.add(outcome)
+        if self.sensor is not None:
+            last: dict[TopicPartition, int] = {}
+            for e in events:
+                last[e.message.tp] = e.message.offset
+            for tp, offset in last.items():
+                high = self.highwater(tp)
+                if high is not None:
+                    self.sensor.set_lag(f"{tp.topic}:{tp.partition}", int(high) - offset - 1)
+
+    async def consume_items(self, batches: AsyncIterable[Sequence[E]], ack: Ack[E]) -> None:
+        """New or changed items: each batch decoded, invalid records dead-lettered (confirmed), the
+        valid ones fused into the live index (on the pipeline thread), then all acked."""
+        loop = asyncio.get_running_loop()
+        add: Callable[[list[Item]], int] | None = getattr(self.pipeline.ranker, "add_items", None)
+        async for events in batches:
+            good: list[Item] = []
+            bad: list[tuple[E, InvalidItem]] = []
+            for e in events:
+                try:
+                    good.append(decode_item(e.message.value or b""))
+                except InvalidItem as invalid:
+                    bad.append((e, invalid))
+            for e, exc in bad:
+                m = e.message
+                headers = _dead_letter_headers(exc.reason, exc.field, f"{m.topic}:{m.partition}", m.offset)
+                await (await self.send_dead_letter(key=b"item", value=m.value or b"", headers=headers))
+            if good and add is not None:
+                n = await loop.run_in_executor(self._executor, add, good)
+                log.info("live_items added=%d invalid=%d", n, len(bad))
+            elif good:
+                log.warning("live_items_ignored count=%d reason=the ranker has no live index", len(good))
+            for e in events:
+                await ack(e)
+
+    def on_assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        """Which partitions this worker owns after each rebalance (operators and tests read it); the
+        cached states of the old assignment are dropped (streams.state_cache)."""
+        owned = sorted(f"{tp.topic}:{tp.partition}" for tp in partitions)
+        log.info("partitions_assigned count=%d partitions=%s", len(owned), ",".join(owned))
+        self._invalidate("assigned")
+
+    def on_revoked(self) -> None:
+        """The runtime waits for in-flight (unacked) batches before it revokes, so after this no
+        cached state from the old assignment is used."""
+        self._invalidate("revoked")
+
+    def _invalidate(self, reason: str) -> None:
+        cache = self.pipeline.state_cache
+        if cache is not None:
+            cache.invalidate()
+            log.info("state_cache_invalidated reason=%s generation=%d", reason, cache.generation)
+
+    def log_stop(self) -> None:
+        log.info("worker_stop %s", self.progress.line())
+
+    def close(self) -> None:
+        """Shuts the two threads down once their current work is done."""
+        self._executor.shutdown()
+        self._writer.shutdown()

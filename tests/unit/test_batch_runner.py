@@ -1,0 +1,350 @@
+"""The worker's batch runner with fakes for faust and the pipeline: writes in order with batch N+1
+prepared meanwhile, acks only after a batch's write and dead letters are confirmed, a failed write
+raised and never acked, back-pressure, lag, live items and the state cache's rebalance rule."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any, NamedTuple, TypeVar
+
+import orjson
+import pytest
+
+from schemas.items import Item
+from streams.batch_runner import BatchRunner
+from streams.core import BatchOutcome, DeadLetterRecord, PreparedBatch, RawRecord
+from streams.state_cache import StateCache
+
+T = TypeVar("T")
+WAIT_S = 10.0  # generous: a hang is a failure, never a slow pass
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class Msg:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass(frozen=True)
+class Ev:
+    message: Msg
+
+
+def _batch(start: int, n: int, partition: int = 0, bad: Sequence[int] = ()) -> list[Ev]:
+    return [
+        Ev(Msg("clicks", partition, o, b"bad" if o in bad else f"ok-{o}".encode())) for o in range(start, start + n)
+    ]
+
+
+@dataclass
+class FakePipeline:
+    """Prepares on the pipeline thread, writes on the writer thread; records bad-valued records as
+    dead letters. `hold_write[i]` blocks batch i's write until set; `fail_write` names a batch whose write raises."""
+
+    state_cache: StateCache | None = None
+    ranker: object = None
+    prepared: list[list[int]] = field(default_factory=list)
+    written: list[list[int]] = field(default_factory=list)
+    hold_write: dict[int, threading.Event] = field(default_factory=dict)
+    fail_write: int | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def prepare(self, records: Sequence[RawRecord]) -> PreparedBatch:
+        assert threading.current_thread().name.startswith("pipeline")
+        outcome = BatchOutcome(n_records=len(records), n_applied=len(records))
+        outcome.dead_letters = [
+            DeadLetterRecord(r.source, r.offset, "$", "not valid JSON", r.value) for r in records if r.value == b"bad"
+        ]
+        with self.lock:
+            self.prepared.append([r.offset for r in records])
+            index = len(self.prepared) - 1
+        return PreparedBatch(outcome, [], [], index, 0.0)  # `generation` carries the batch's index here
+
+    def write(self, batch: PreparedBatch) -> BatchOutcome:
+        assert threading.current_thread().name.startswith("writer")
+        index = batch.generation
+        hold = self.hold_write.get(index)
+        if hold is not None:
+            assert hold.wait(WAIT_S), f"batch {index}'s write was never released"
+        if index == self.fail_write:
+            raise RuntimeError(f"write of batch {index} failed")
+        with self.lock:
+            self.written.append(self.prepared[index])
+        return batch.outcome
+
+
+@dataclass
+class DeadLetters:
+    """The dead-letter topic: each send returns a confirmation future the test may hold back."""
+
+    confirm_at_once: bool = True
+    sent: list[tuple[bytes, bytes, Mapping[str, bytes]]] = field(default_factory=list)
+    confirmations: list[asyncio.Future[None]] = field(default_factory=list)
+
+    async def send(self, *, key: bytes, value: bytes, headers: Mapping[str, bytes]) -> Awaitable[object]:
+        self.sent.append((key, value, headers))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.confirm_at_once:
+            fut.set_result(None)
+        self.confirmations.append(fut)
+        return fut
+
+
+class Lag:
+    def __init__(self) -> None:
+        self.lag: dict[str, int] = {}
+
+    def set_lag(self, partition: str, lag: int) -> None:
+        self.lag[partition] = lag
+
+
+def _runner(pipeline: FakePipeline, dead: DeadLetters, **kw: Any) -> BatchRunner:
+    return BatchRunner(pipeline, dead.send, lambda tp: 100, **kw)
+
+
+async def _feed(batches: list[list[Ev]], then: Callable[[], bool] | None = None) -> AsyncIterator[list[Ev]]:
+    """The batches, then (like a live stream) nothing more until `then()` holds."""
+    for b in batches:
+        yield b
+    while then is not None and not then():
+        await asyncio.sleep(0.005)
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while not cond():
+            await asyncio.sleep(0.005)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    async def bounded() -> T:
+        async with asyncio.timeout(WAIT_S * 2):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+def test_writes_in_order_while_the_next_batch_is_prepared_and_acks_follow_each_write(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="fusionrec.worker")
+    pipeline, dead = FakePipeline(), DeadLetters()
+    batch1_prepared = threading.Event()
+    pipeline.hold_write[0] = batch1_prepared  # batch 0's write waits until batch 1 was prepared
+    runner = _runner(pipeline, dead)
+    original_prepare = pipeline.prepare
+
+    def prepare(records: Sequence[RawRecord]) -> PreparedBatch:
+        batch = original_prepare(records)
+        if batch.generation == 1:
+            batch1_prepared.set()
+        return batch
+
+    pipeline.prepare = prepare  # type: ignore[method-assign]
+    batches = [_batch(10 * i, 3) for i in range(5)]
+    acked: list[int] = []
+
+    async def ack(e: Ev) -> None:
+        written = {o for b in pipeline.written for o in b}
+        assert e.message.offset in written, "acked before its batch was written"
+        acked.append(e.message.offset)
+
+    total = sum(len(b) for b in batches)
+    _run(runner.consume(_feed(batches, lambda: len(acked) == total), ack))
+    runner.close()
+    expected = [[e.message.offset for e in b] for b in batches]
+    assert pipeline.prepared == expected and pipeline.written == expected
+    assert acked == [o for b in expected for o in b]
+    assert (runner.progress.records, runner.progress.batches, runner.progress.dead) == (15, 5, 0)
+    runner.log_stop()
+    assert "worker_stop records=15 applied=15 duplicates=0 dead_letters=0 batches=5" in caplog.text
+
+
+def test_a_batch_is_acked_only_once_its_dead_letters_are_confirmed() -> None:
+    pipeline, dead = FakePipeline(), DeadLetters(confirm_at_once=False)
+    runner = _runner(pipeline, dead)
+    acked: list[int] = []
+
+    async def ack(e: Ev) -> None:
+        acked.append(e.message.offset)
+
+    async def scenario() -> None:
+        consuming = asyncio.ensure_future(
+            runner.consume(_feed([_batch(0, 4, partition=2, bad=(1, 3))], lambda: len(acked) == 4), ack)
+        )
+        await _until(lambda: len(dead.confirmations) == 2)
+        await asyncio.sleep(0.05)
+        assert pipeline.written == [[0, 1, 2, 3]] and acked == [], "acked before the broker confirmed"
+        dead.confirmations[0].set_result(None)
+        await asyncio.sleep(0.05)
+        assert acked == [], "acked with a dead letter still unconfirmed"
+        dead.confirmations[1].set_result(None)
+        await consuming
+
+    _run(scenario())
+    runner.close()
+    assert acked == [0, 1, 2, 3]
+    assert [(k, v) for k, v, _ in dead.sent] == [(b"clicks:2:1", b"bad"), (b"clicks:2:3", b"bad")]
+    assert dict(dead.sent[1][2]) == {
+        "fusionrec.reason": b"not valid JSON",
+        "fusionrec.field": b"$",
+        "fusionrec.source": b"clicks:2",
+        "fusionrec.offset": b"3",
+    }
+    assert runner.progress.dead == 2
+
+
+def test_a_failed_write_is_raised_and_its_batch_never_acked(caplog: pytest.LogCaptureFixture) -> None:
+    pipeline, dead = FakePipeline(fail_write=1), DeadLetters()
+    runner = _runner(pipeline, dead)
+    acked: list[int] = []
+
+    async def ack(e: Ev) -> None:
+        acked.append(e.message.offset)
+
+    async def endless() -> AsyncIterator[list[Ev]]:  # a live stream: batches keep coming
+        for i in count():
+            yield _batch(10 * i, 2)
+            await asyncio.sleep(0.001)
+
+    with pytest.raises(RuntimeError, match="write of batch 1 failed"):
+        _run(runner.consume(endless(), ack))
+    runner.close()
+    assert acked == [0, 1]  # batch 0 only: nothing at or after the failed batch
+    assert pipeline.written == [[0, 1]]
+    assert "batch_write_failed" in caplog.text
+
+
+def test_at_most_batches_in_flight_wait_beyond_the_two_stages() -> None:
+    release = threading.Event()
+    pipeline, dead = FakePipeline(hold_write={0: release}), DeadLetters()
+    runner = _runner(pipeline, dead, batches_in_flight=2)
+    taken = 0
+    acked: list[int] = []
+
+    async def ack(e: Ev) -> None:
+        acked.append(e.message.offset)
+
+    async def stream() -> AsyncIterator[list[Ev]]:
+        nonlocal taken
+        for i in range(8):
+            taken += 1
+            yield _batch(10 * i, 1)
+        await _until(lambda: len(acked) == 8)
+
+    async def scenario() -> None:
+        consuming = asyncio.ensure_future(runner.consume(stream(), ack))
+        await _until(lambda: taken == 5)
+        await asyncio.sleep(0.1)
+        # batch 0 being written, batch 1 prepared and waiting, 2 queued, and the 5th taken, waiting to be queued
+        assert taken == 5 and pipeline.prepared == [[0], [10]]
+        release.set()
+        await consuming
+
+    _run(scenario())
+    runner.close()
+    assert acked == [10 * i for i in range(8)]
+
+
+def test_lag_per_partition_from_the_high_water_mark() -> None:
+    pipeline, dead, lag = FakePipeline(), DeadLetters(), Lag()
+    runner = BatchRunner(pipeline, dead.send, lambda tp: {0: 100, 1: None}.get(tp.partition), sensor=lag)
+    acked: list[int] = []
+
+    async def ack(e: Ev) -> None:
+        acked.append(e.message.offset)
+
+    mixed = _batch(40, 3, partition=0) + _batch(7, 2, partition=1)
+    _run(runner.consume(_feed([mixed], lambda: len(acked) == 5), ack))
+    runner.close()
+    assert lag.lag == {"clicks:0": 100 - 42 - 1}  # partition 1's high-water mark is not known yet
+
+
+class LiveIndex:
+    version = "test"
+
+    def __init__(self) -> None:
+        self.added: list[Item] = []
+
+    def add_items(self, items: Sequence[Item]) -> int:
+        assert threading.current_thread().name.startswith("pipeline")
+        self.added.extend(items)
+        return len(items)
+
+
+def _item_events(values: list[bytes]) -> list[Ev]:
+    return [Ev(Msg("items", 0, o, v)) for o, v in enumerate(values)]
+
+
+def test_live_items_are_added_and_invalid_ones_dead_lettered(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fusionrec.worker")
+    index = LiveIndex()
+    pipeline, dead = FakePipeline(ranker=index), DeadLetters()
+    runner = _runner(pipeline, dead)
+    acked: list[int] = []
+
+    async def ack(e: Ev) -> None:
+        acked.append(e.message.offset)
+
+    good = orjson.dumps({"item_id": "NEW-1", "title": "Trail shoe", "category": "Running Shoes"})
+    events = _item_events([good, b'{"item_id": "x"}'])
+    _run(runner.consume_items(_feed([events]), ack))
+    runner.close()
+    assert [i.item_id for i in index.added] == ["NEW-1"]
+    assert acked == [0, 1]
+    assert len(dead.sent) == 1
+    key, value, headers = dead.sent[0]
+    assert (key, value) == (b"item", b'{"item_id": "x"}')
+    assert headers["fusionrec.field"] == b"title" and headers["fusionrec.source"] == b"items:0"
+    assert headers["fusionrec.offset"] == b"1" and b"missing" in headers["fusionrec.reason"]
+    assert "live_items added=1 invalid=1" in caplog.text
+
+
+def test_live_items_without_a_live_index_are_acked_and_reported(caplog: pytest.LogCaptureFixture) -> None:
+    pipeline, dead = FakePipeline(ranker=object()), DeadLetters()
+    runner = _runner(pipeline, dead)
+    acked: list[int] = []
+
+    async def ack(e: Ev) -> None:
+        acked.append(e.message.offset)
+
+    _run(runner.consume_items(_feed([_item_events([orjson.dumps({"item_id": "A", "title": "a"})])]), ack))
+    runner.close()
+    assert acked == [0] and dead.sent == []
+    assert "live_items_ignored count=1" in caplog.text
+
+
+def test_every_rebalance_invalidates_the_state_cache_and_logs_the_assignment(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fusionrec.worker")
+    cache = StateCache(10)
+    runner = _runner(FakePipeline(state_cache=cache), DeadLetters())
+    runner.on_assigned([TP("clicks", 3), TP("clicks", 0)])
+    assert cache.generation == 1
+    assert "partitions_assigned count=2 partitions=clicks:0,clicks:3" in caplog.text
+    runner.on_revoked()
+    runner.on_assigned([])
+    assert cache.generation == 3
+    assert "state_cache_invalidated reason=revoked generation=2" in caplog.text
+    assert "partitions_assigned count=0 partitions=" in caplog.text
+    runner.close()
+
+    uncached = _runner(FakePipeline(), DeadLetters())  # no cache: rebalances only log
+    uncached.on_revoked()
+    uncached.on_assigned([TP("clicks", 1)])
+    uncached.close()
