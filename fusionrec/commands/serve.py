@@ -118,6 +118,8 @@ def serve(
     }
     s = settings().with_overrides(data=data, serve={k: str(v) if isinstance(v, Path) else v for k, v in flags.items()})
     cfg = s.serve
+    if cfg.bundle and (data or items):
+        typer.echo("note: --data/--items ignored: the bundle carries its own catalog and popularity", err=True)
     app_, res, results = build_app(s)  # fails here, once, on bad settings; fills the vector cache
     where = f"on http://{cfg.host}:{cfg.port} (docs: /docs), {cfg.workers} worker process(es)"
     typer.echo(f"serving {len(res.items)} items, model {res.model_version}, store {results.url} {where}")

@@ -3,6 +3,7 @@ runtime) and `recommend` (read one stored list)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from itertools import islice
 from pathlib import Path
@@ -22,6 +23,8 @@ from streams.stores.base import ResultsStore
 from streams.stores.offload import OffloadedWrites
 
 __all__ = ["register"]
+
+log = logging.getLogger("fusionrec.worker")
 
 
 def demo(
@@ -139,6 +142,8 @@ def worker(
     )
     kafka = s.kafka
     ensure_topics(kafka.bootstrap, {kafka.topic: kafka.partitions, kafka.dead_letter_topic: 1, kafka.items_topic: 1})
+    if bundle and data:
+        log.warning("data_ignored data=%s reason=the bundle carries its own catalog and popularity", data)
     ranker = build_ranker(bundle=bundle) if bundle else build_ranker(load_data(s.data))
     results: ResultsStore = open_results_store(s)
     if s.worker.writer_process and not results.url.startswith("memory:"):

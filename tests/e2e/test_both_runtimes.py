@@ -49,7 +49,7 @@ class Embedded:
     def __init__(self, db: Path, bundle: Path, shop: Dataset) -> None:
         self.store = SQLiteStore(db)
         self.store.setup()
-        self.pipeline = build_pipeline(self.store, build_ranker(shop, bundle), k=20, state_cache_users=10_000)
+        self.pipeline = build_pipeline(self.store, build_ranker(bundle=bundle), k=20, state_cache_users=10_000)
         self.offset = 0
 
     def feed(self, records: list[tuple[bytes, bytes]]) -> None:
@@ -80,7 +80,7 @@ class Service:
         self.store.setup()
         self.worker = WorkerProcess(log, topic=self.topic, dead_letter_topic=self.dlq, group=self.group,
                                     keyspace=keyspace, batch_size=250)  # fmt: skip
-        self.worker.args += ["--bundle", str(bundle), "--data", str(shop_dir)]
+        self.worker.args += ["--bundle", str(bundle)]
         self.worker.start()
         self.produced = 0
         self.letters: list[dict[str, Any]] = []

@@ -44,7 +44,7 @@ def test_cold_start_first_event_and_live_item(
         keyspace=cassandra_keyspace,
         batch_size=50,
     )
-    worker.args += ["--bundle", str(bundles[1]), "--data", str(shop_dir), "--items-topic", items_topic]
+    worker.args += ["--bundle", str(bundles[1]), "--items-topic", items_topic]
     worker.start()
     producer = Producer({"bootstrap.servers": services["bootstrap"], "linger.ms": 0})
 

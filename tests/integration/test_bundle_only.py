@@ -1,0 +1,138 @@
+"""A production worker and API need the bundle and the store, never the training files:
+`fusionrec worker --bundle B` and `fusionrec serve --bundle B`, started with no --data, against the
+REAL Kafka and Cassandra, give every user the list the worker made before bundles carried their own
+catalog and popularity (when `--data` supplied the popularity for cold starts)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka import Producer
+
+from bench.harness import WorkerProcess, wait_committed
+from fusionrec.wiring import build_pipeline
+from ranker.bundle import ModelBundle
+from ranker.online import BundleRanker
+from schemas.codec import encode_event
+from schemas.events import Event, EventType
+from schemas.recommendations import RecommendationList
+from shopdata import Dataset, load_dataset
+from streams.embedded import records_from_values, run_embedded
+from streams.replay import ensure_topics
+from streams.stores import MemoryStore
+from streams.stores.cassandra import CassandraStore
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _events(shop: Dataset) -> list[Event]:
+    """The shop's events plus two users the model knows nothing about (their lists are popularity)."""
+    ts = shop.events[-1].ts + 1
+    cold = [
+        Event("cold-1", EventType.VIEW, "COLD1", ts, item_id="NOT-IN-CATALOG"),
+        Event("cold-2", EventType.SEARCH, "COLD2", ts + 1, query="anything"),
+    ]
+    return [*shop.events, *cold]
+
+
+def _lists_made_with_data(bundle: Path, shop: Dataset, events: list[Event]) -> dict[str, RecommendationList]:
+    """What the worker stored before, when `--data` gave it the dataset's top-500 items for cold starts."""
+    counts = shop.item_counts()
+    popular = sorted(counts, key=lambda i: (-counts[i], i))[:500]
+    store = MemoryStore()
+    pipeline = build_pipeline(store, BundleRanker(ModelBundle.load(bundle), popular=popular), k=20)
+    records = records_from_values((encode_event(e) for e in events), source="file:reference")
+    run_embedded(records, pipeline, store, batch_size=250, progress=False)
+    return store.lists
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_worker_and_api_run_from_the_bundle_alone(
+    services: dict[str, str],
+    unique: str,
+    store: CassandraStore,
+    bundles: list[Path],
+    shop_dir: Path,
+    tmp_path: Path,
+) -> None:
+    shop = load_dataset(shop_dir)
+    events = _events(shop)
+    expected = _lists_made_with_data(bundles[1], shop, events)
+    topic, group = f"bundle-only-{unique}", f"g-{unique}"
+    ensure_topics(services["bootstrap"], {topic: 3, f"{topic}.dlq": 1})
+    worker = WorkerProcess(
+        tmp_path / "worker.log",
+        topic=topic,
+        dead_letter_topic=f"{topic}.dlq",
+        group=group,
+        keyspace=store.keyspace,
+        batch_size=250,
+        env={"FUSIONREC_DATA": str(shop_dir)},  # a dataset in the settings, which --bundle must leave unread
+    )
+    worker.args += ["--bundle", str(bundles[1])]  # no --data
+    assert "--data" not in worker.args
+    worker.start()
+    try:
+        producer = Producer({"bootstrap.servers": services["bootstrap"], "linger.ms": 5})
+        for ev in events:
+            producer.produce(topic, key=ev.user_id.encode(), value=encode_event(ev))
+        producer.flush(30)
+        wait_committed(services["bootstrap"], group, topic, 300, alive=worker.alive)
+    finally:
+        assert worker.stop() == 0, worker.log()[-3000:]
+    assert "dataset_loaded" not in worker.log()  # it read no dataset, although the settings name one
+
+    assert set(expected) == {e.user_id for e in events}
+    for user, want in expected.items():
+        got = store.get_recommendations(user)
+        assert got is not None, user
+        assert (got.source, got.model_version, got.item_ids()) == (want.source, want.model_version, want.item_ids())
+        assert [s.score for s in got.items] == pytest.approx([s.score for s in want.items], abs=1e-5), user
+    assert expected["COLD1"].source == "popular" and expected["COLD2"].source in {"popular", "search"}
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "fusionrec", "serve", "--bundle", str(bundles[1]), "--store", store.url,
+           "--port", str(port), "--cache", str(tmp_path / "cache")]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {"FUSIONREC_DATA": str(shop_dir)}
+    with (tmp_path / "serve.log").open("w") as fh:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+        for user in [*sorted(expected)[:25], "COLD1"]:
+            body = httpx.get(f"{base}/v1/users/{user}/recommendations", params={"k": 20}, timeout=10).json()
+            assert [i["item_id"] for i in body["items"]] == expected[user].item_ids(), user
+            assert body["model_version"] == expected[user].model_version
+        item = shop.items[0]
+        similar = httpx.get(f"{base}/v1/items/{item.item_id}/similar", params={"k": 4}, timeout=10).json()
+        assert len(similar["items"]) == 4 and all(i["title"] for i in similar["items"])
+        found = httpx.get(f"{base}/v1/search", params={"q": item.title, "k": 5}, timeout=10).json()
+        assert item.item_id in [i["item_id"] for i in found["items"]]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    serve_log = (tmp_path / "serve.log").read_text()
+    assert "dataset_loaded" not in serve_log and f"serving {len(shop.items)} items" in serve_log
