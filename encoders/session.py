@@ -15,6 +15,7 @@ log = logging.getLogger("fusionrec.encoders")
 
 try:
     import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "encoders need ONNX Runtime: pip install 'fusionrec[cpu]' (or 'fusionrec[gpu]' for CUDA)"
@@ -31,8 +32,6 @@ CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 def _ort_errors() -> tuple[type[Exception], ...]:
     """ONNX Runtime's own exception classes (they derive from Exception only, not RuntimeError)."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as state
-
     names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
              "InvalidProtobuf", "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")  # fmt: skip
     found = tuple(c for n in names if isinstance(c := getattr(state, n, None), type) and issubclass(c, Exception))

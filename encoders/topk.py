@@ -26,6 +26,7 @@ TOPK_OPSET = 17
 
 def build_topk_model() -> bytes:
     """The serialized graph: queries [n, d], items [m, d], k [1] -> scores [n, k], rows [n, k]."""
+    # lazy: onnx (the `train` extra) builds the graph once, offline; the package ships the result
     import onnx
     from onnx import TensorProto, helper
 

@@ -30,7 +30,8 @@ import numpy as np
 
 from encoders.manifest import file_digest
 from encoders.sequence import SequenceEncoder
-from encoders.session import SessionConfig
+from encoders.session import SessionConfig, create_session
+from encoders.text import TextEncoder
 from ranker.popularity import popular_items
 from schemas.codec import encode_item
 from schemas.errors import BundleError
@@ -269,9 +270,6 @@ class ModelBundle:
 
     def item_fusion(self) -> tuple[Any, Any]:
         """(text encoder, item-fusion session) for live items and search queries."""
-        from encoders.session import create_session
-        from encoders.text import TextEncoder
-
         if not (self.folder / "item_fusion.onnx").is_file() or not (self.folder / "encoder").is_dir():
             raise BundleError(f"{self.folder} has no item_fusion.onnx/encoder: {RETRAIN}")
         return TextEncoder(self.folder / "encoder"), create_session(self.folder / "item_fusion.onnx")

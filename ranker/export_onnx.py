@@ -11,7 +11,7 @@ import torch
 
 from ranker.bundle import write_manifest
 from ranker.data import Catalog
-from ranker.model import SeqRecModel
+from ranker.model import ItemFusion, SeqRecModel
 
 __all__ = ["export_bundle", "export_item_fusion", "export_user_encoder"]
 
@@ -45,8 +45,6 @@ def export_user_encoder(model: SeqRecModel, path: Path, opset: int = 17) -> None
 
 
 def export_item_fusion(model: SeqRecModel, path: Path, opset: int = 17) -> None:
-    from ranker.model import ItemFusion
-
     fusion = ItemFusion(model.items).eval()
     n = 3
     args = (

@@ -21,7 +21,7 @@ import torch
 
 from encoders import SessionConfig, TextEncoder
 from ranker.bundle import ModelBundle, write_catalog, write_manifest, write_popularity
-from ranker.data import Catalog, SplitData, build_catalog, leave_one_out, user_sequences
+from ranker.data import Catalog, SplitData, _split, build_catalog, leave_one_out, user_sequences
 from ranker.export_onnx import export_bundle
 from ranker.model import ModelConfig
 from ranker.train import TrainConfig, catalog_tensors, choose_alpha, score_split, train_model
@@ -43,7 +43,7 @@ DEFAULT_VARIANTS: tuple[tuple[str, str, float], ...] = (
 
 def encode_texts(catalog: Catalog, encoder_dir: Path, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     if not (encoder_dir / "manifest.json").is_file():
-        from encoders.export import export_encoder
+        from encoders.export import export_encoder  # lazy: it loads transformers, needed only for this export
 
         log.info("no encoder at %s: exporting the default int8 encoder there (offline)", encoder_dir)
         export_encoder(None, encoder_dir, "int8")
@@ -56,8 +56,6 @@ def encode_texts(catalog: Catalog, encoder_dir: Path, progress: bool = True) -> 
 
 def train_all_but_last(seqs: dict[str, tuple[list[int], list[int]]]) -> SplitData:
     """Train on every event but each user's last, validate on the last (for deployment / hold-out)."""
-    from ranker.data import _split
-
     users = sorted(u for u, (items, _) in seqs.items() if len(items) >= 2)
     return SplitData(
         protocol="all-but-last",

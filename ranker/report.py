@@ -41,7 +41,7 @@ def markdown_table(out: dict[str, Any]) -> str:
 
 
 def write_report(out: dict[str, Any], folder: Path) -> list[Path]:
-    try:
+    try:  # lazy: matplotlib is in the `train` extra, only reports need it
         import matplotlib
     except ImportError as exc:
         raise ImportError("plots need matplotlib: pip install 'fusionrec[train]'") from exc

@@ -46,7 +46,7 @@ class HnswRetriever:
     """Approximate inner-product search for large catalogs (needs `pip install hnswlib`)."""
 
     def __init__(self, items: np.ndarray, ef: int = 200, m: int = 32, seed: int = 42) -> None:
-        try:
+        try:  # lazy: hnswlib is optional, only for catalogs too large for exact search
             import hnswlib
         except ImportError as exc:
             raise ImportError("HNSW retrieval needs hnswlib: pip install hnswlib") from exc

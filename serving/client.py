@@ -8,10 +8,12 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from cassandra import ConsistencyLevel
 
 from schemas.cql import SELECT_RECOMMENDATIONS
 from schemas.errors import FusionrecError, StoreUnavailable
 from schemas.recommendations import RecommendationList
+from streams.stores.cassandra import _translated, connect, list_from_row
 
 __all__ = ["ApiClient", "ApiError", "CassandraListReader"]
 
@@ -29,10 +31,6 @@ class CassandraListReader:
     """`get(user_id)` -> the stored RecommendationList or None. Reuses one session; thread-safe."""
 
     def __init__(self, hosts: Sequence[str] = ("127.0.0.1",), port: int = 9042, keyspace: str = "fusionrec") -> None:
-        from cassandra import ConsistencyLevel
-
-        from streams.stores.cassandra import _translated, connect
-
         self._translated = _translated
         self._cluster, self._session = connect(hosts, port)  # TokenAwarePolicy(DCAwareRoundRobinPolicy())
         with _translated("prepare"):
@@ -42,8 +40,6 @@ class CassandraListReader:
     def get(self, user_id: str) -> RecommendationList | None:
         with self._translated("read list"):
             row = self._session.execute(self._stmt, (user_id,)).one()
-        from streams.stores.cassandra import list_from_row
-
         return None if row is None else list_from_row(row)
 
     def close(self) -> None:

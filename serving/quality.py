@@ -9,6 +9,7 @@ weight are chosen on validation only (grid below), then the test split is scored
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -175,6 +176,4 @@ def evaluate_search(
 
 
 def hash_user(user_id: str) -> str:
-    import hashlib
-
     return hashlib.blake2b(user_id.encode(), digest_size=8).hexdigest()

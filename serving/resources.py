@@ -72,6 +72,30 @@ class ServingResources:
         """[n_users, n_catalog_rows] model scores (0 for items the bundle does not know)."""
         return np.asarray(user_vectors @ self.item_vectors.T, dtype=np.float32)
 
+    def list_taste(self, item_ids: Sequence[str]) -> np.ndarray | None:
+        """The user's taste as the read API sees it (it reads lists, never user state): the mean
+        vector of their stored list's items (fused vectors with a bundle, text vectors without);
+        None when no listed item is in the catalog or the vectors cancel out."""
+        rows = [r for i in item_ids if (r := self.rows.get(i)) is not None]
+        if not rows:
+            return None
+        taste = self.item_vectors[rows].mean(axis=0)
+        return taste if np.any(taste) else None
+
+    def list_affinity_from_histories(self, histories: Sequence[Sequence[str]], k: int = 20) -> np.ndarray:
+        """Offline twin of what the API serves, for search-eval: each history's top-k unseen items
+        by the bundle's user vector (the list the worker stores), then their `list_taste` affinity."""
+        scores = self.affinity(self.user_vectors(histories))
+        out = np.zeros_like(scores)
+        for n, hist in enumerate(histories):
+            s = scores[n].copy()
+            s[[r for i in hist if (r := self.rows.get(i)) is not None]] = -np.inf
+            top = np.argpartition(-s, min(k, len(s) - 1))[:k]
+            taste = self.list_taste([self.items[r].item_id for r in top])
+            if taste is not None:
+                out[n] = self.affinity(taste[None, :])[0]
+        return out
+
 
 def load_resources(
     items: Sequence[Item] | None = None,

@@ -207,11 +207,8 @@ class ServingService:
             return None, f"not personalised: {exc}"
         if stored is None or stored.source == "popular":
             return None, None
-        rows = [r for s in stored.items if (r := self.res.rows.get(s.item_id)) is not None]
-        taste = self.res.item_vectors[rows].mean(axis=0) if rows else None
-        if taste is None or not np.any(taste):
-            return None, None
-        return self.res.affinity(taste[None, :])[0], None
+        taste = self.res.list_taste(stored.item_ids())
+        return (None, None) if taste is None else (self.res.affinity(taste[None, :])[0], None)
 
     def ready(self) -> tuple[bool, str]:
         try:

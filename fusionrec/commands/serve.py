@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -20,6 +20,8 @@ from serving.tags import tag_items
 from shopdata import load_dataset, load_items, load_items_file
 
 __all__ = ["register"]
+
+Taste = Literal["list", "history"]
 
 
 def search_table_markdown(result: dict[str, Any], split: str = "test") -> str:
@@ -153,6 +155,13 @@ def search_eval(
     encoder: Annotated[
         Path | None, typer.Option(help="Text encoder export; default: the bundle's own copy (bundle/encoder).")
     ] = None,
+    taste: Annotated[
+        Taste,
+        typer.Option(
+            help="Personal mode's user taste: list (as the API serves it: the mean of the user's stored "
+            "list) or history (the bundle's user vector of the history)."
+        ),
+    ] = "list",
 ) -> None:
     """Search quality: BM25, dense, hybrid and hybrid + personalisation on category-path and
     known-item queries for each user's last event (weights tuned on the event before it).
@@ -168,10 +177,11 @@ def search_eval(
         sequences,
         res.items,
         lambda qs: res.encoder.encode(qs, batch_size=128),
-        lambda hist: res.affinity(res.user_vectors(hist)),
+        res.list_affinity_from_histories if taste == "list" else (lambda hist: res.affinity(res.user_vectors(hist))),
         tune_users=tune_users,
     )
     out["model_version"] = res.model_version
+    out["taste"] = taste
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(out, indent=2))
     table = search_table_markdown(out)
@@ -180,7 +190,7 @@ def search_eval(
         w = out["weights"]
         (report / "search.md").write_text(
             f"# Search quality ({data.name}, {out['test']['users']} users, test split)\n\n"
-            f"weights tuned on validation: dense {w['dense']}, personal {w['personal']}\n\n{table}\n\n"
+            f"weights tuned on validation: dense {w['dense']}, personal {w['personal']} (taste: {taste})\n\n{table}\n\n"
             "![search](search.png)\n"
         )
         _plot(out, report / "search.png")

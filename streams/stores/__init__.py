@@ -59,6 +59,7 @@ def open_store(url: str, *, replication: str | None = None, create: bool = True)
             path = "/" + path.lstrip("/")
         return SQLiteStore(path, url=url, create=create)
     if parsed.scheme == "cassandra":
+        # lazy: cassandra-driver costs ~0.4 s at import; memory and SQLite users never need it
         from streams.stores.cassandra import CassandraStore
 
         netloc = parsed.netloc

@@ -27,6 +27,8 @@ import orjson
 from ranker.state import UserState
 from schemas.errors import StoreUnavailable
 from schemas.recommendations import RecommendationList
+from streams.gc_tuning import tune_gc
+from streams.stores import open_store
 from streams.stores.base import ResultsStore
 from streams.stores.rows import result_rows, results_from_rows
 
@@ -46,16 +48,12 @@ def _write(store: Any, payload: bytes) -> None:
 
 def _serve(conn: Connection, url: str, replication: str | None) -> None:
     """The child: open the store, then answer one reply per batch until the parent hangs up."""
-    from streams.stores import open_store
-
     try:
         store = open_store(url, replication=replication)
         store.setup()
     except Exception as exc:  # reported to the parent, which decides
         conn.send_bytes(orjson.dumps(["unavailable", f"{type(exc).__name__}: {exc}"]))
         return
-    from streams.gc_tuning import tune_gc
-
     tune_gc()  # the writer allocates a batch's worth of rows per call, like the worker
     conn.send_bytes(orjson.dumps(["ready", ""]))
     try:

@@ -56,6 +56,22 @@ def _lists_made_with_data(bundle: Path, shop: Dataset, events: list[Event]) -> d
     return store.lists
 
 
+def assert_same_ranking(got: RecommendationList, want: RecommendationList, tol: float = 1e-4) -> None:
+    """The same list up to float noise: the user encoder runs over differently composed batches in
+    the two runtimes, so scores may differ in the last digits and near-tied items may swap places
+    (or one may cross the cut at k). Everything else must be equal."""
+    assert len(got.items) == len(want.items), got.user_id
+    assert [s.score for s in got.items] == pytest.approx([s.score for s in want.items], abs=tol), got.user_id
+    g, w = dict(got.items), dict(want.items)
+    for item in g.keys() & w.keys():
+        assert g[item] == pytest.approx(w[item], abs=tol), (got.user_id, item)
+    cut = min(got.items[-1].score, want.items[-1].score)
+    for item, score in [*((i, g[i]) for i in g.keys() - w.keys()), *((i, w[i]) for i in w.keys() - g.keys())]:
+        assert score == pytest.approx(cut, abs=tol), f"{got.user_id}: {item} ({score}) is in one list only"
+    for a, b in zip(got.items, want.items, strict=True):  # a swap is only ever between near-ties
+        assert a.item_id == b.item_id or a.score == pytest.approx(b.score, abs=tol), got.user_id
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,8 +117,12 @@ def test_worker_and_api_run_from_the_bundle_alone(
     for user, want in expected.items():
         got = store.get_recommendations(user)
         assert got is not None, user
-        assert (got.source, got.model_version, got.item_ids()) == (want.source, want.model_version, want.item_ids())
-        assert [s.score for s in got.items] == pytest.approx([s.score for s in want.items], abs=1e-5), user
+        assert (got.source, got.model_version) == (want.source, want.model_version), user
+        if want.source == "personal":
+            assert_same_ranking(got, want)
+        else:  # popularity (and a searcher's list): the same items; scores as Cassandra's 32-bit floats keep them
+            assert got.item_ids() == want.item_ids(), user
+            assert [s.score for s in got.items] == pytest.approx([s.score for s in want.items], rel=1e-6), user
     assert expected["COLD1"].source == "popular" and expected["COLD2"].source in {"popular", "search"}
 
     port = _free_port()
@@ -124,7 +144,8 @@ def test_worker_and_api_run_from_the_bundle_alone(
             time.sleep(0.5)
         for user in [*sorted(expected)[:25], "COLD1"]:
             body = httpx.get(f"{base}/v1/users/{user}/recommendations", params={"k": 20}, timeout=10).json()
-            assert [i["item_id"] for i in body["items"]] == expected[user].item_ids(), user
+            stored = store.get_recommendations(user)
+            assert stored is not None and [i["item_id"] for i in body["items"]] == stored.item_ids(), user
             assert body["model_version"] == expected[user].model_version
         item = shop.items[0]
         similar = httpx.get(f"{base}/v1/items/{item.item_id}/similar", params={"k": 4}, timeout=10).json()
