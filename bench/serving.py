@@ -119,7 +119,7 @@ def main() -> None:
     print(f"filled {len(data.by_user())} users in {fill_s:.1f}s", file=sys.stderr)
 
     port = _free_port()
-    cmd = [sys.executable, "-m", "fusionrec", "serve", "--data", args.data, "--bundle", args.bundle,
+    cmd = [sys.executable, "-m", "fusionrec", "serve", "--bundle", args.bundle,  # the bundle holds the catalog
            "--store", f"cassandra://127.0.0.1:9042/{args.keyspace}", "--port", str(port),
            "--cache", "out/serving-cache-bench", "--workers", str(args.workers)]  # fmt: skip
     if args.encoder:
