@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from ranker.state import Delivery, UserState, apply_events
@@ -197,3 +200,35 @@ def assert_folds_exactly(store: Any, events: Iterable[Event]) -> dict[str, dict[
     wrong = [u for u in expected if stored[u] != expected[u]]
     assert not wrong, f"{len(wrong)} users' state differs from their fold, e.g. {wrong[:3]}"
     return expected
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def served_api(args: list[str], log_path: Path, port: int, timeout_s: float = 120) -> Iterator[str]:
+    """`fusionrec serve ARGS --port PORT` as its own process group, yielded (base URL) once /readyz
+    answers 200; stopped with SIGTERM on the way out. Fails with the server's log if it never is."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    cmd = [sys.executable, "-m", "fusionrec", "serve", *args, "--port", str(port)]
+    with log_path.open("w") as fh:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError(f"the API never became ready:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -5,19 +5,13 @@ catalog and popularity (when `--data` supplied the popularity for cold starts)."
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from confluent_kafka import Producer
 
-from bench.harness import WorkerProcess, wait_committed
+from bench.harness import WorkerProcess, free_port, served_api, wait_committed
 from fusionrec.wiring import build_pipeline
 from ranker.bundle import ModelBundle
 from ranker.online import BundleRanker
@@ -72,12 +66,6 @@ def assert_same_ranking(got: RecommendationList, want: RecommendationList, tol: 
         assert a.item_id == b.item_id or a.score == pytest.approx(b.score, abs=tol), got.user_id
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_worker_and_api_run_from_the_bundle_alone(
     services: dict[str, str],
     unique: str,
@@ -85,6 +73,7 @@ def test_worker_and_api_run_from_the_bundle_alone(
     bundles: list[Path],
     shop_dir: Path,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     shop = load_dataset(shop_dir)
     events = _events(shop)
@@ -125,23 +114,9 @@ def test_worker_and_api_run_from_the_bundle_alone(
             assert [s.score for s in got.items] == pytest.approx([s.score for s in want.items], rel=1e-6), user
     assert expected["COLD1"].source == "popular" and expected["COLD2"].source in {"popular", "search"}
 
-    port = _free_port()
-    cmd = [sys.executable, "-m", "fusionrec", "serve", "--bundle", str(bundles[1]), "--store", store.url,
-           "--port", str(port), "--cache", str(tmp_path / "cache")]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {"FUSIONREC_DATA": str(shop_dir)}
-    with (tmp_path / "serve.log").open("w") as fh:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
-            time.sleep(0.5)
+    args = ["--bundle", str(bundles[1]), "--store", store.url, "--cache", str(tmp_path / "cache")]
+    monkeypatch.setenv("FUSIONREC_DATA", str(shop_dir))  # a dataset in the settings, which --bundle must leave unread
+    with served_api(args, tmp_path / "serve.log", free_port()) as base:
         for user in [*sorted(expected)[:25], "COLD1"]:
             body = httpx.get(f"{base}/v1/users/{user}/recommendations", params={"k": 20}, timeout=10).json()
             stored = store.get_recommendations(user)
@@ -152,8 +127,5 @@ def test_worker_and_api_run_from_the_bundle_alone(
         assert len(similar["items"]) == 4 and all(i["title"] for i in similar["items"])
         found = httpx.get(f"{base}/v1/search", params={"q": item.title, "k": 5}, timeout=10).json()
         assert item.item_id in [i["item_id"] for i in found["items"]]
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
     serve_log = (tmp_path / "serve.log").read_text()
     assert "dataset_loaded" not in serve_log and f"serving {len(shop.items)} items" in serve_log

@@ -4,12 +4,6 @@ and the `tag-items` and `search-eval` commands."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from bench.harness import free_port, served_api
 from fusionrec.cli import app
 from serving.client import ApiClient, ApiError, CassandraListReader
 from shopdata.loader import Dataset
@@ -37,41 +32,12 @@ def cassandra_filled(
     s.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _served(tmp_path: Path, shop_dir: Path, bundle: Path, store_url: str, *extra: str) -> Iterator[ApiClient]:
     """A real `fusionrec serve` process (its own process group), ready (/readyz 200), and a client for it."""
-    port = _free_port()
-    cmd = [
-        sys.executable, "-m", "fusionrec", "serve", "--data", str(shop_dir), "--bundle", str(bundle),
-        "--store", store_url, "--port", str(port), "--cache", str(tmp_path / "cache"), *extra,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    log = tmp_path / "serve.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise AssertionError(log.read_text())
-            time.sleep(0.5)
-        with ApiClient(base) as api:
-            yield api
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    args = ["--bundle", str(bundle), "--store", store_url, "--cache", str(tmp_path / "cache"), *extra]
+    with served_api(args, tmp_path / "serve.log", free_port()) as base, ApiClient(base) as api:
+        yield api
 
 
 @pytest.mark.integration

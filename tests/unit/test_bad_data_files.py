@@ -7,29 +7,15 @@ Each case runs `fusionrec demo --data DIR` (cheap: it loads the dataset first) i
 from __future__ import annotations
 
 import codecs
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.cli import assert_error, run_cli
+
 ITEMS = "item_id,text\nA,apple\nB,banana\nC,cherry\n"
 EVENTS = "user_id,item_id,position\nu1,A,0\nu1,B,1\nu2,B,0\nu2,C,1\n"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """`fusionrec ARGS` in a subprocess, with no FUSIONREC_* (e.g. FUSIONREC_DEBUG) leaking in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONREC_")}
-    return subprocess.run(
-        [sys.executable, "-m", "fusionrec", *args],
-        cwd=REPO,
-        env={**env, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 def dataset(tmp: Path, items: str | bytes = ITEMS, events: str | bytes = EVENTS) -> Path:
@@ -42,18 +28,6 @@ def dataset(tmp: Path, items: str | bytes = ITEMS, events: str | bytes = EVENTS)
 
 def demo(tmp: Path, d: Path) -> subprocess.CompletedProcess[str]:
     return run_cli("demo", "--data", str(d), "--db", str(tmp / "x.db"), "--show", "1")
-
-
-def assert_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """Exit 2, one `error:` line holding every needle, no traceback; returns the line."""
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out[-3000:]
-    assert "Traceback" not in out, out[-3000:]
-    lines = [ln for ln in out.splitlines() if ln.startswith("error: ")]
-    assert len(lines) == 1, out[-3000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def loaded_line(proc: subprocess.CompletedProcess[str]) -> str:

@@ -5,39 +5,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    """`fusionrec ARGS` in a subprocess, as a user runs it, with no FUSIONREC_* leaking in from the test run."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONREC_")}
-    return subprocess.run(
-        [sys.executable, "-m", "fusionrec", *args],
-        cwd=cwd,
-        env={**clean, "PYTHONPATH": str(REPO), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def assert_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """Exit 2, exactly one `error:` line containing every needle, and no traceback; returns the line."""
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out[-2000:]
-    assert "Traceback" not in out, out[-2000:]
-    lines = [ln for ln in out.splitlines() if ln.startswith("error: ")]
-    assert len(lines) == 1, out[-2000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+from tests.cli import assert_error, run_cli
 
 
 @pytest.fixture

@@ -7,26 +7,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env_cmd = [sys.executable, "-m", "fusionrec", *args]
-    return subprocess.run(env_cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-
-
-def _assert_refused(proc: subprocess.CompletedProcess[str], names: str) -> None:
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out[-3000:]
-    assert "Traceback" not in out, out[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors, out[-3000:]
-    assert names in errors[0], errors[0]
+from tests.cli import assert_error, run_cli
 
 
 def _flip(path: Path) -> None:
@@ -48,7 +33,7 @@ def encoder_copy(tiny_encoder: Path, tmp_path: Path) -> Path:
 
 
 def _encode_items(items: Path, encoder: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    return _cli("encode-items", "--items", str(items), "--encoder", str(encoder), "--out", str(out))
+    return run_cli("encode-items", "--items", str(items), "--encoder", str(encoder), "--out", str(out))
 
 
 def test_encode_items_works_on_the_intact_export(encoder_copy: Path, items_file: Path, tmp_path: Path) -> None:
@@ -62,20 +47,20 @@ def test_encode_items_refuses_a_same_size_corrupted_model(encoder_copy: Path, it
     assert _encode_items(items_file, encoder_copy, out).returncode == 0  # a cache made by the intact model
     _flip(encoder_copy / "model.onnx")
     proc = _encode_items(items_file, encoder_copy, out)
-    _assert_refused(proc, f"{encoder_copy / 'model.onnx'} does not match its digest")
+    assert_error(proc, f"{encoder_copy / 'model.onnx'} does not match its digest")
     assert "unchanged" not in proc.stdout
 
 
 def test_encode_items_refuses_a_truncated_model(encoder_copy: Path, items_file: Path, tmp_path: Path) -> None:
     model = encoder_copy / "model.onnx"
     model.write_bytes(model.read_bytes()[:1000])
-    _assert_refused(_encode_items(items_file, encoder_copy, tmp_path / "vectors"), str(model))
+    assert_error(_encode_items(items_file, encoder_copy, tmp_path / "vectors"), str(model))
 
 
 def test_encode_items_refuses_a_manifest_with_bad_json(encoder_copy: Path, items_file: Path, tmp_path: Path) -> None:
     manifest = encoder_copy / "manifest.json"
     manifest.write_text(manifest.read_text()[:-30])
-    _assert_refused(_encode_items(items_file, encoder_copy, tmp_path / "vectors"), f"{manifest} is not valid JSON")
+    assert_error(_encode_items(items_file, encoder_copy, tmp_path / "vectors"), f"{manifest} is not valid JSON")
 
 
 def test_encode_items_refuses_a_manifest_missing_a_key(encoder_copy: Path, items_file: Path, tmp_path: Path) -> None:
@@ -83,24 +68,24 @@ def test_encode_items_refuses_a_manifest_missing_a_key(encoder_copy: Path, items
     doc = json.loads(manifest.read_text())
     del doc["max_length"]
     manifest.write_text(json.dumps(doc))
-    _assert_refused(_encode_items(items_file, encoder_copy, tmp_path / "vectors"), f"{manifest} lacks the key")
+    assert_error(_encode_items(items_file, encoder_copy, tmp_path / "vectors"), f"{manifest} lacks the key")
 
 
 def _evaluate(shop_dir: Path, bundle: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return _cli("evaluate", "--data", str(shop_dir), "--bundle", str(bundle), "--json", str(tmp_path / "eval.json"))
+    return run_cli("evaluate", "--data", str(shop_dir), "--bundle", str(bundle), "--json", str(tmp_path / "eval.json"))
 
 
 def test_evaluate_refuses_a_folder_that_is_not_a_bundle(shop_dir: Path, tiny_encoder: Path, tmp_path: Path) -> None:
-    _assert_refused(_evaluate(shop_dir, tmp_path, tmp_path), f"{tmp_path} is not a bundle: no manifest.json")
-    _assert_refused(_evaluate(shop_dir, tmp_path / "nowhere", tmp_path), f"{tmp_path / 'nowhere'} is not a bundle")
-    _assert_refused(_evaluate(shop_dir, tiny_encoder, tmp_path), f"{tiny_encoder} is not a model bundle")
+    assert_error(_evaluate(shop_dir, tmp_path, tmp_path), f"{tmp_path} is not a bundle: no manifest.json")
+    assert_error(_evaluate(shop_dir, tmp_path / "nowhere", tmp_path), f"{tmp_path / 'nowhere'} is not a bundle")
+    assert_error(_evaluate(shop_dir, tiny_encoder, tmp_path), f"{tiny_encoder} is not a model bundle")
 
 
 @pytest.mark.parametrize("name", ["item_ids.json", "items.jsonl", "popularity.json", "encoder/model.onnx"])
 def test_evaluate_refuses_an_altered_bundle_file(shop_dir: Path, tiny_bundle: Path, tmp_path: Path, name: str) -> None:
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
     _flip(bundle / name)
-    _assert_refused(_evaluate(shop_dir, bundle, tmp_path), f"{bundle / name} does not match its digest")
+    assert_error(_evaluate(shop_dir, bundle, tmp_path), f"{bundle / name} does not match its digest")
 
 
 def test_evaluate_refuses_a_broken_bundle_manifest(shop_dir: Path, tiny_bundle: Path, tmp_path: Path) -> None:
@@ -108,8 +93,8 @@ def test_evaluate_refuses_a_broken_bundle_manifest(shop_dir: Path, tiny_bundle: 
     manifest = bundle / "manifest.json"
     good = manifest.read_text()
     manifest.write_text(good[: len(good) // 2])
-    _assert_refused(_evaluate(shop_dir, bundle, tmp_path), f"{manifest} is not valid JSON")
+    assert_error(_evaluate(shop_dir, bundle, tmp_path), f"{manifest} is not valid JSON")
     doc = json.loads(good)
     del doc["model"]
     manifest.write_text(json.dumps(doc))
-    _assert_refused(_evaluate(shop_dir, bundle, tmp_path), f"{manifest} lacks the key 'model'")
+    assert_error(_evaluate(shop_dir, bundle, tmp_path), f"{manifest} lacks the key 'model'")
