@@ -197,17 +197,17 @@ class ServingService:
 
     def _list_affinity(self, user_id: str) -> tuple[np.ndarray | None, str | None]:
         """(affinity per catalog row, degradation note). The user's taste is read from their stored
-        list, not their state: the mean of its items' vectors (the bundle's fused vectors, text
-        vectors without a bundle) points where the model placed the user, at the cost of one key
-        lookup. No list, a popularity list (no personal signal), or none of its
-        items in the catalog: no affinity."""
+        list, not their state (one key lookup): the user vector its scores were ranked by
+        (`ServingResources.list_taste`). Only a list this bundle made carries it: no list, a
+        popularity list, or a list from another model version (its scores are in another space)
+        gives no affinity."""
         try:
             stored = self.lists.get_recommendations(user_id)
         except StoreUnavailable as exc:
             return None, f"not personalised: {exc}"
-        if stored is None or stored.source == "popular":
+        if stored is None or stored.source == "popular" or stored.model_version != self.res.model_version:
             return None, None
-        taste = self.res.list_taste(stored.item_ids())
+        taste = self.res.list_taste(stored.items)
         return (None, None) if taste is None else (self.res.affinity(taste[None, :])[0], None)
 
     def ready(self) -> tuple[bool, str]:

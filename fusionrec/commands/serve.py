@@ -158,8 +158,8 @@ def search_eval(
     taste: Annotated[
         Taste,
         typer.Option(
-            help="Personal mode's user taste: list (as the API serves it: the mean of the user's stored "
-            "list) or history (the bundle's user vector of the history)."
+            help="Personal mode's user taste: list (as the API serves it: the user vector recovered from "
+            "the user's stored list and its scores) or history (the bundle's user vector of the history)."
         ),
     ] = "list",
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -139,7 +140,7 @@ def test_store_outage_degrades_to_popular_and_not_ready(resources: ServingResour
 
 def test_the_read_api_needs_no_user_state(resources: ServingResources, shop: Dataset) -> None:
     """Lists and catalog only: a store holding nothing but a user's list serves it, and personalises
-    search from it (the list's items say where the model placed the user)."""
+    search from it (the list's scores give back the user vector they were ranked by)."""
 
     class ListsOnly:
         def __init__(self, lists: dict[str, RecommendationList]) -> None:
@@ -158,11 +159,27 @@ def test_the_read_api_needs_no_user_state(resources: ServingResources, shop: Dat
         def put_item_tags(self, tags: Mapping[str, Sequence[tuple[str, float]]], model: str) -> None:
             raise AssertionError("the read API never writes")
 
-    fans = [it.item_id for it in shop.items if it.category == shop.items[0].category][:5]
-    stored = RecommendationList("fan", tuple(ScoredItem(i, 1.0) for i in fans), "m", "c", 1, 1, "personal")
-    popular = RecommendationList("new", tuple(ScoredItem(i, 1.0) for i in fans), "m", "c", 1, 1, "popular")
-    service = ServingService(resources, lists=ListsOnly({"fan": stored, "new": popular}), catalog=NoTags())
-    assert [i["item_id"] for i in service.recommendations("fan", k=5)["items"]] == fans
+    # the list the worker stores for a user: the top 20 unseen items by the bundle's user vector, with scores
+    history = [e.item_id for e in shop.by_user()[sorted(shop.by_user())[0]] if e.item_id]
+    user_vector = resources.user_vectors([history])[0]
+    scores = resources.affinity(user_vector[None, :])[0]
+    seen = {resources.rows[i] for i in history}
+    top = [int(r) for r in np.argsort(-scores) if int(r) not in seen][:20]
+    listed = tuple(ScoredItem(resources.items[r].item_id, round(float(scores[r]), 6)) for r in top)
+    version = resources.model_version
+    lists = {
+        "fan": RecommendationList("fan", listed, version, "c", 1, 1, "personal"),
+        "new": RecommendationList("new", listed, version, "c", 1, 1, "popular"),
+        "old": RecommendationList("old", listed, "fr-another-model", "c", 1, 1, "personal"),
+    }
+    service = ServingService(resources, lists=ListsOnly(lists), catalog=NoTags())
+    assert [i["item_id"] for i in service.recommendations("fan", k=5)["items"]] == [s.item_id for s in listed[:5]]
     assert service.search("gift", k=5, user_id="fan")["personalized"] is True
-    assert service.search("gift", k=5, user_id="new")["personalized"] is False  # no personal signal
-    assert service.search("gift", k=5, user_id="nobody")["personalized"] is False
+    for user in ("new", "old", "nobody"):  # popularity, another model's scores, no list: no personal signal
+        assert service.search("gift", k=5, user_id=user)["personalized"] is False, user
+    # the taste recovered from the list ranks the catalog like the user vector itself
+    taste = resources.list_taste(listed)
+    assert taste is not None
+    recovered = resources.affinity(taste[None, :])[0]
+    assert np.corrcoef(recovered, scores)[0, 1] > 0.9
+    assert set(np.argsort(-recovered)[:20].tolist()) == set(np.argsort(-scores)[:20].tolist())
