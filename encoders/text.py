@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from encoders.manifest import EncoderError, EncoderManifest
+from encoders.manifest import REEXPORT, EncoderError, EncoderManifest
 from encoders.session import CUDA, ORT_ERRORS, SessionConfig, create_session, model_error
 from encoders.tokenize import TextTokenizer
 
@@ -42,8 +42,7 @@ class TextEncoder:
             self.tokenizer = TextTokenizer(tokenizer_path, self.manifest.max_length, self.manifest.pad_token_id)
         except Exception as exc:  # the tokenizers library raises a bare Exception on a bad file
             raise EncoderError(
-                f"{tokenizer_path} is not a loadable tokenizer ({exc}): the export is damaged; "
-                "re-export it with `fusionrec export-encoder`"
+                f"{tokenizer_path} is not a loadable tokenizer ({exc}): the export is damaged; {REEXPORT}"
             ) from exc
         self.input_names = [i.name for i in self.session.get_inputs()]  # feed only what the graph declares
         self.output_name = self.session.get_outputs()[0].name
@@ -88,12 +87,11 @@ class TextEncoder:
                 if vectors.shape != (len(idx), self.dim):
                     raise EncoderError(
                         f"{self.model_path} returned vectors of shape {vectors.shape[1:]}, its manifest says "
-                        f"({self.dim},): the export is inconsistent; re-export it with `fusionrec export-encoder`"
+                        f"({self.dim},): the export is inconsistent; {REEXPORT}"
                     )
                 if not np.isfinite(vectors).all():
                     raise EncoderError(
-                        f"{self.model_path} produced non-finite vectors (NaN or inf): the model is damaged; "
-                        "re-export it with `fusionrec export-encoder`"
+                        f"{self.model_path} produced non-finite vectors (NaN or inf): the model is damaged; {REEXPORT}"
                     )
                 out[idx] = vectors
                 bar.update(len(idx))

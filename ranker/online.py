@@ -22,6 +22,7 @@ import numpy as np
 from encoders.session import SessionConfig
 from encoders.topk import OnnxExactRetriever
 from ranker.bundle import ModelBundle
+from ranker.popularity import popular_rows
 from ranker.ranking import RankingPolicy, first_unseen, rank_candidates
 from ranker.retrieval import EXACT_UP_TO, Retriever, make_retriever
 from ranker.state import UserState
@@ -58,10 +59,7 @@ class BundleRanker:
         self.retrieval = retrieval
         self.retriever = self._retriever(bundle.item_vectors)
         order = bundle.popular if popular is None else popular
-        known = [self.rows[i] for i in order if i in self.rows][:POPULAR_N]
-        listed = set(known)  # items without events follow in catalog order, as in serving.resources
-        rest = (r for r in range(len(self.rows)) if r not in listed)
-        self.popular = known + [r for _, r in zip(range(POPULAR_N - len(known)), rest, strict=False)]
+        self.popular = popular_rows(order, self.rows, len(self.rows), POPULAR_N)
         self._fusion: tuple[Any, Any] | None = None
         self._ids: np.ndarray | None = None
         names = bundle.folder / "brand_names.json"

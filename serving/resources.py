@@ -15,7 +15,7 @@ from encoders.catalog import encode_catalog, load_catalog_vectors
 from encoders.session import SessionConfig
 from encoders.text import TextEncoder
 from ranker.bundle import ModelBundle
-from ranker.popularity import popular_items
+from ranker.popularity import popular_items, popular_rows
 from schemas.errors import ConfigError
 from schemas.events import EVENT_TYPE_INDEX
 from schemas.items import Item
@@ -149,7 +149,5 @@ def load_resources(
         bundle_rows = np.full(len(items), -1, dtype=np.int64)
         item_vectors = text_vectors
     counts = popularity if popularity is not None else (mb.popularity if mb is not None else {})
-    ranked = [rows[i] for i in popular_items(counts) if i in rows]  # most popular first, then catalog order
-    listed = set(ranked)
-    popular = ranked + [r for r in range(len(items)) if r not in listed]
+    popular = popular_rows(popular_items(counts), rows, len(items))  # most popular first, then catalog order
     return ServingResources(items, rows, index, enc, mb, bundle_rows, item_vectors, popular)
