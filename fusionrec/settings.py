@@ -51,6 +51,9 @@ class DemoSettings(Frozen):
     k: int = Field(10, ge=1, le=1000, description="items per list")
     batch_size: int = Field(500, ge=1, description="events per micro-batch")
     show: int = Field(3, ge=0, description="sample users printed at the end")
+    encoder: str = Field(
+        "models/encoder-int8", description="text encoder export for the text-fused model (exported there if missing)"
+    )
 
 
 class ReplaySettings(Frozen):

@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from encoders.manifest import EncoderManifest
 from encoders.session import SessionConfig
+from encoders.text import TextEncoder
 from fusionrec.settings import Settings
 from ranker.bundle import ModelBundle
 from ranker.cooccurrence import fit_cooccurrence
 from ranker.online import BundleRanker
+from ranker.text_fusion import TextFusionModel, because, fit_text_fusion
 from schemas.errors import ConfigError, StoreUnavailable
 from shopdata import Dataset
 from streams.core import Pipeline, PipelineSensor, Ranker, RetryPolicy
@@ -19,7 +23,17 @@ from streams.state_cache import StateCache
 from streams.stores import UrlStore, open_store
 from streams.stores.base import ResultsStore
 
-__all__ = ["build_pipeline", "build_ranker", "open_results_store", "wait_for_store"]
+__all__ = [
+    "build_pipeline",
+    "build_ranker",
+    "build_text_fusion",
+    "ensure_encoder",
+    "explainer",
+    "open_results_store",
+    "wait_for_store",
+]
+
+Explainer = Callable[[Sequence[str], Sequence[str]], list[tuple[str | None, float]]]
 
 log = logging.getLogger("fusionrec.wiring")
 
@@ -37,6 +51,58 @@ def build_ranker(dataset: Dataset | None = None, bundle: str | Path | None = Non
             "no model: give a bundle (--bundle, from `fusionrec train`) or a dataset to fit co-occurrence"
         )
     return fit_cooccurrence(dataset.item_sequences())
+
+
+def ensure_encoder(folder: str | Path) -> Path:
+    """The text encoder export at `folder`, exported there first (int8, from the MiniLM model the
+    runtime install ships) when the folder holds none; the export needs no torch."""
+    out = Path(folder)
+    if not (out / "manifest.json").is_file():
+        from encoders.export import export_encoder  # lazy: onnx + the ORT optimizer, first run only
+
+        log.info("exporting the text encoder to %s (first run only)", out)
+        export_encoder(None, out, "int8")
+    EncoderManifest.read(out)
+    return out
+
+
+def build_text_fusion(dataset: Dataset, encoder_dir: str | Path, progress: bool = False) -> TextFusionModel:
+    """The text-fused model (ranker.text_fusion) over the dataset: item texts through the ONNX
+    BERT encoder, behaviour embeddings from the histories, α chosen by validation."""
+    encoder = TextEncoder(encoder_dir, SessionConfig(allow_spinning=False))
+    texts = [it.text() for it in dataset.items]
+    vectors = encoder.encode(texts, batch_size=64, progress=progress)
+    return fit_text_fusion(
+        list(dataset.item_sequences()),
+        [it.item_id for it in dataset.items],
+        vectors,
+        text_digest=encoder.weights_digest,
+        query_encoder=lambda qs: encoder.encode(list(qs)),
+    )
+
+
+def explainer(ranker: Ranker) -> Explainer | None:
+    """`(listed ids, history ids) -> per listed item (closest history item, similarity)` in the
+    ranker's own item space: the "because you viewed" line. None for rankers without vectors."""
+    if isinstance(ranker, TextFusionModel):
+        return ranker.explain
+    if isinstance(ranker, BundleRanker):
+        rows, vectors, ids = ranker.rows, ranker.bundle.item_vectors, ranker.bundle.item_ids
+
+        def explain(listed: Sequence[str], history: Sequence[str]) -> list[tuple[str | None, float]]:
+            hist = [rows[i] for i in history if i in rows]
+            out: list[tuple[str | None, float]] = []
+            for item_id in listed:
+                row = rows.get(item_id)
+                if row is None or not hist:
+                    out.append((None, 0.0))
+                    continue
+                near, sim = because([row], hist, vectors)[0]
+                out.append((ids[near], sim))
+            return out
+
+        return explain
+    return None
 
 
 def open_results_store(settings: Settings, url: str | None = None, *, create: bool = True) -> UrlStore:

@@ -42,6 +42,9 @@ class UserState:
     recent_items: tuple[str, ...] = ()
     recent_types: tuple[str, ...] = ()
     recent_queries: tuple[str, ...] = ()
+    #: event time (epoch ms) of each recent item, aligned with `recent_items` from the end (states
+    #: written before it existed carry fewer): what "their recent events" shows people
+    recent_ts: tuple[int, ...] = ()
     first_ts: int = 0
     last_ts: int = 0
     event_digest: int = 0
@@ -56,6 +59,7 @@ class UserState:
             "recent_items": self.recent_items,
             "recent_types": self.recent_types,
             "recent_queries": self.recent_queries,
+            "recent_ts": self.recent_ts,
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "event_digest": self.event_digest,
@@ -72,6 +76,7 @@ def apply_events(state: UserState, deliveries: Iterable[Delivery]) -> tuple[User
     offsets = dict(state.offsets)
     items = list(state.recent_items)
     types = list(state.recent_types)
+    times = list(state.recent_ts)
     queries = list(state.recent_queries)
     seen = list(state.recent_event_ids)
     seen_set = set(seen)
@@ -101,6 +106,7 @@ def apply_events(state: UserState, deliveries: Iterable[Delivery]) -> tuple[User
             assert ev.item_id is not None
             items.append(ev.item_id)
             types.append(ev.type.value)
+            times.append(ev.ts)
     if applied == 0 and offsets == state.offsets:
         return state, 0
     if len(seen) > SEEN_EVENT_IDS:
@@ -111,6 +117,7 @@ def apply_events(state: UserState, deliveries: Iterable[Delivery]) -> tuple[User
         counts=counts,
         recent_items=tuple(items[-RECENT_ITEMS:]),
         recent_types=tuple(types[-RECENT_ITEMS:]),
+        recent_ts=tuple(times[-RECENT_ITEMS:]),
         recent_queries=tuple(queries[-RECENT_QUERIES:]),
         first_ts=first_ts,
         last_ts=last_ts,
@@ -129,6 +136,7 @@ def state_to_dict(state: UserState) -> dict[str, Any]:
         "recent_items": list(state.recent_items),
         "recent_types": list(state.recent_types),
         "recent_queries": list(state.recent_queries),
+        "recent_ts": list(state.recent_ts),
         "first_ts": state.first_ts,
         "last_ts": state.last_ts,
         "event_digest": state.event_digest,
@@ -145,6 +153,7 @@ def state_from_dict(obj: Mapping[str, Any]) -> UserState:
         recent_items=tuple(obj["recent_items"]),
         recent_types=tuple(obj["recent_types"]),
         recent_queries=tuple(obj["recent_queries"]),
+        recent_ts=tuple(int(t) for t in obj.get("recent_ts", ())),
         first_ts=int(obj["first_ts"]),
         last_ts=int(obj["last_ts"]),
         event_digest=int(obj["event_digest"]),

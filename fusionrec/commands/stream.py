@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,15 @@ from typing import Annotated
 import typer
 
 from fusionrec.commands.context import DataOpt, settings, setup_logging
-from fusionrec.wiring import build_pipeline, build_ranker, open_results_store, wait_for_store
+from fusionrec.wiring import (
+    build_pipeline,
+    build_ranker,
+    build_text_fusion,
+    ensure_encoder,
+    explainer,
+    open_results_store,
+    wait_for_store,
+)
 from schemas.codec import encode_recommendations
 from shopdata import event_records, load_data
 from streams.embedded import records_from_values, run_embedded
@@ -29,6 +38,14 @@ log = logging.getLogger("fusionrec.worker")
 
 def demo(
     data: DataOpt = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="A trained bundle (`fusionrec train`) to rank with instead of the text-fused model."),
+    ] = None,
+    encoder: Annotated[
+        Path | None,
+        typer.Option(help="Text encoder export (default: models/encoder-int8, exported there on first run)."),
+    ] = None,
     db: Annotated[Path | None, typer.Option(help="SQLite file for state, lists, dead letters (replaced).")] = None,
     show: Annotated[int | None, typer.Option(help="How many sample users to print.")] = None,
     k: Annotated[int | None, typer.Option(help="Items per list.")] = None,
@@ -36,23 +53,57 @@ def demo(
 ) -> None:
     """Run the whole pipeline in-process (file replay -> SQLite), no servers, then show sample users.
 
-    Defaults come from the `[demo]` settings section. Example: fusionrec demo --data ../shared/data/scientific
+    Without --bundle it ranks with the text-fused model: the items' text through the ONNX BERT
+    encoder (exported on first run, no torch needed), behaviour embeddings from the histories, and
+    each user's vector re-fused on every event, f = α·z + (1−α)·F with α chosen by validation.
+    Each printed item says which of the user's items it is closest to ("because you viewed").
+    Defaults come from the `[demo]` settings section.
+
+    Examples:
+
+      fusionrec demo
+
+      fusionrec demo --data ../shared/data/scientific --show 5
+
+      fusionrec demo --bundle out/bundle   (a trained model instead)
     """
     setup_logging()
     s = settings().with_overrides(
-        data=data, demo={"db": str(db) if db else None, "show": show, "k": k, "batch_size": batch_size}
+        data=data,
+        demo={
+            "db": str(db) if db else None,
+            "show": show,
+            "k": k,
+            "batch_size": batch_size,
+            "encoder": str(encoder) if encoder else None,
+        },
     )
     cfg = s.demo
+    started = time.perf_counter()
     dataset = load_data(s.data)
     typer.echo(
         f"dataset: {dataset.name}: {len(dataset.items)} items, {len(dataset.by_user())} users, "
         f"{len(dataset.events)} events"
     )
+    if bundle is not None:
+        ranker = build_ranker(bundle=bundle)
+        typer.echo(f"model: bundle {bundle} ({ranker.version})")
+    else:
+        enc = ensure_encoder(cfg.encoder)
+        ranker = build_text_fusion(dataset, enc, progress=True)
+        val = ranker.validation
+        typer.echo(
+            f"model: {ranker.version}: BERT text vectors ({enc}) fused with behaviour embeddings, "
+            f"α={ranker.alpha} chosen on {val.get('cases', 0):.0f} held-out next items of {val.get('users', 0):.0f} "
+            f"users (Recall@10 {_best_recall(val):.3f}; text only {val.get('recall@10[alpha=1.0]', 0):.3f}, "
+            f"behaviour only {val.get('recall@10[alpha=0.0]', 0):.3f})"
+        )
     for suffix in ("", "-wal", "-shm"):
         Path(f"{cfg.db}{suffix}").unlink(missing_ok=True)
+    Path(cfg.db).parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(cfg.db)
     store.setup()
-    pipeline = build_pipeline(store, build_ranker(dataset), k=cfg.k, state_cache_users=200_000)  # one process
+    pipeline = build_pipeline(store, ranker, k=cfg.k, state_cache_users=200_000)  # one process
     records = records_from_values((v for _, v in event_records(dataset)), source=f"file:{dataset.name}")
     report = run_embedded(records, pipeline, dead_letters=store, batch_size=cfg.batch_size, total=len(dataset.events))
     typer.echo(
@@ -62,26 +113,51 @@ def demo(
         f"{store.count_states()} users stored in {cfg.db}"
     )
     titles = {it.item_id: it.title for it in dataset.items}
+    explain = explainer(ranker)
     by_user = dataset.by_user()
     for user_id in sorted(by_user, key=lambda u: (-len(by_user[u]), u))[: cfg.show]:
-        events = by_user[user_id]
-        typer.echo(f"\nuser {user_id}: {len(events)} events; last ones:")
-        for ev in events[-5:]:
-            what = (
-                f"search '{ev.query}'"
-                if ev.item_id is None
-                else f"{ev.type.value:<11} {titles.get(ev.item_id, ev.item_id)[:70]}"
-            )
-            typer.echo(f"  - {what}")
-        rec = store.get_recommendations(user_id)
-        if rec is None:
-            typer.echo("  (no list stored)")
-            continue
-        typer.echo(f"  recommended ({rec.source}, model {rec.model_version}):")
-        for rank, scored in enumerate(rec.items[:5], start=1):
-            typer.echo(f"  {rank:>2}. {titles.get(scored.item_id, scored.item_id)[:70]}  ({scored.score:.3f})")
+        _show_user(store, user_id, titles, explain)
     store.close()
-    typer.echo(f"\nread any user's list: fusionrec recommend USER_ID --store sqlite:///{cfg.db}")
+    typer.echo(f"\ndemo done in {time.perf_counter() - started:.1f}s")
+    typer.echo(f"read any user's list:   fusionrec recommend USER_ID --store sqlite:///{cfg.db}")
+    enc_flag = f" --encoder {cfg.encoder}" if bundle is None else f" --bundle {bundle}"
+    data_flag = f" --data {s.data}" if s.data and bundle is None else ""
+    typer.echo(
+        f"open the console:        fusionrec serve --store sqlite:///{cfg.db}{enc_flag}{data_flag}"
+        "   then http://127.0.0.1:8000/"
+    )
+
+
+def _best_recall(validation: dict[str, float]) -> float:
+    return max((v for key, v in validation.items() if key.startswith("recall@10")), default=0.0)
+
+
+def _show_user(
+    store: SQLiteStore,
+    user_id: str,
+    titles: dict[str, str],
+    explain: Callable[[Sequence[str], Sequence[str]], list[tuple[str | None, float]]] | None,
+) -> None:
+    """A user's last events (from their stored state), their list, and per item its "because"."""
+    state = store.get_states([user_id]).get(user_id)
+    if state is None:
+        return
+    typer.echo(f"\nuser {user_id}: {state.n_events} events; last ones:")
+    for item_id, kind in list(zip(state.recent_items, state.recent_types, strict=True))[-5:]:
+        typer.echo(f"  - {kind:<11} {titles.get(item_id, item_id)[:70]}")
+    for query in state.recent_queries[-2:]:
+        typer.echo(f"  - search      '{query}'")
+    rec = store.get_recommendations(user_id)
+    if rec is None:
+        typer.echo("  (no list stored)")
+        return
+    typer.echo(f"  recommended ({rec.source}, model {rec.model_version}):")
+    shown = rec.items[:5]
+    reasons = explain([s.item_id for s in shown], state.recent_items) if explain else [(None, 0.0)] * len(shown)
+    for rank, (scored, (near, sim)) in enumerate(zip(shown, reasons, strict=True), start=1):
+        typer.echo(f"  {rank:>2}. {titles.get(scored.item_id, scored.item_id)[:70]}  ({scored.score:.3f})")
+        if near is not None:
+            typer.echo(f"      because you viewed: {titles.get(near, near)[:60]}  (similarity {sim:.2f})")
 
 
 def replay(
@@ -97,10 +173,10 @@ def replay(
     setup_logging()
     s = settings().with_overrides(data=data, kafka={"topic": topic}, replay={"rate": rate})
     dataset = load_data(s.data)
-    ensure_topics(s.kafka.bootstrap, {s.kafka.topic: s.kafka.partitions, s.kafka.dead_letter_topic: 1})
+    ensure_topics(s.kafka, {s.kafka.topic: s.kafka.partitions, s.kafka.dead_letter_topic: 1})
     n = min(limit, len(dataset.events)) if limit else len(dataset.events)
     report = produce_records(
-        s.kafka.bootstrap, s.kafka.topic, islice(event_records(dataset), n), rate=s.replay.rate, total=n
+        s.kafka, s.kafka.topic, islice(event_records(dataset), n), rate=s.replay.rate, total=n
     )
     typer.echo(
         f"produced {report.produced} events to {s.kafka.topic} in {report.elapsed_s:.2f}s "
@@ -141,7 +217,7 @@ def worker(
         data=data,
     )
     kafka = s.kafka
-    ensure_topics(kafka.bootstrap, {kafka.topic: kafka.partitions, kafka.dead_letter_topic: 1, kafka.items_topic: 1})
+    ensure_topics(kafka, {kafka.topic: kafka.partitions, kafka.dead_letter_topic: 1, kafka.items_topic: 1})
     if bundle and data:
         log.warning("data_ignored data=%s reason=the bundle carries its own catalog and popularity", data)
     ranker = build_ranker(bundle=bundle) if bundle else build_ranker(load_data(s.data))
