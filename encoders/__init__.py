@@ -1,7 +1,9 @@
-"""BERT -> ONNX export (offline, torch) and ONNX Runtime text/sequence encoders (no torch at run time).
+"""BERT -> ONNX export (offline) and ONNX Runtime text/sequence encoders (no torch at run time).
 
-Run-time imports here never pull torch or transformers; `encoders.export` and
-`encoders.torch_reference` do, and need the `train` extra.
+Export builds the graph from a folder's safetensors with numpy + onnx (`encoders.onnx_build`, the
+runtime install), or traces it with torch (`encoders.bert_graph`, the `train` extra; the reference
+the parity tests compare against, and the path for `.bin`-only folders). Run-time imports here
+never pull torch or transformers; `encoders.bert_graph` and `encoders.torch_reference` do.
 """
 
 from encoders.catalog import CatalogReport, encode_catalog, load_catalog_vectors

@@ -17,7 +17,7 @@ from torch import nn
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "PooledEncoder"]
 
-SUPPORTED_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
+from encoders.onnx_build import SUPPORTED_MODEL_TYPES  # one list for both exporters
 
 
 class PooledEncoder(nn.Module):

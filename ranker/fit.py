@@ -43,7 +43,7 @@ DEFAULT_VARIANTS: tuple[tuple[str, str, float], ...] = (
 
 def encode_texts(catalog: Catalog, encoder_dir: Path, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     if not (encoder_dir / "manifest.json").is_file():
-        from encoders.export import export_encoder  # lazy: it loads transformers, needed only for this export
+        from encoders.export import export_encoder  # lazy: onnx and ORT's optimizer, needed only for this export
 
         log.info("no encoder at %s: exporting the default int8 encoder there (offline)", encoder_dir)
         export_encoder(None, encoder_dir, "int8")

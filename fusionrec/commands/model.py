@@ -1,5 +1,6 @@
 """Model commands: `export-encoder` (BERT -> ONNX), `encode-items`, `train` (a bundle) and
-`evaluate` (full ranking beside baselines). Export and train need the `train` extra (torch)."""
+`evaluate` (full ranking beside baselines). Train needs the `train` extra (torch); export does
+not (numpy + onnx from safetensors; `--backend torch` traces with torch instead)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from shopdata import load_dataset, load_items_file
 __all__ = ["register"]
 
 Variant = Literal["fp32", "int8", "fp16"]
+ExportBackend = Literal["auto", "numpy", "torch"]
 Provider = Literal["auto", "cpu", "cuda"]
 Protocol = Literal["leave-one-out", "all-but-last"]
 
@@ -36,19 +38,27 @@ def export_encoder(
     variant: Annotated[Variant, typer.Option(help="fp32 (CPU/GPU), int8 (dynamic quantisation, CPU), fp16 (CUDA).")] = (
         "fp32"
     ),
+    backend: Annotated[
+        ExportBackend,
+        typer.Option(
+            help="Graph builder: numpy (onnx + numpy from model.safetensors, no torch), torch (traced, needs "
+            "the train extra), auto (numpy when the folder has safetensors weights)."
+        ),
+    ] = "auto",
 ) -> None:
-    """Export a BERT-family encoder to ONNX with mean pooling + L2 norm inside (needs the train extra).
+    """Export a BERT-family encoder to ONNX with mean pooling + L2 norm inside.
 
-    Runs offline. Example: fusionrec export-encoder --out models/minilm-int8 --variant int8
+    Runs offline, without torch for safetensors folders (the default model included). Example:
+    fusionrec export-encoder --out models/minilm-int8 --variant int8
     """
     setup_logging()
-    # lazy: the export needs torch + transformers (the `train` extra), which the runtime install lacks
+    # lazy: onnx and ONNX Runtime's transformer optimizer (and torch, for --backend torch)
     from encoders.export import export_encoder as run_export
 
-    manifest = run_export(model, out, variant)
+    manifest = run_export(model, out, variant, backend=backend)
     typer.echo(
-        f"exported {manifest.source_model} -> {out} ({variant}, dim {manifest.dim}, "
-        f"max_length {manifest.max_length}, fusions {manifest.fusions})"
+        f"exported {manifest.source_model} -> {out} ({variant}, {manifest.versions.get('exporter')} exporter, "
+        f"dim {manifest.dim}, max_length {manifest.max_length}, fusions {manifest.fusions})"
     )
 
 

@@ -1,5 +1,11 @@
-"""Encoder fixtures: exports made once per session (offline), the real Scientific item texts, and
-the PyTorch reference vectors they are compared against."""
+"""Encoder fixtures: exports made once per session (offline) by each builder, the real Scientific
+item texts, and the PyTorch reference vectors they are compared against.
+
+`exports` is overridden here, parametrised over the builder: every encoder test that takes it runs
+against the numpy export (encoders.onnx_build, the runtime install's; it reuses the suite-wide
+`exports`, which the default backend "auto" makes with numpy) and against the torch export
+(encoders.bert_graph traced), each with its fp32, int8 and fp16 variants.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from encoders.manifest import EncoderManifest
 from shopdata.loader import load_items
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,8 +25,37 @@ _CANDIDATES = [
     "/work/shared/data/scientific",
 ]  # the workplace's shared folder, for clones made elsewhere
 SCIENTIFIC = next((Path(c) for c in _CANDIDATES if c and (Path(c) / "items.csv").is_file()), Path(_CANDIDATES[1]))
+BACKENDS = ("numpy", "torch")
+VARIANTS = ("fp32", "int8", "fp16")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def export_all(root: Path, backend: str) -> dict[str, Path]:
+    """Every variant of the default encoder, exported by `backend` under root/<variant>."""
+    from encoders.export import export_encoder
+
+    for variant in VARIANTS:
+        export_encoder(None, root / variant, variant, backend=backend)  # type: ignore[arg-type]
+    return {v: root / v for v in VARIANTS}
+
+
+@pytest.fixture(scope="session")
+def torch_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return export_all(tmp_path_factory.mktemp("encoders-torch"), "torch")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def exports(
+    request: pytest.FixtureRequest, exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """{variant: export folder} by the builder this run is parametrised with (the test id says which)."""
+    if request.param == "torch":
+        found: dict[str, Path] = request.getfixturevalue("torch_exports")
+        return found
+    if all(EncoderManifest.read(f).versions.get("exporter") == "numpy" for f in exports.values()):
+        return exports  # the suite-wide exports, made by "auto" = numpy
+    return export_all(tmp_path_factory.mktemp("encoders-numpy"), "numpy")
 
 
 @pytest.fixture(scope="session")
@@ -31,11 +67,11 @@ def catalog_texts() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def torch_catalog(catalog_texts: list[str], exports: dict[str, Path]) -> np.ndarray:
-    """PyTorch (transformers eager, same pooling and truncation) vectors for the whole catalog."""
-    from encoders.export import default_model_dir
-    from encoders.manifest import EncoderManifest
+def torch_catalog(catalog_texts: list[str]) -> np.ndarray:
+    """PyTorch (transformers eager, same pooling and truncation) vectors for the whole catalog: one
+    encode for both builders' exports (it does not depend on them)."""
+    from encoders.export import default_model_dir, max_length_of
     from encoders.torch_reference import TorchEncoder
 
-    max_length = EncoderManifest.read(exports["fp32"]).max_length
-    return TorchEncoder(default_model_dir(), max_length).encode(catalog_texts, batch_size=64)
+    src = default_model_dir()
+    return TorchEncoder(src, max_length_of(src)).encode(catalog_texts, batch_size=64)

@@ -18,8 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_manifest_records_source_variant_and_shape(exports: dict[str, Path]) -> None:
+    builders = set()
     for variant, folder in exports.items():
         m = EncoderManifest.read(folder)
+        builders.add(m.versions["exporter"])
         assert m.variant == variant and m.dim == 384 and m.max_length == 256
         assert m.pooling == "mean" and m.normalize and m.opset >= 17
         assert len(m.source_digest) == 64 and len(m.onnx_digest) == 64
@@ -27,6 +29,7 @@ def test_manifest_records_source_variant_and_shape(exports: dict[str, Path]) -> 
         assert m.fusions.get("Attention") == 6  # ONNX Runtime's transformer fusions took effect
         assert set(m.inputs) == {"input_ids", "attention_mask", "token_type_ids"}
         assert json.loads((folder / "manifest.json").read_text())["format"] == "fusionrec-text-encoder/1"
+    assert len(builders) == 1 and builders <= {"numpy", "torch"}  # the builder of this parametrisation
 
 
 def test_cpu_variants_leave_skip_layernorm_unfused(exports: dict[str, Path]) -> None:
@@ -82,6 +85,7 @@ def test_fp32_parity_with_pytorch(
     cos = row_cosines(onnx_vecs, torch_catalog[idx])
     assert len(idx) >= 200
     assert cos.min() >= 0.9999, f"min cosine {cos.min():.6f}"
+    assert neighbour_overlap(onnx_vecs, torch_catalog[idx], k=10) == 1.0
     assert np.allclose(np.linalg.norm(onnx_vecs, axis=1), 1.0, atol=1e-5)
 
 
