@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.kafka_config import confluent_config
+from streams.settings import KafkaSettings
 from streams.stores.cassandra import connect
 
 __all__ = ["committed", "drop_keyspace"]
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+def committed(kafka: KafkaSettings | str, group: str, topic: str, partitions: int) -> int:
     """Sum of the group's committed offsets over the topic's partitions (0 where none yet)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    c = Consumer(confluent_config(kafka, {"group.id": group, "enable.auto.commit": False}))
     try:
         offsets = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
         return sum(max(tp.offset, 0) for tp in offsets)

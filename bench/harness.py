@@ -19,6 +19,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from ranker.state import Delivery, UserState, apply_events
 from schemas.events import Event
+from streams.kafka_config import confluent_config
+from streams.settings import KafkaSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,9 +55,9 @@ class GroupOffsets:
     """A consumer group's committed offsets against a topic's end offsets, read without joining the
     group (no subscription, so no rebalance of the workers under test)."""
 
-    def __init__(self, bootstrap: str, group: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, kafka: KafkaSettings | str, group: str, timeout_s: float = 10.0) -> None:
         self.timeout_s = timeout_s
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        self._consumer = Consumer(confluent_config(kafka, {"group.id": group, "enable.auto.commit": False}))
 
     def __enter__(self) -> GroupOffsets:
         return self
@@ -75,17 +77,17 @@ class GroupOffsets:
 
 
 def wait_committed(
-    bootstrap: str, group: str, topic: str, timeout_s: float, alive: Callable[[], bool] = lambda: True
+    kafka: KafkaSettings | str, group: str, topic: str, timeout_s: float, alive: Callable[[], bool] = lambda: True
 ) -> None:
     """Until `group` has committed `topic` up to its end (or `alive()` turns false): with offsets committed
     only after their writes, nothing the group read is still being processed."""
-    with GroupOffsets(bootstrap, group) as offsets:
+    with GroupOffsets(kafka, group) as offsets:
         wait_for(lambda: not alive() or offsets.lag(topic) == 0, timeout_s, f"{group} to commit {topic} to its end")
 
 
-def read_to_end(bootstrap: str, topic: str, timeout_s: float = 60) -> list[Message]:
+def read_to_end(kafka: KafkaSettings | str, topic: str, timeout_s: float = 60) -> list[Message]:
     """Every record of `topic`, from the beginning up to the end offsets it has when called."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "enable.auto.commit": False})
+    consumer = Consumer(confluent_config(kafka, {"group.id": f"{topic}-reader", "enable.auto.commit": False}))
     try:
         ends = _end_offsets(consumer, topic, timeout_s)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
@@ -209,10 +211,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def served_api(args: list[str], log_path: Path, port: int, timeout_s: float = 120) -> Iterator[str]:
+def served_api(
+    args: list[str], log_path: Path, port: int, timeout_s: float = 120, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """`fusionrec serve ARGS --port PORT` as its own process group, yielded (base URL) once /readyz
-    answers 200; stopped with SIGTERM on the way out. Fails with the server's log if it never is."""
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    answers 200; stopped with SIGTERM on the way out. Fails with the server's log if it never is.
+    `env`: variables added to this process's (e.g. FUSIONREC_CONFIG for another cluster)."""
+    env = {**{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, **(env or {})}
     cmd = [sys.executable, "-m", "fusionrec", "serve", *args, "--port", str(port)]
     with log_path.open("w") as fh:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)

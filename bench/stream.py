@@ -40,6 +40,7 @@ from bench.harness import WorkerProcess, wait_for  # noqa: E402
 from schemas.codec import encode_event  # noqa: E402
 from schemas.events import Event, EventType  # noqa: E402
 from shopdata import event_records, load_data  # noqa: E402
+from streams.kafka_config import confluent_config  # noqa: E402
 from streams.replay import ensure_topics, produce_records  # noqa: E402
 from streams.stores.cassandra import CassandraStore, connect  # noqa: E402
 
@@ -56,12 +57,9 @@ def io_floor(topic: str, n: int, batch: int = 500) -> float:
     session.execute(f"CREATE TABLE {ks}.events (event_id text PRIMARY KEY, user_id text, payload blob)")
     stmt = session.prepare(f"INSERT INTO {ks}.events (event_id, user_id, payload) VALUES (?, ?, ?)")
     c = Consumer(
-        {
-            "bootstrap.servers": BOOT,
-            "group.id": f"floor-{ks}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        confluent_config(
+            BOOT, {"group.id": f"floor-{ks}", "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        )
     )
     c.subscribe([topic])
     done, started = 0, None
@@ -220,7 +218,7 @@ def freshness(
         time.sleep(12)  # group join and warm-up before the clock starts
         from confluent_kafka import Producer
 
-        p = Producer({"bootstrap.servers": BOOT, "linger.ms": 0, "acks": "all"})
+        p = Producer(confluent_config(BOOT, {"linger.ms": 0, "acks": "all"}))
         watcher = threading.Thread(target=poller, daemon=True)
         watcher.start()
         sampled = 0

@@ -118,6 +118,9 @@ def config_path() -> Path | None:
     return default if default.is_file() else None
 
 
+_SECRET_WORDS = ("password", "secret", "token", "api_key")
+
+
 def _describe(exc: ValidationError, where: str) -> str:
     """One line naming each bad key, e.g. `kafka.partitions: Input should be a valid integer`."""
     parts = []
@@ -127,7 +130,9 @@ def _describe(exc: ValidationError, where: str) -> str:
             parts.append(f"{key}: unknown setting (see fusionrec.example.toml for every key)")
         else:
             env = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
-            parts.append(f"{key}: {err['msg']} (got {err.get('input')!r}; set in {where} or {env})")
+            # a secret's value is never echoed, whatever shape it was given in
+            got = "***" if any(word in key for word in _SECRET_WORDS) else repr(err.get("input"))
+            parts.append(f"{key}: {err['msg']} (got {got}; set in {where} or {env})")
     return "settings: " + "; ".join(parts)
 
 

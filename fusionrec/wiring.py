@@ -109,7 +109,7 @@ def open_results_store(settings: Settings, url: str | None = None, *, create: bo
     """The store a URL names (default: the worker's `store_url`, else Cassandra from settings), not
     yet connected. `create=False` for readers: a missing database is an error, never made empty."""
     url = url or settings.worker.store_url or settings.cassandra.url
-    return open_store(url, replication=settings.cassandra.replication(), create=create)
+    return open_store(url, replication=settings.cassandra.replication(), create=create, cassandra=settings.cassandra)
 
 
 def wait_for_store(store: ResultsStore, timeout_s: float = 120.0) -> None:

@@ -17,6 +17,7 @@ from typing import Any, cast
 from streams.batch_runner import BatchRunner, LagSensor, TopicPartition
 from streams.core import Pipeline
 from streams.gc_tuning import tune_gc
+from streams.kafka_config import kafka_client_config
 from streams.settings import KafkaSettings, WorkerSettings
 
 try:
@@ -71,7 +72,7 @@ def build_app(
     app = _App(
         stopping,
         kafka.group,
-        broker=f"kafka://{kafka.bootstrap}",
+        **kafka_client_config(kafka).faust_options(),  # broker URLs + credentials: also the dead-letter producer's
         store="memory://",
         autodiscover=False,
         web_enabled=False,
@@ -79,6 +80,9 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=worker.commit_interval_s,
         producer_acks=-1,
+        # faust's own topics (the assignor's leader topic) as durable as ours: one replica would
+        # make a single broker's loss stall rebalances on a cluster
+        topic_replication_factor=kafka.replication_factor,
         stream_buffer_maxsize=max(4 * worker.batch_size, 4096),
     )
     source = _raw_topic(app, kafka.topic)

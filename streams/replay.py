@@ -9,14 +9,16 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from schemas.errors import ServiceError
+from schemas.errors import ConfigError, ServiceError
+from streams.kafka_config import ClientLog, KafkaClientConfig, kafka_client_config, refusal
+from streams.settings import KafkaSettings
 
 __all__ = ["ReplayReport", "ensure_topics", "produce_records"]
 
 log = logging.getLogger("fusionrec.replay")
 
 try:
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import KafkaError, KafkaException, Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 except ImportError as exc:  # pragma: no cover
     raise ImportError("replay needs confluent-kafka: pip install 'fusionrec'") from exc
@@ -33,14 +35,52 @@ class ReplayReport:
         return self.produced / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.0) -> None:
-    """Create missing topics with the given partition counts (replication 1 locally); idempotent."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    try:
-        existing = admin.list_topics(timeout=timeout_s).topics
-    except KafkaException as exc:
-        raise ServiceError(f"cannot reach Kafka at {bootstrap}: {exc}; `fusionrec services up` starts one") from exc
-    new = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items() if name not in existing]
+def _topic_names(
+    admin: AdminClient, cfg: KafkaClientConfig, errors: list[KafkaError], client_log: ClientLog, timeout_s: float
+) -> set[str]:
+    """The cluster's topics; a refusal (bad login, untrusted or refused certificate, wrong protocol) is a
+    ConfigError at once, an unreachable cluster a ServiceError after `timeout_s` with librdkafka's last word."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return set(admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic()))).topics)
+        except KafkaException as exc:
+            errors.append(exc.args[0])
+        admin.poll(0)  # serves error_cb and the log
+        said = [(e.name(), e.str()) for e in errors] + [("", line) for line in client_log.recent]
+        for code, message in said:
+            fix = refusal(cfg, code, message)
+            if fix:
+                raise ConfigError(fix)
+        if time.monotonic() >= deadline:
+            last = client_log.recent[-1] if client_log.recent else errors[-1].str() if errors else "no answer"
+            raise ServiceError(f"cannot reach Kafka at {cfg.bootstrap} ({last}); `fusionrec services up` starts one")
+
+
+def ensure_topics(kafka: KafkaSettings | str, topics: dict[str, int], timeout_s: float = 30.0) -> None:
+    """Create missing topics with the given partition counts and the settings' replication factor and
+    min.insync.replicas; idempotent. A bare bootstrap string: a PLAINTEXT cluster, replication 1."""
+    settings = kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(bootstrap=kafka)
+    if settings.min_insync_replicas > settings.replication_factor:
+        raise ConfigError(
+            f"kafka.min_insync_replicas = {settings.min_insync_replicas} exceeds kafka.replication_factor = "
+            f"{settings.replication_factor}: no write could ever be acknowledged"
+        )
+    cfg = kafka_client_config(settings)
+    errors: list[KafkaError] = []
+    client_log = ClientLog()
+    admin = AdminClient(cfg.confluent({"error_cb": errors.append, "logger": client_log}))
+    existing = _topic_names(admin, cfg, errors, client_log, timeout_s)
+    new = [
+        NewTopic(
+            name,
+            num_partitions=n,
+            replication_factor=settings.replication_factor,
+            config={"min.insync.replicas": str(settings.min_insync_replicas)},
+        )
+        for name, n in topics.items()
+        if name not in existing
+    ]
     if not new:
         return
     for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
@@ -59,7 +99,7 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.
 
 
 def produce_records(
-    bootstrap: str,
+    kafka: KafkaSettings | str,
     topic: str,
     records: Iterable[tuple[bytes, bytes]],
     *,
@@ -69,16 +109,18 @@ def produce_records(
     extra_config: dict[str, object] | None = None,
     headers: Sequence[tuple[str, bytes]] | None = None,
 ) -> ReplayReport:
-    """Produce (key, value) pairs; `rate` in events/s (None: as fast as possible). Waits for every ack."""
-    conf: dict[str, object] = {
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "batch.num.messages": 10000,
-        "queue.buffering.max.messages": 500000,
-    }
-    conf.update(extra_config or {})
+    """Produce (key, value) pairs; `rate` in events/s (None: as fast as possible). Waits for every ack.
+    `kafka`: the settings (security included), or a bare bootstrap string for a PLAINTEXT cluster."""
+    conf = kafka_client_config(kafka).confluent(
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 500000,
+            **(extra_config or {}),
+        }
+    )
     producer = Producer(conf)
     report = ReplayReport()
 

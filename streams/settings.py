@@ -7,11 +7,39 @@ file and the environment once.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from schemas.cql import replication_clause
 
-__all__ = ["CassandraSettings", "Frozen", "KafkaSettings", "WorkerSettings"]
+__all__ = [
+    "READ_CONSISTENCY",
+    "WRITE_CONSISTENCY",
+    "CassandraSettings",
+    "Frozen",
+    "KafkaSettings",
+    "WorkerSettings",
+]
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+# cassandra.ConsistencyLevel names (not imported: the driver costs ~0.4 s and settings load for every
+# command); SERIAL levels only read, ANY and EACH_QUORUM only write
+WriteConsistency = Literal["ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"]
+ReadConsistency = Literal["ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "LOCAL_ONE", "SERIAL", "LOCAL_SERIAL"]
+WRITE_CONSISTENCY: tuple[str, ...] = get_args(WriteConsistency)
+READ_CONSISTENCY: tuple[str, ...] = get_args(ReadConsistency)
+
+
+def _upper(value: Any) -> Any:
+    """Names are matched case-insensitively (`sasl_ssl`, `local_quorum`)."""
+    return value.upper() if isinstance(value, str) else value
+
+
+def _secret(value: Any) -> Any:
+    """A TOML number is still a password; never let a type error echo the value in a message."""
+    return str(value) if isinstance(value, int | float) else value
 
 
 class Frozen(BaseModel):
@@ -27,6 +55,18 @@ class KafkaSettings(Frozen):
     items_topic: str = "items"
     group: str = "fusionrec-worker"
     partitions: int = Field(4, ge=1)
+    security_protocol: SecurityProtocol = Field("PLAINTEXT", description="how clients reach the brokers")
+    sasl_mechanism: SaslMechanism = Field("SCRAM-SHA-512", description="with SASL_PLAINTEXT / SASL_SSL")
+    username: str | None = Field(None, description="SASL user")
+    password: SecretStr | None = Field(None, description="SASL password (never printed or logged)")
+    ssl_ca_file: str | None = Field(None, description="PEM CA bundle the brokers' certificates must chain to")
+    ssl_cert_file: str | None = Field(None, description="PEM client certificate (mTLS), with ssl_key_file")
+    ssl_key_file: str | None = Field(None, description="PEM private key of ssl_cert_file (unencrypted)")
+    replication_factor: int = Field(1, ge=1, description="replicas of the topics fusionrec creates")
+    min_insync_replicas: int = Field(1, ge=1, description="min.insync.replicas of the topics fusionrec creates")
+
+    _names = field_validator("security_protocol", "sasl_mechanism", mode="before")(_upper)
+    _password = field_validator("password", mode="before")(_secret)
 
 
 class CassandraSettings(Frozen):
@@ -43,6 +83,30 @@ class CassandraSettings(Frozen):
         description="KiB per write batch; unset: the cluster's batch_size_warn_threshold (read at start; "
         "5 KiB on a stock cluster, 64 KiB with deploy/local), at most 40",
     )
+
+    username: str | None = Field(None, description="PasswordAuthenticator role")
+    password: SecretStr | None = Field(None, description="the role's password (never printed or logged)")
+    ssl_ca_file: str | None = Field(None, description="PEM CA bundle for client-to-node TLS (TLS on when set)")
+    ssl_cert_file: str | None = Field(None, description="PEM client certificate, with ssl_key_file")
+    ssl_key_file: str | None = Field(None, description="PEM private key of ssl_cert_file (unencrypted)")
+    write_consistency: WriteConsistency | None = Field(
+        None, description="unset: LOCAL_QUORUM when the replication factor is >= 3, else ONE"
+    )
+    read_consistency: ReadConsistency | None = Field(
+        None, description="unset: LOCAL_QUORUM when the replication factor is >= 3, else ONE"
+    )
+
+    _names = field_validator("write_consistency", "read_consistency", mode="before")(_upper)
+    _password = field_validator("password", mode="before")(_secret)
+
+    def consistency(self, kind: Literal["write", "read"]) -> str:
+        """The ConsistencyLevel name for writes or reads: the setting, else by the (smallest per-DC)
+        replication factor: a quorum where one replica may be down, ONE where a quorum is every replica."""
+        named = self.write_consistency if kind == "write" else self.read_consistency
+        if named:
+            return named
+        factor = min(self.datacenters.values()) if self.datacenters else self.replication_factor
+        return "LOCAL_QUORUM" if factor >= 3 else "ONE"
 
     @property
     def url(self) -> str:

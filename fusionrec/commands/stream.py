@@ -175,9 +175,7 @@ def replay(
     dataset = load_data(s.data)
     ensure_topics(s.kafka, {s.kafka.topic: s.kafka.partitions, s.kafka.dead_letter_topic: 1})
     n = min(limit, len(dataset.events)) if limit else len(dataset.events)
-    report = produce_records(
-        s.kafka, s.kafka.topic, islice(event_records(dataset), n), rate=s.replay.rate, total=n
-    )
+    report = produce_records(s.kafka, s.kafka.topic, islice(event_records(dataset), n), rate=s.replay.rate, total=n)
     typer.echo(
         f"produced {report.produced} events to {s.kafka.topic} in {report.elapsed_s:.2f}s "
         f"({report.events_per_s:,.0f} events/s)"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import parse_qs, urlparse
 
 from schemas.errors import ConfigError
+from streams.settings import CassandraSettings
 from streams.stores.base import (
     CatalogStore,
     DeadLetterRecord,
@@ -44,10 +45,13 @@ __all__ = [
 UrlStore: TypeAlias = "MemoryStore | SQLiteStore | CassandraStore"
 
 
-def open_store(url: str, *, replication: str | None = None, create: bool = True) -> UrlStore:
+def open_store(
+    url: str, *, replication: str | None = None, create: bool = True, cassandra: CassandraSettings | None = None
+) -> UrlStore:
     """Build (not connect) the store a URL names; call `setup()` to connect. `create=False` for
     readers: `setup` then opens an existing store only and raises ConfigError for one that is not
-    there (a mistyped path or keyspace), instead of creating an empty one."""
+    there (a mistyped path or keyspace), instead of creating an empty one. `cassandra`: the login,
+    TLS and consistency levels a cassandra:// store uses (kept out of the URL, which is logged)."""
     parsed = urlparse(url)
     if parsed.scheme == "memory":
         return MemoryStore(url)
@@ -81,5 +85,6 @@ def open_store(url: str, *, replication: str | None = None, create: bool = True)
             batch_users=batch_users,
             batch_bytes=batch_kib * 1024 if batch_kib else None,
             create=create,
+            access=cassandra,
         )
     raise ConfigError(f"unknown store URL {url!r}: use memory://, sqlite:///path or cassandra://host:port/keyspace")

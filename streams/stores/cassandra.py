@@ -12,8 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import socket
+import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,18 +34,21 @@ from schemas.cql import (
 )
 from schemas.errors import ConfigError, StoreUnavailable
 from schemas.recommendations import RecommendationList, ScoredItem
+from streams.settings import CassandraSettings
 from streams.stores.rows import result_rows
 
 __all__ = ["CassandraStore", "connect", "list_from_row", "migrate"]
 
 try:
     from cassandra import (
+        AuthenticationFailed,
         ConsistencyLevel,
         DriverException,
         InvalidRequest,
         OperationTimedOut,
         RequestExecutionException,
     )
+    from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import Cluster, NoHostAvailable, Session
     from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
     from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -122,8 +127,115 @@ def list_from_row(row: Any) -> RecommendationList:
     )
 
 
-def connect(hosts: Sequence[str], port: int, timeout_s: float = 10.0) -> tuple[Any, Any]:
-    """A token-aware cluster and session; raises StoreUnavailable with what to check."""
+def _tls(access: CassandraSettings) -> ssl.SSLContext | None:
+    """Client-to-node TLS when any ssl_* file is set: the node's certificate must chain to ssl_ca_file
+    (else the system CAs) and name the address dialled; a client certificate when the nodes ask for one."""
+    files = {k: getattr(access, k) for k in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file")}
+    if not any(files.values()):
+        return None
+    for key, path in files.items():
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"cassandra.{key}: {path}: no such file (FUSIONREC_CASSANDRA__{key.upper()})")
+    if bool(access.ssl_cert_file) != bool(access.ssl_key_file):
+        raise ConfigError("cassandra.ssl_cert_file and cassandra.ssl_key_file go together (a certificate and its key)")
+    try:
+        ctx = ssl.create_default_context(cafile=access.ssl_ca_file)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"cassandra.ssl_ca_file: {access.ssl_ca_file}: not a PEM CA certificate ({exc})") from None
+    if access.ssl_cert_file:
+        try:
+            ctx.load_cert_chain(access.ssl_cert_file, access.ssl_key_file)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"cassandra.ssl_cert_file / cassandra.ssl_key_file: {access.ssl_cert_file} / {access.ssl_key_file}: "
+                f"not a PEM certificate and its unencrypted private key ({exc})"
+            ) from None
+    return ctx
+
+
+def _login(access: CassandraSettings) -> Any:
+    """PasswordAuthenticator credentials, or None; half a login is a ConfigError, never a silent anonymous try."""
+    if access.username is None and access.password is None:
+        return None
+    if not access.username or access.password is None:
+        raise ConfigError("cassandra.username and cassandra.password go together (FUSIONREC_CASSANDRA__PASSWORD)")
+    return PlainTextAuthProvider(username=access.username, password=access.password.get_secret_value())
+
+
+def _refused(exc: BaseException, where: str, access: CassandraSettings | None) -> ConfigError | None:
+    """A ConfigError saying what to fix when the nodes refused these settings (login, TLS) rather than
+    being down; None otherwise. Messages name the role and files, never the password."""
+    causes = list(exc.errors.values()) if isinstance(exc, NoHostAvailable) else [exc]
+    tls_on = access is not None and _has_tls(access)
+    for cause in causes:
+        if isinstance(cause, AuthenticationFailed):
+            if access is None or not access.username:
+                return ConfigError(
+                    f"Cassandra at {where} requires a login: set cassandra.username and cassandra.password"
+                )
+            return ConfigError(
+                f"Cassandra at {where} refused the login of role {access.username!r}: check cassandra.username "
+                f"and cassandra.password ({_first_line(cause)})"
+            )
+        text = str(cause)
+        if "CERTIFICATE_VERIFY_FAILED" in text:  # the driver wraps it in a PermissionError naming the address
+            ca = access.ssl_ca_file if access is not None else None
+            return ConfigError(
+                f"TLS with Cassandra at {where} failed: the node's certificate is not signed by the CA in "
+                f"cassandra.ssl_ca_file ({ca or 'unset: the system CAs'}) ({_first_line(cause)})"
+            )
+        if isinstance(cause, ssl.SSLError) or "[SSL" in text:
+            return ConfigError(
+                f"TLS with Cassandra at {where} failed: check cassandra.ssl_ca_file (the CA that signed the nodes' "
+                f"certificates) and cassandra.ssl_cert_file ({_first_line(cause)})"
+            )
+    # every node hung up at once on a plain-text STARTUP: a TLS-only port (one node crashing alone is not that)
+    if causes and not tls_on and all("EOF" in str(c) or "Connection reset" in str(c) for c in causes):
+        return ConfigError(
+            f"Cassandra at {where} closed the connection before the protocol started: it probably requires "
+            f"TLS; set cassandra.ssl_ca_file ({_first_line(causes[0])})"
+        )
+    return None
+
+
+def _has_tls(access: CassandraSettings) -> bool:
+    return bool(access.ssl_ca_file or access.ssl_cert_file or access.ssl_key_file)
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+class _ConnectTracebacks(logging.Filter):
+    """While `connect` waits for the first session: the driver logs a refused login or TLS handshake, and
+    its final NoHostAvailable, with their tracebacks (twice), and `connect` raises that same cause as one
+    line. Other failures (a node down among several) keep their log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        return not (isinstance(exc, NoHostAvailable | AuthenticationFailed | ssl.SSLError) or "[SSL" in str(exc))
+
+
+@contextmanager
+def _quiet_connect() -> Iterator[None]:
+    driver_log, quiet = logging.getLogger("cassandra.cluster"), _ConnectTracebacks()
+    driver_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        driver_log.removeFilter(quiet)
+
+
+def connect(
+    hosts: Sequence[str], port: int, timeout_s: float = 10.0, access: CassandraSettings | None = None
+) -> tuple[Any, Any]:
+    """A token-aware cluster and session; `access`: login and TLS (None: neither). Raises ConfigError
+    when the nodes refuse the login or the TLS handshake, StoreUnavailable (what to check) when they
+    do not answer."""
+    auth_provider = _login(access) if access is not None else None
+    ssl_context = _tls(access) if access is not None else None
     cluster = Cluster(
         list(hosts),
         port=port,
@@ -136,14 +248,20 @@ def connect(hosts: Sequence[str], port: int, timeout_s: float = 10.0) -> tuple[A
         # Nagle's algorithm held multi-segment requests (a batch of users is several KiB) until the
         # server's delayed ACK: a steady 40+ ms per write at low rates. Requests are whole messages.
         sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        auth_provider=auth_provider,
+        ssl_context=ssl_context,
     )
+    where = f"{','.join(hosts)}:{port}"
     try:
-        session = cluster.connect()
+        with _quiet_connect():
+            session = cluster.connect()
     except _UNAVAILABLE as exc:
         cluster.shutdown()
+        refused = _refused(exc, where, access)
+        if refused is not None:
+            raise refused from None
         raise StoreUnavailable(
-            f"cannot reach Cassandra at {','.join(hosts)}:{port} ({exc}); is it running? "
-            "`fusionrec services up` starts a local node"
+            f"cannot reach Cassandra at {where} ({exc}); is it running? `fusionrec services up` starts a local node"
         ) from exc
     return cluster, session
 
@@ -191,13 +309,15 @@ class CassandraStore:
         batch_users: int = 16,
         batch_bytes: int | None = None,
         create: bool = True,
+        access: CassandraSettings | None = None,
     ) -> None:
         """`batch_users`/`batch_bytes` bound the UNLOGGED batches of `put_results`. `batch_bytes`
         None (the default) reads the cluster's batch_size_warn_threshold at setup and stays within
         it, up to `MAX_AUTO_BATCH_BYTES` (beyond the threshold every batch logs a warning on the
         server and the client; stock clusters warn at 5 KiB, deploy/local at 64 KiB);
         `batch_users` at 1 sends one request per user. `create=False`: `setup` connects and
-        prepares only; a missing keyspace or table is a ConfigError, never created."""
+        prepares only; a missing keyspace or table is a ConfigError, never created. `access`: login,
+        TLS and consistency levels ([cassandra] settings); None: neither, and LOCAL_QUORUM."""
         self.hosts = list(hosts)
         self.port = port
         self.keyspace = keyspace
@@ -207,6 +327,9 @@ class CassandraStore:
         self.batch_bytes = batch_bytes or DEFAULT_BATCH_BYTES
         self._auto_batch = batch_bytes is None
         self.create = create
+        self.access = access  # the writer process (streams.stores.offload) opens its store with it too
+        self._write_cl = ConsistencyLevel.name_to_value[access.consistency("write") if access else "LOCAL_QUORUM"]
+        self._read_cl = ConsistencyLevel.name_to_value[access.consistency("read") if access else "LOCAL_QUORUM"]
         self.url = url or f"cassandra://{','.join(self.hosts)}:{port}/{keyspace}"
         self._cluster: Any = None
         self._session: Any = None
@@ -215,7 +338,7 @@ class CassandraStore:
     def setup(self) -> None:
         if self._session is not None:
             return
-        cluster, session = connect(self.hosts, self.port)
+        cluster, session = connect(self.hosts, self.port, access=self.access)
         try:
             if self.create:
                 migrate(session, self.keyspace, self.replication)
@@ -241,7 +364,7 @@ class CassandraStore:
                             f"Cassandra keyspace {self.keyspace!r} is not a fusionrec store ({exc}); "
                             "check the store URL"
                         ) from exc
-                    stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
+                    stmt.consistency_level = self._write_cl if name.startswith("upsert") else self._read_cl
                     self._stmts[name] = stmt
         except BaseException:
             cluster.shutdown()
@@ -367,9 +490,7 @@ class CassandraStore:
             batch, users, size = None, 0, 0
             for stmts, n_bytes in members:
                 if batch is None or users >= self.batch_users or (size + n_bytes) * _SIZE_SLACK > self.batch_bytes:
-                    batch = BatchStatement(
-                        batch_type=BatchType.UNLOGGED, consistency_level=ConsistencyLevel.LOCAL_QUORUM
-                    )
+                    batch = BatchStatement(batch_type=BatchType.UNLOGGED, consistency_level=self._write_cl)
                     batches.append(batch)
                     users, size = 0, 0
                 for stmt, args in stmts:

@@ -46,10 +46,11 @@ def _write(store: Any, payload: bytes) -> None:
         store.put_results(*results_from_rows(rows))
 
 
-def _serve(conn: Connection, url: str, replication: str | None) -> None:
-    """The child: open the store, then answer one reply per batch until the parent hangs up."""
+def _serve(conn: Connection, url: str, replication: str | None, access: Any = None) -> None:
+    """The child: open the store (with the parent's Cassandra login/TLS settings, `access`), then answer
+    one reply per batch until the parent hangs up."""
     try:
-        store = open_store(url, replication=replication)
+        store = open_store(url, replication=replication, cassandra=access)
         store.setup()
     except Exception as exc:  # reported to the parent, which decides
         conn.send_bytes(orjson.dumps(["unavailable", f"{type(exc).__name__}: {exc}"]))
@@ -96,7 +97,8 @@ class OffloadedWrites:
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")  # no fork: the parent runs driver and ONNX threads
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child, self.url, self.replication), daemon=True, name="writer")
+        access = getattr(self.local, "access", None)  # a CassandraStore's [cassandra] settings (login, TLS)
+        proc = ctx.Process(target=_serve, args=(child, self.url, self.replication, access), daemon=True, name="writer")
         proc.start()
         child.close()
         if not parent.poll(self.start_timeout_s):
