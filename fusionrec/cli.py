@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from fusionrec.commands import model, serve, services, stream
+from fusionrec.commands import keys, model, serve, services, stream
 from schemas.errors import FusionrecError
 
 __all__ = ["app", "main"]
@@ -57,6 +57,7 @@ stream.register(app)
 model.register(app)
 serve.register(app)
 services.register(app)
+keys.register(app)
 
 
 def _debug() -> bool:

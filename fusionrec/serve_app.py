@@ -7,6 +7,7 @@ settings' own override channel) and loads its own copy of the resources.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from fusionrec.wiring import open_results_store
 from schemas.errors import ConfigError
 from schemas.items import Item
 from serving.app import create_app
+from serving.auth import load_guard
+from serving.live import LiveScraper
 from serving.resources import ServingResources, load_resources
 from serving.search import SearchWeights
 from serving.service import ServingService
@@ -57,6 +60,7 @@ def build_app(s: Settings, progress: bool = True) -> tuple[Any, ServingResources
     # callers spends its time in lock contention (measured: 21 vs 439 searches/s on 2 cores).
     threadpool_limits(1)
     cfg = s.serve
+    guard = load_guard(cfg)  # first: a bad keys file fails before the models load
     items, popularity = _catalog(s)
     res = load_resources(
         items,
@@ -70,14 +74,23 @@ def build_app(s: Settings, progress: bool = True) -> tuple[Any, ServingResources
     )
     store = open_results_store(s, cfg.store_url, create=False)
     store.setup()
-    return create_app(ServingService(res, lists=store, catalog=store), worker_threads=cfg.request_threads), res, store
+    service = ServingService(
+        res,
+        lists=store,
+        catalog=store,
+        states=store,  # read-only, for the console's activity view
+        live=LiveScraper(cfg.worker_metrics_urls),
+        reports_dir=cfg.reports_dir,
+    )
+    return create_app(service, worker_threads=cfg.request_threads, guard=guard), res, store
 
 
 def export_to_children(s: Settings) -> None:
     """Put the resolved `[serve]` section (and `data`) where uvicorn's worker processes read settings."""
     for key, value in s.serve.model_dump().items():
-        if value is not None:
-            os.environ[f"{ENV_PREFIX}SERVE__{key.upper()}"] = str(value)
+        if value is not None:  # lists as JSON, which every list setting reads back
+            text = json.dumps(list(value)) if isinstance(value, list | tuple) else str(value)
+            os.environ[f"{ENV_PREFIX}SERVE__{key.upper()}"] = text
     if s.data is not None:
         os.environ[f"{ENV_PREFIX}DATA"] = s.data
 

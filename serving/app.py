@@ -5,19 +5,25 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path as PathLib
 from typing import Annotated, Any
 
 import anyio.to_thread
 import orjson
 from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.staticfiles import StaticFiles
 
+from serving.auth import Guard, GuardMiddleware
 from serving.service import NotFound, ServingService
 
 __all__ = ["create_app"]
+
+CONSOLE = PathLib(__file__).resolve().parent / "console"  # the console's static files (package data)
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -54,7 +60,8 @@ def _json(answer: dict[str, Any]) -> Response:
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
-def create_app(service: ServingService, worker_threads: int = 4) -> FastAPI:
+def create_app(service: ServingService, worker_threads: int = 4, guard: Guard | None = None) -> FastAPI:
+    """`guard`: API keys, rate and size limits, CORS (serving.auth.load_guard); None: no keys, default limits."""
     lim = service.limits
 
     @asynccontextmanager
@@ -80,7 +87,19 @@ def create_app(service: ServingService, worker_threads: int = 4) -> FastAPI:
     app.state.service = service
     app.state.registry = registry
 
+    # Added first, so it runs inside _Metrics (refusals are counted) and outside every route.
+    guard = guard or Guard()
+    app.add_middleware(GuardMiddleware, guard=guard)
     app.add_middleware(_Metrics, latency=latency, requests=requests)
+    if guard.cors_origins:  # outermost: a browser's preflight carries no key, and refusals need CORS headers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(guard.cors_origins),
+            allow_methods=["GET", "HEAD"],
+            allow_headers=["Authorization", "X-API-Key"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -137,10 +156,44 @@ def create_app(service: ServingService, worker_threads: int = 4) -> FastAPI:
         ],
         k: K = 20,
         user_id: Annotated[str | None, Query(min_length=1, max_length=lim.max_id_chars)] = None,
+        explain: Annotated[
+            bool, Query(description="Also return each item's BM25, dense, hybrid and personal scores.")
+        ] = False,
     ) -> Response:
         """BM25 + dense (ONNX text encoder) retrieval fused by z-scored scores; with user_id, the
         user's stored list (the mean vector of its items) re-ranks the candidates."""
-        return _json(service.search(q.strip(), k, user_id))
+        return _json(service.search(q.strip(), k, user_id, explain))
+
+    @app.get("/v1/users/{user_id}/activity", summary="A user's recent events beside their list, with reasons")
+    def activity(user_id: UserId, k: K = 20) -> Response:
+        """The user's recent events (titles, types, times; read-only from their state), their list
+        as /recommendations answers it, and per listed item the recent item it is closest to
+        (`because`). What the console's user view shows."""
+        return _json(service.activity(user_id, k))
+
+    @app.get("/v1/items/{item_id}", summary="An item's text and tags")
+    def item(item_id: Annotated[str, Path(min_length=1, max_length=lim.max_id_chars)]) -> Response:
+        return _json(service.item(item_id))
+
+    @app.get("/v1/model", summary="The model in use: version, variant, validation metrics, report plots")
+    def model() -> Response:
+        return _json(service.model())
+
+    @app.get("/v1/model/reports/{name}", summary="An evaluation report plot (PNG)")
+    def report(name: Annotated[str, Path(min_length=1, max_length=200)]) -> FileResponse:
+        return FileResponse(service.report_file(name), media_type="image/png")
+
+    @app.get("/v1/console/live", summary="The streaming workers' live metrics (scraped by the API)")
+    def live() -> Response:
+        """Counters (the console turns them into rates), consumer lag, and freshness and batch
+        latency p50/p99 over the last few seconds, per worker URL of `serve.worker_metrics_urls`."""
+        return _json(service.live.snapshot())
+
+    @app.get("/", include_in_schema=False)
+    def console() -> FileResponse:
+        return FileResponse(CONSOLE / "index.html", media_type="text/html")
+
+    app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
 
     # HEAD too: uptime monitors and some load balancers probe with HEAD, and expect what GET answers.
     # A route of its own, out of the schema (one route with both methods gives one operation id twice).

@@ -3,6 +3,7 @@ prepared, token-aware key lookup: the replica that owns the user answers) or thr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -15,7 +16,9 @@ from schemas.errors import FusionrecError, StoreUnavailable
 from schemas.recommendations import RecommendationList
 from streams.stores.cassandra import _translated, connect, list_from_row
 
-__all__ = ["ApiClient", "ApiError", "CassandraListReader"]
+__all__ = ["API_KEY_ENV", "ApiClient", "ApiError", "CassandraListReader"]
+
+API_KEY_ENV = "FUSIONREC_API_KEY"
 
 
 class ApiError(FusionrecError):
@@ -54,11 +57,16 @@ class CassandraListReader:
 
 class ApiClient:
     """The API over HTTP (keep-alive connection pool). Errors raise ApiError with the API's body;
-    an unreachable API raises StoreUnavailable so callers can fall back."""
+    an unreachable API raises StoreUnavailable so callers can fall back. `api_key` (default: the
+    FUSIONREC_API_KEY variable) goes in the Authorization header of every request, never in the URL."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 2.0, api_key: str | None = None
+    ) -> None:
         self.base_url = base_url
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+        headers = {"Authorization": f"Bearer {key.strip()}"} if key.strip() else {}
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -116,6 +116,34 @@ class HybridIndex:
         order = _top(score, k)
         return [(int(c.rows[i]), float(score[i])) for i in order]
 
+    def rank_explained(
+        self,
+        query: str,
+        query_vector: np.ndarray,
+        k: int,
+        affinity: np.ndarray | None = None,
+        weights: SearchWeights | None = None,
+    ) -> list[tuple[int, float, dict[str, float | None]]]:
+        """`rank` in mode personal (hybrid without affinity), each row with its parts: the raw BM25
+        score and dense cosine, the hybrid score ((1 − dense)·z(BM25) + dense·z(cosine)) and the
+        personal term added on top (None without affinity). What the console shows side by side."""
+        w = weights or self.weights
+        c = self.candidates(query, query_vector, affinity, w.candidates)
+        score = c.combine(w)
+        hybrid = (1.0 - w.dense) * c.lexical + w.dense * c.dense
+        lex = self.bm25.scores(query)[c.rows]
+        cos = self.text_vectors[c.rows] @ query_vector.astype(np.float32)
+        out: list[tuple[int, float, dict[str, float | None]]] = []
+        for i in _top(score, k):
+            parts: dict[str, float | None] = {
+                "bm25": round(float(lex[i]), 4),
+                "dense": round(float(cos[i]), 4),
+                "hybrid": round(float(hybrid[i]), 4),
+                "personal": None if c.affinity is None else round(float(w.personal * c.affinity[i]), 4),
+            }
+            out.append((int(c.rows[i]), float(score[i]), parts))
+        return out
+
 
 def rank_of(scores: np.ndarray, rows: np.ndarray, target_row: int) -> int | None:
     """0-based rank the target gets when `scores` (aligned with `rows`) are sorted as `rank` sorts

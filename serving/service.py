@@ -11,15 +11,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ranker.text_fusion import because
 from schemas.errors import StoreUnavailable
+from serving.live import LiveScraper
 from serving.resources import ServingResources
 from serving.search import Mode
-from streams.stores.base import CatalogStore, RecommendationStore
+from streams.stores.base import CatalogStore, RecommendationStore, StateStore
 
 __all__ = ["Limits", "NotFound", "ServingService"]
 
@@ -85,10 +88,20 @@ class ServingService:
         limits: Limits = Limits(),
         clock: Callable[[], float] = time.time,
         tag_ttl_s: float = 300.0,
+        *,
+        states: StateStore | None = None,
+        live: LiveScraper | None = None,
+        reports_dir: str | Path | None = None,
     ) -> None:
-        """`lists`: the stored recommendation lists; `catalog`: item tags (often the same store)."""
+        """`lists`: the stored recommendation lists; `catalog`: item tags (often the same store).
+        For the console only: `states` (a user's recent events, read-only; None: a list-only
+        keyspace, the activity view then shows the list alone), `live` (the workers' metrics) and
+        `reports_dir` (an evaluation report folder: `fusionrec evaluate --report DIR`)."""
         self.res = resources
         self.lists = lists
+        self.states = states
+        self.live = live or LiveScraper(())
+        self.reports_dir = Path(reports_dir) if reports_dir is not None else None
         self.limits = limits
         self.clock = clock
         self.tags = _TagCache(catalog, tag_ttl_s, clock)
@@ -123,6 +136,10 @@ class ServingService:
     # -- endpoints -----------------------------------------------------------------------------
     def recommendations(self, user_id: str, k: int, category: str | None = None) -> dict[str, Any]:
         """Stored list (filtered by category) -> topped up / replaced by popular items."""
+        return self._recommendations(user_id, k, category)[0]
+
+    def _recommendations(self, user_id: str, k: int, category: str | None = None) -> tuple[dict[str, Any], int]:
+        """(the answer, how many of its items came from the stored list: the rest are popular fill)."""
         now_ms = int(self.clock() * 1000)
         store_error = None
         try:
@@ -155,14 +172,14 @@ class ServingService:
         }
         if store_error:
             answer["degraded"] = store_error
-        return answer
+        return answer, n_stored
 
     def similar(self, item_id: str, k: int) -> dict[str, Any]:
         row = self.res.rows.get(item_id)
         if row is None:
             raise NotFound(f"unknown item {item_id!r}")
         vectors = self.res.item_vectors
-        basis = "model"
+        basis = "model" if self.res.bundle is not None else "text"
         if not np.any(vectors[row]):  # an item the bundle does not know: its text vector
             vectors, basis = self.res.index.text_vectors, "text"
         scores = vectors @ vectors[row]
@@ -177,19 +194,27 @@ class ServingService:
             "items": self._items([(self.res.items[r].item_id, float(scores[r])) for r in top]),
         }
 
-    def search(self, query: str, k: int, user_id: str | None = None) -> dict[str, Any]:
+    def search(self, query: str, k: int, user_id: str | None = None, explain: bool = False) -> dict[str, Any]:
+        """`explain`: each item also carries its BM25 score, dense cosine, hybrid and personal parts."""
         qvec = self.res.encoder.encode([query])[0]
         affinity, note = self._list_affinity(user_id) if user_id else (None, None)
         personalized = affinity is not None
         mode: Mode = "personal" if personalized else "hybrid"
-        ranked = self.res.index.rank(query, qvec, k, mode=mode, affinity=affinity)
+        if explain:
+            explained = self.res.index.rank_explained(query, qvec, k, affinity=affinity)
+            items = self._items([(self.res.items[r].item_id, s) for r, s, _ in explained])
+            for item, (_, _, parts) in zip(items, explained, strict=True):
+                item["scores"] = parts
+        else:
+            ranked = self.res.index.rank(query, qvec, k, mode=mode, affinity=affinity)
+            items = self._items([(self.res.items[r].item_id, s) for r, s in ranked])
         answer: dict[str, Any] = {
             "query": query,
             "user_id": user_id,
             "personalized": personalized,
             "mode": mode,
             "model_version": self.res.model_version,
-            "items": self._items([(self.res.items[r].item_id, s) for r, s in ranked]),
+            "items": items,
         }
         if note:
             answer["degraded"] = note
@@ -209,6 +234,105 @@ class ServingService:
             return None, None
         taste = self.res.list_taste(stored.items)
         return (None, None) if taste is None else (self.res.affinity(taste[None, :])[0], None)
+
+    # -- the console's reads ---------------------------------------------------------------------
+    def item(self, item_id: str) -> dict[str, Any]:
+        row = self.res.rows.get(item_id)
+        if row is None:
+            raise NotFound(f"unknown item {item_id!r}")
+        it = self.res.items[row]
+        return {
+            "item_id": it.item_id,
+            "title": it.title,
+            "description": it.description,
+            "category": it.category,
+            "brand": it.brand,
+            "tags": self.tags.get([item_id]).get(item_id, []),
+        }
+
+    def activity(self, user_id: str, k: int) -> dict[str, Any]:
+        """The user's recent events (from their state, read-only) beside their list, and per listed
+        item the history item it is closest to in the served model's item space ("because")."""
+        state, available = None, self.states is not None
+        if self.states is not None:
+            try:
+                state = self.states.get_states([user_id]).get(user_id)
+            except StoreUnavailable as exc:
+                log.warning("event=store_unavailable endpoint=activity error=%r", str(exc))
+                available = False
+        listing, n_stored = self._recommendations(user_id, k)
+        events: list[dict[str, Any]] = []
+        history: list[str] = []
+        if state is not None:
+            items, kinds, times = state.recent_items, state.recent_types, state.recent_ts
+            offset = len(items) - len(times)  # states written before times were kept carry fewer
+            for n in range(len(items) - 1, -1, -1):
+                row = self.res.rows.get(items[n])
+                events.append(
+                    {
+                        "item_id": items[n],
+                        "title": self.res.items[row].title if row is not None else None,
+                        "type": kinds[n],
+                        "ts": times[n - offset] if n >= offset else None,
+                    }
+                )
+            history = list(items)
+        hist_rows = [r for i in history if (r := self.res.rows.get(i)) is not None]
+        # only the model's own picks get a reason; popular fill is not "because" of anything
+        listed_rows = [
+            self.res.rows.get(it["item_id"]) if n < n_stored else None for n, it in enumerate(listing["items"])
+        ]
+        known = [r for r in listed_rows if r is not None]
+        reasons = iter(because(known, hist_rows, self.res.item_vectors) if hist_rows else [])
+        for item, row in zip(listing["items"], listed_rows, strict=True):
+            near, sim = next(reasons) if row is not None and hist_rows else (-1, 0.0)
+            item["because"] = (
+                None
+                if near < 0
+                else {"item_id": self.res.items[near].item_id, "title": self.res.items[near].title, "similarity": sim}
+            )
+        return {
+            "user_id": user_id,
+            "state_available": available,
+            "n_events": state.n_events if state is not None else None,
+            "last_ts": state.last_ts if state is not None else None,
+            "events": events,
+            "queries": list(reversed(state.recent_queries)) if state is not None else [],
+            "list": listing,
+        }
+
+    def model(self) -> dict[str, Any]:
+        """What ranks and searches: the bundle's manifest (version, variant, validation metrics) or,
+        without a bundle, the text encoder's; and the evaluation report's plots when configured."""
+        bundle = self.res.bundle
+        manifest: dict[str, Any]
+        if bundle is not None:
+            manifest = {k: v for k, v in bundle.manifest.items() if k != "files"}
+            validation = manifest.get("validation") or manifest.get("metrics")
+            variant = manifest.get("variant") or manifest.get("fusion")
+        else:
+            manifest = {"encoder": asdict(self.res.encoder.manifest)}
+            validation, variant = None, None
+        return {
+            "model_version": self.res.model_version,
+            "kind": "bundle" if bundle is not None else "text",
+            "variant": variant,
+            "manifest": manifest,
+            "validation": validation,
+            "encoder": str(self.res.encoder.folder),
+            "reports": [{"name": p.name, "url": f"/v1/model/reports/{p.name}"} for p in self.report_files()],
+        }
+
+    def report_files(self) -> list[Path]:
+        if self.reports_dir is None or not self.reports_dir.is_dir():
+            return []
+        return sorted(p for p in self.reports_dir.iterdir() if p.suffix == ".png" and p.is_file())
+
+    def report_file(self, name: str) -> Path:
+        for p in self.report_files():
+            if p.name == name:
+                return p
+        raise NotFound(f"no report plot {name!r}")
 
     def ready(self) -> tuple[bool, str]:
         try:

@@ -6,9 +6,28 @@ composes it with the others and reads the TOML file and the environment once.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+from typing import Annotated, Any, Literal
 
-__all__ = ["ServeSettings"]
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import NoDecode
+
+__all__ = ["ServeSettings", "parse_origins"]
+
+_ORIGIN = re.compile(r"^(\*|https?://[^/\s,'\"]+)$")
+
+
+def parse_origins(value: Any) -> tuple[str, ...]:
+    """A list from TOML, or one string from the environment: a JSON list or comma-separated origins.
+    Brackets and quotes are dropped, so `str()` of a tuple (how the serve command hands settings to
+    its worker processes) reads back too; origins never hold commas or quotes."""
+    if isinstance(value, str):
+        value = [part.strip().strip("'\"") for part in value.strip().strip("[]()").split(",")]
+    out = tuple(str(v).strip().rstrip("/") for v in value if str(v).strip())
+    for origin in out:
+        if not _ORIGIN.match(origin):
+            raise ValueError(f"{origin!r} is not an origin: scheme://host[:port] with no path, or *")
+    return out
 
 
 class ServeSettings(BaseModel):
@@ -28,3 +47,32 @@ class ServeSettings(BaseModel):
     cache: str = Field("out/serving-cache", description="item text-vector cache (incremental)")
     dense_weight: float = Field(0.2, ge=0.0, le=1.0, description="dense share of the hybrid search")
     personal_weight: float = Field(0.5, ge=0.0, description="weight of the user's affinity in search")
+    api_keys_file: str | None = Field(None, description="hashed API keys with scopes (JSON lines); unset: no auth")
+    rate_limit_per_s: float = Field(50.0, ge=0.0, description="requests/s per API key, all processes; 0: none")
+    rate_burst: int = Field(100, ge=1, description="requests a key may send at once (token bucket size)")
+    max_body_bytes: int = Field(65536, ge=0, description="larger request bodies are refused (413)")
+    max_header_bytes: int = Field(8192, ge=256, description="larger request headers are refused (431)")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field((), description="browser origins allowed (CORS)")
+    metrics_scope: Literal["admin", "public"] = Field("admin", description="who reads /metrics and /docs")
+
+    worker_metrics_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="the streaming workers' /metrics URLs the console's live view scrapes"
+    )
+    reports_dir: str | None = Field(None, description="evaluation report folder (PNG plots) the console shows")
+
+    @field_validator("worker_metrics_urls", mode="before")
+    @classmethod
+    def _urls(cls, value: Any) -> tuple[str, ...]:
+        """A list from TOML, or one string from the environment: a JSON list or comma-separated URLs."""
+        if isinstance(value, str):
+            value = [part.strip().strip("'\"") for part in value.strip().strip("[]()").split(",")]
+        urls = tuple(str(v).strip() for v in value if str(v).strip())
+        for url in urls:
+            if not re.match(r"^https?://[^\s,'\"]+$", url):
+                raise ValueError(f"{url!r} is not a URL: http://host:port/metrics")
+        return urls
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> tuple[str, ...]:
+        return parse_origins(value)
