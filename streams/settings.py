@@ -89,6 +89,11 @@ class CassandraSettings(Frozen):
     ssl_ca_file: str | None = Field(None, description="PEM CA bundle for client-to-node TLS (TLS on when set)")
     ssl_cert_file: str | None = Field(None, description="PEM client certificate, with ssl_key_file")
     ssl_key_file: str | None = Field(None, description="PEM private key of ssl_cert_file (unencrypted)")
+    ssl_check_hostname: bool = Field(
+        True,
+        description="the node's certificate must name the address dialled; false where nodes are reached by "
+        "addresses no certificate can list (Kubernetes pod IPs): the chain to ssl_ca_file is still verified",
+    )
     write_consistency: WriteConsistency | None = Field(
         None, description="unset: LOCAL_QUORUM when the replication factor is >= 3, else ONE"
     )

@@ -142,6 +142,7 @@ def _tls(access: CassandraSettings) -> ssl.SSLContext | None:
         ctx = ssl.create_default_context(cafile=access.ssl_ca_file)
     except ssl.SSLError as exc:
         raise ConfigError(f"cassandra.ssl_ca_file: {access.ssl_ca_file}: not a PEM CA certificate ({exc})") from None
+    ctx.check_hostname = access.ssl_check_hostname  # the chain is verified either way (CERT_REQUIRED)
     if access.ssl_cert_file:
         try:
             ctx.load_cert_chain(access.ssl_cert_file, access.ssl_key_file)

@@ -247,6 +247,8 @@ def test_cassandra_login_and_tls_from_settings(certs: dict[str, Path]) -> None:
         )
     )
     assert ctx is not None and ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
+    by_ip = _tls(CassandraSettings(ssl_ca_file=str(certs["ca"]), ssl_check_hostname=False))
+    assert by_ip is not None and not by_ip.check_hostname and by_ip.verify_mode == ssl.CERT_REQUIRED
     with pytest.raises(ConfigError, match=re.escape("cassandra.ssl_ca_file: /nope.pem: no such file")):
         _tls(CassandraSettings(ssl_ca_file="/nope.pem"))
     with pytest.raises(ConfigError, match="go together"):
