@@ -34,7 +34,7 @@ demo: $(VENV)/.runtime
 serve: $(VENV)/.runtime
 	test -f models/encoder-int8/manifest.json || $(VENV)/bin/fusionrec export-encoder --out models/encoder-int8 --variant int8
 	test -f out/demo.db || $(VENV)/bin/fusionrec demo
-	$(VENV)/bin/fusionrec serve --store sqlite:///out/demo.db
+	$(VENV)/bin/fusionrec serve --store sqlite:///out/demo.db $$(test -d out/demo.model && echo --text-model out/demo.model)
 
 services-up: $(VENV)/.dev
 	$(VENV)/bin/fusionrec services up

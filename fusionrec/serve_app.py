@@ -71,6 +71,7 @@ def build_app(s: Settings, progress: bool = True) -> tuple[Any, ServingResources
         weights=SearchWeights(dense=cfg.dense_weight, personal=cfg.personal_weight),
         session=SessionConfig(intra_op_threads=cfg.threads, allow_spinning=False),
         progress=progress,
+        text_model=cfg.text_model,
     )
     store = open_results_store(s, cfg.store_url, create=False)
     store.setup()

@@ -19,8 +19,10 @@ Pure numpy + scipy (no torch): `fusionrec demo` runs it from the runtime install
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -28,6 +30,7 @@ from scipy.sparse.linalg import svds
 
 from ranker.popularity import popular_items
 from ranker.state import UserState
+from schemas.errors import ConfigError
 
 __all__ = ["TextFusionModel", "because", "fit_text_fusion"]
 
@@ -178,6 +181,58 @@ class TextFusionModel:
 
     def _popular(self, k: int) -> list[tuple[str, float]]:
         return [(i, round(float(p), 6)) for i, p in self.popular[:k]]
+
+    def fused_item_vectors(self) -> np.ndarray:
+        """[n, d_text + d_beh] rows [√α·z_j, √(1−α)·G_j]: their dot products are the model's fused
+        item similarity α·z·z' + (1−α)·G·G' (what `explain` uses), for serving similar items."""
+        a = float(self.alpha)
+        return np.hstack([np.sqrt(a) * self.text, np.sqrt(1 - a) * self.behaviour]).astype(np.float32)
+
+    def save(self, folder: str | Path) -> Path:
+        """item_ids.json, text.npy, behaviour.npy and model.json (α, version, popularity, validation):
+        what `fusionrec serve --text-model` loads to serve the demo's model beside its lists."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "item_ids.json").write_text(json.dumps(self.item_ids))
+        np.save(out / "text.npy", self.text)
+        np.save(out / "behaviour.npy", self.behaviour)
+        meta = {
+            "format": "fusionrec-text-fusion/1",
+            "version": self.version_tag,
+            "alpha": self.alpha,
+            "recent": self.recent,
+            "decay": self.decay,
+            "popular": [list(p) for p in self.popular],
+            "validation": self.validation,
+        }
+        (out / "model.json").write_text(json.dumps(meta, indent=2))
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path, query_encoder: QueryEncoder | None = None) -> TextFusionModel:
+        root = Path(folder)
+        try:
+            meta = json.loads((root / "model.json").read_text())
+            if meta.get("format") != "fusionrec-text-fusion/1":
+                raise ValueError(f"format {meta.get('format')!r}")
+            ids = json.loads((root / "item_ids.json").read_text())
+            text, behaviour = np.load(root / "text.npy"), np.load(root / "behaviour.npy")
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{root}: not a text-fusion model saved by `fusionrec demo` ({exc})") from exc
+        if not (len(ids) == len(text) == len(behaviour)):
+            raise ConfigError(f"{root}: {len(ids)} ids, {len(text)} text and {len(behaviour)} behaviour rows")
+        return cls(
+            ids,
+            text,
+            behaviour,
+            float(meta["alpha"]),
+            tuple((str(i), float(p)) for i, p in meta["popular"]),
+            str(meta["version"]),
+            query_encoder=query_encoder,
+            recent=int(meta["recent"]),
+            decay=float(meta["decay"]),
+            validation=dict(meta["validation"]),
+        )
 
     def explain(self, listed: Sequence[str], history: Sequence[str]) -> list[tuple[str | None, float]]:
         """Per listed item id, the history item it is closest to in the model's fused space."""

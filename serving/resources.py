@@ -16,6 +16,7 @@ from encoders.session import SessionConfig
 from encoders.text import TextEncoder
 from ranker.bundle import ModelBundle
 from ranker.popularity import popular_items, popular_rows
+from ranker.text_fusion import TextFusionModel
 from schemas.errors import ConfigError
 from schemas.events import EVENT_TYPE_INDEX
 from schemas.items import Item
@@ -32,12 +33,16 @@ class ServingResources:
     encoder: TextEncoder
     bundle: ModelBundle | None
     bundle_rows: np.ndarray  # catalog row -> bundle row, -1 when the bundle lacks the item
-    item_vectors: np.ndarray  # per catalog row: fused vector (bundle) or text vector; unit rows
+    item_vectors: np.ndarray  # per catalog row: fused vector (bundle or text-fusion model) or text vector
     popular: list[int]  # catalog rows, most popular first
+    #: the demo's text-fused model (`fusionrec demo` saves it), served when there is no bundle
+    text_model: TextFusionModel | None = None
 
     @property
     def model_version(self) -> str:
-        return self.bundle.version if self.bundle is not None else "text-only"
+        if self.bundle is not None:
+            return self.bundle.version
+        return self.text_model.version if self.text_model is not None else "text-only"
 
     def user_vectors(
         self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]] | None = None
@@ -114,6 +119,7 @@ def load_resources(
     weights: SearchWeights = SearchWeights(),
     session: SessionConfig = SessionConfig(),
     progress: bool = True,
+    text_model: str | Path | None = None,
 ) -> ServingResources:
     """`items` defaults to the bundle's catalog (items.jsonl) and `popularity` (event counts per
     item id) to the bundle's (popularity.json); without a bundle, items are required and
@@ -148,6 +154,14 @@ def load_resources(
     else:
         bundle_rows = np.full(len(items), -1, dtype=np.int64)
         item_vectors = text_vectors
+    tm = TextFusionModel.load(text_model) if text_model is not None and mb is None else None
+    if tm is not None:  # its fused space, where the catalog holds its items; text vectors elsewhere
+        fused = tm.fused_item_vectors()
+        item_vectors = np.zeros((len(items), fused.shape[1]), np.float32)
+        item_vectors[:, : text_vectors.shape[1]] = text_vectors
+        for r, it in enumerate(items):
+            if (m := tm.rows.get(it.item_id)) is not None:
+                item_vectors[r] = fused[m]
     counts = popularity if popularity is not None else (mb.popularity if mb is not None else {})
     popular = popular_rows(popular_items(counts), rows, len(items))  # most popular first, then catalog order
-    return ServingResources(items, rows, index, enc, mb, bundle_rows, item_vectors, popular)
+    return ServingResources(items, rows, index, enc, mb, bundle_rows, item_vectors, popular, tm)

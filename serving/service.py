@@ -179,7 +179,7 @@ class ServingService:
         if row is None:
             raise NotFound(f"unknown item {item_id!r}")
         vectors = self.res.item_vectors
-        basis = "model" if self.res.bundle is not None else "text"
+        basis = "model" if self.res.bundle is not None or self.res.text_model is not None else "text"
         if not np.any(vectors[row]):  # an item the bundle does not know: its text vector
             vectors, basis = self.res.index.text_vectors, "text"
         scores = vectors @ vectors[row]
@@ -310,12 +310,18 @@ class ServingService:
             manifest = {k: v for k, v in bundle.manifest.items() if k != "files"}
             validation = manifest.get("validation") or manifest.get("metrics")
             variant = manifest.get("variant") or manifest.get("fusion")
+        elif self.res.text_model is not None:
+            tm = self.res.text_model
+            manifest = {"alpha": tm.alpha, "recent": tm.recent, "decay": tm.decay, "items": len(tm.item_ids)}
+            manifest["encoder"] = asdict(self.res.encoder.manifest)
+            validation, variant = tm.validation, f"text-fusion alpha={tm.alpha}"
         else:
             manifest = {"encoder": asdict(self.res.encoder.manifest)}
             validation, variant = None, None
+        kind = "bundle" if bundle is not None else ("text-fusion" if self.res.text_model is not None else "text")
         return {
             "model_version": self.res.model_version,
-            "kind": "bundle" if bundle is not None else "text",
+            "kind": kind,
             "variant": variant,
             "manifest": manifest,
             "validation": validation,

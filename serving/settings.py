@@ -43,6 +43,9 @@ class ServeSettings(BaseModel):
     bundle: str | None = Field(None, description="model bundle: items, popularity, user vectors, similar items")
     encoder: str | None = Field(None, description="text encoder export; default: the bundle's own copy")
     items: str | None = Field(None, description="items file (CSV or JSONL) when serving without a bundle")
+    text_model: str | None = Field(
+        None, description="without a bundle: the text-fused model `fusionrec demo` saved (similar items, console)"
+    )
     store_url: str | None = Field(None, description="where lists are read; default: Cassandra from [cassandra]")
     cache: str = Field("out/serving-cache", description="item text-vector cache (incremental)")
     dense_weight: float = Field(0.2, ge=0.0, le=1.0, description="dense share of the hybrid search")

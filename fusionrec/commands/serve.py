@@ -70,6 +70,10 @@ def serve(
         str | None, typer.Option(help="Without a bundle: dataset folder (items + popularity); default synthetic.")
     ] = None,
     items: Annotated[Path | None, typer.Option(help="Without a bundle: items file (CSV or JSONL).")] = None,
+    text_model: Annotated[
+        Path | None,
+        typer.Option(help="Without a bundle: the text-fused model `fusionrec demo` saved (out/demo.model)."),
+    ] = None,
     encoder: Annotated[
         Path | None, typer.Option(help="Text encoder export (default: bundle/encoder, else models/encoder-int8).")
     ] = None,
@@ -107,6 +111,7 @@ def serve(
     flags = {
         "bundle": bundle,
         "items": items,
+        "text_model": text_model,
         "encoder": encoder,
         "store_url": store,
         "cache": cache,

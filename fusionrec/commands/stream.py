@@ -22,6 +22,7 @@ from fusionrec.wiring import (
     open_results_store,
     wait_for_store,
 )
+from ranker.text_fusion import TextFusionModel
 from schemas.codec import encode_recommendations
 from shopdata import event_records, load_data
 from streams.embedded import records_from_values, run_embedded
@@ -112,6 +113,9 @@ def demo(
         f"{report.duplicates} duplicates, {report.dead_letters} dead letters; "
         f"{store.count_states()} users stored in {cfg.db}"
     )
+    model_dir = None
+    if isinstance(ranker, TextFusionModel):  # the API serves it beside the lists it made
+        model_dir = ranker.save(Path(cfg.db).with_suffix(".model"))
     titles = {it.item_id: it.title for it in dataset.items}
     explain = explainer(ranker)
     by_user = dataset.by_user()
@@ -120,7 +124,7 @@ def demo(
     store.close()
     typer.echo(f"\ndemo done in {time.perf_counter() - started:.1f}s")
     typer.echo(f"read any user's list:   fusionrec recommend USER_ID --store sqlite:///{cfg.db}")
-    enc_flag = f" --encoder {cfg.encoder}" if bundle is None else f" --bundle {bundle}"
+    enc_flag = f" --encoder {cfg.encoder} --text-model {model_dir}" if model_dir else f" --bundle {bundle}"
     data_flag = f" --data {s.data}" if s.data and bundle is None else ""
     typer.echo(
         f"open the console:        fusionrec serve --store sqlite:///{cfg.db}{enc_flag}{data_flag}"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from ranker.state import UserState
-from ranker.text_fusion import because, behaviour_embeddings, fit_text_fusion
+from ranker.text_fusion import TextFusionModel, because, behaviour_embeddings, fit_text_fusion
+from schemas.errors import ConfigError
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -81,3 +85,20 @@ def test_rank_is_deterministic_and_rounded() -> None:
     assert a.version == b.version
     assert a.rank(state, 10) == b.rank(state, 10)
     assert all(round(s, 6) == s for _, s in a.rank(state, 10)[0])
+
+
+def test_save_and_load_give_the_same_model_and_fused_vectors_hold_its_similarity(tmp_path: Path) -> None:
+    ids, text = _catalog()
+    seqs = [[ids[j], ids[(j + 3) % 40], ids[(j + 5) % 40]] for j in range(40)] * 2
+    model = fit_text_fusion(seqs, ids, text)
+    loaded = TextFusionModel.load(model.save(tmp_path / "m"))
+    state = UserState("u", recent_items=("i1", "i4"), recent_types=("view", "view"))
+    assert loaded.version == model.version and loaded.rank(state, 10) == model.rank(state, 10)
+    assert loaded.validation == model.validation and loaded.popular == model.popular
+    fused = loaded.fused_item_vectors()
+    a = loaded.alpha
+    expected = a * (text[2] @ text[7]) + (1 - a) * (loaded.behaviour[2] @ loaded.behaviour[7])
+    assert float(fused[2] @ fused[7]) == pytest.approx(float(expected), abs=1e-5)
+    (tmp_path / "m" / "model.json").write_text("{")
+    with pytest.raises(ConfigError, match="not a text-fusion model saved by `fusionrec demo`"):
+        TextFusionModel.load(tmp_path / "m")
