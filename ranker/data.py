@@ -9,19 +9,22 @@ Item indices start at 1 (0 is padding). Protocols:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from schemas.events import EVENT_TYPE_INDEX
-from shopdata.loader import Dataset
+from shopdata.loader import Dataset, category_labels
 
 __all__ = [
     "Catalog",
     "Split",
     "SplitData",
     "build_catalog",
+    "cold_item_ids",
+    "drop_cold_items",
     "holdout_split",
     "leave_one_out",
     "user_sequences",
@@ -63,12 +66,15 @@ class SplitData:
 
 
 def build_catalog(dataset: Dataset) -> Catalog:
+    """Indices of categories (an item's primary label, shopdata.loader.category_labels) and brands;
+    0 where the catalog has none, so a catalog without either column still builds."""
     cat_names: dict[str, int] = {}
     brand_names: dict[str, int] = {}
     cats = [0]
     brands = [0]
     for it in dataset.items:
-        cats.append(cat_names.setdefault(it.category, len(cat_names) + 1) if it.category else 0)
+        labels = category_labels(it.category)
+        cats.append(cat_names.setdefault(labels[0], len(cat_names) + 1) if labels else 0)
         brands.append(brand_names.setdefault(it.brand, len(brand_names) + 1) if it.brand else 0)
     return Catalog(
         ids=[it.item_id for it in dataset.items],
@@ -152,3 +158,34 @@ def holdout_split(
         valid=_split(with_valid, seqs, 1),
         test=_split(users, seqs, 0, targets),
     )
+
+
+def cold_item_ids(item_ids: Iterable[str], share: float) -> list[str]:
+    """The `cold-items` protocol's items: those whose id hashes (sha256) below `share` of the hash
+    range. Depends on the id alone, so any shop gets ~share of its items, the same ones every run."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"the cold-item share is in [0, 1), got {share}")
+    limit = int(share * 2**64)
+    return [i for i in item_ids if int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big") < limit]
+
+
+def drop_cold_items(data: SplitData, cold: set[int]) -> SplitData:
+    """Cold items (1-based indices) removed from every training sequence, and validation users whose
+    target is cold left out (validation chooses epochs and α: it must not learn them either). A
+    history may still hold them, as it may at serving time: their vectors come from their text."""
+    if not cold:
+        return data
+    train, types = [], []
+    for seq, typ in zip(data.train, data.train_types, strict=True):
+        keep = [j for j, i in enumerate(seq) if i not in cold]
+        train.append([seq[j] for j in keep])
+        types.append([typ[j] for j in keep])
+    v = data.valid
+    rows = [r for r, t in enumerate(v.targets) if int(t) not in cold]
+    valid = Split(
+        users=[v.users[r] for r in rows],
+        histories=[v.histories[r] for r in rows],
+        history_types=[v.history_types[r] for r in rows],
+        targets=v.targets[rows],
+    )
+    return replace(data, train=train, train_types=types, valid=valid)

@@ -1,5 +1,13 @@
 """`fusionrec evaluate`: full-ranking evaluation of a bundle beside baselines, scored by the same code
-in the same run. No torch: the bundle's ONNX user encoder does the work."""
+in the same run, under each protocol (PROTOCOLS). No torch: the bundle's ONNX user encoder does the work.
+
+- published: every catalog item is a candidate, nothing removed (RecBole's full ranking, the
+  protocol of the UniSRec / VQ-Rec / MISSRec figures);
+- production: the user's history is removed from the candidates; a target in the history cannot be
+  shown, so it is a miss (what a shop that never re-recommends a seen item gets);
+- cold-items: production, over the users whose target is one of the items the bundle was trained
+  without (`fusionrec train --cold-items`); absent for a bundle without them.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +25,14 @@ from ranker.data import Catalog, Split, SplitData, build_catalog, holdout_split,
 from ranker.metrics import summarize, target_ranks
 from shopdata.loader import Dataset
 
-__all__ = ["evaluate", "read_holdout"]
+__all__ = ["PROTOCOLS", "evaluate", "read_holdout"]
+
+#: Protocol name -> one line for the report.
+PROTOCOLS = {
+    "published": "full ranking over every catalog item, nothing removed (RecBole; the papers' protocol)",
+    "production": "full ranking, the user's history removed from the candidates; a target in the history is a miss",
+    "cold-items": "production, over users whose target is an item held out of training (`train --cold-items`)",
+}
 
 
 def read_holdout(path: Path) -> list[tuple[str, str]]:
@@ -33,14 +48,26 @@ def _crosses(split: Split, catalog: Catalog) -> np.ndarray:
     return np.array([cats[t] not in {cats[i] for i in h} for t, h in zip(split.targets, split.histories, strict=True)])
 
 
-def _score_model(scores: np.ndarray, split: Split, catalog: Catalog) -> tuple[dict[str, float], np.ndarray]:
-    exclude = [[i - 1 for i in h] for h in split.histories]
+def _score_model(
+    scores: np.ndarray, split: Split, catalog: Catalog, remove_history: bool
+) -> tuple[dict[str, float], np.ndarray]:
+    exclude = [[i - 1 for i in h] for h in split.histories] if remove_history else None
     ranks, n_cand = target_ranks(scores, split.targets - 1, exclude)
     masked = scores.copy()
-    for u, rows in enumerate(exclude):
+    for u, rows in enumerate(exclude or []):
         masked[u, rows] = -np.inf
-    top10 = np.argpartition(-masked, 10, axis=1)[:, :10]
+    k = min(10, catalog.n_items - 1)
+    top10 = np.argpartition(-masked, k, axis=1)[:, :10] if len(masked) else np.zeros((0, 10), np.int64)
     return summarize(ranks, n_cand, top10, catalog.n_items, _crosses(split, catalog)), ranks
+
+
+def _subset(split: Split, rows: list[int]) -> Split:
+    return Split(
+        users=[split.users[r] for r in rows],
+        histories=[split.histories[r] for r in rows],
+        history_types=[split.history_types[r] for r in rows],
+        targets=split.targets[rows],
+    )
 
 
 def _bundle_scores(bundle: ModelBundle, split: Split, catalog: Catalog) -> np.ndarray:
@@ -62,6 +89,11 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
     split = data.test
     train_for_baselines = data.train if not holdout else [seqs[u][0] for u in sorted(seqs)]
     bundle = ModelBundle.load(bundle_dir)
+    cold_ids = set(bundle.manifest.get("cold_items", {}).get("items", []))
+    index = catalog.index()
+    cold = {index[i] for i in cold_ids if i in index}
+    if cold:  # the baselines learn without them too: co-occurrence cannot know an item never seen
+        train_for_baselines = [[i for i in seq if i not in cold] for seq in train_for_baselines]
     text = np.load(bundle_dir / "text_vectors.npy") if (bundle_dir / "text_vectors.npy").is_file() else None
     scorers: dict[str, Callable[[], np.ndarray]] = {
         "fusionrec": lambda: _bundle_scores(bundle, split, catalog),
@@ -73,13 +105,28 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
         scorers["text-only"] = lambda: text_profile_scores(split.histories, padded)
     for name, variant in bundle.variants().items():
         scorers[f"fusion:{name}"] = lambda v=variant: _bundle_scores(v, split, catalog)  # type: ignore[misc]
-    results: dict[str, dict[str, float]] = {}
-    ranks: dict[str, np.ndarray] = {}
+    cold_rows = [r for r, t in enumerate(split.targets) if int(t) in cold]
+    cold_split = _subset(split, cold_rows)
+    protocols: dict[str, dict[str, Any]] = {
+        p: {"description": d, "results": {}, "n_users": len(split.users)} for p, d in PROTOCOLS.items()
+    }
+    if cold:
+        protocols["cold-items"].update(n_users=len(cold_rows), n_cold_items=len(cold))
+    else:
+        del protocols["cold-items"]
+    ranks: dict[str, dict[str, np.ndarray]] = {p: {} for p in protocols}
     for name, fn in scorers.items():
-        results[name], ranks[name] = _score_model(fn(), split, catalog)
+        scores = fn()
+        for p, remove in (("published", False), ("production", True)):
+            protocols[p]["results"][name], ranks[p][name] = _score_model(scores, split, catalog, remove)
+        if cold:
+            protocols["cold-items"]["results"][name], ranks["cold-items"][name] = _score_model(
+                scores[cold_rows], cold_split, catalog, True
+            )
     chosen = bundle.manifest.get("chosen_variant", "fusionrec")
-    results[f"fusion:{chosen}"] = results["fusionrec"]
-    ranks[f"fusion:{chosen}"] = ranks["fusionrec"]
+    for p in protocols:
+        protocols[p]["results"][f"fusion:{chosen}"] = protocols[p]["results"]["fusionrec"]
+        ranks[p][f"fusion:{chosen}"] = ranks[p]["fusionrec"]
     lengths = np.array([len(h) for h in split.histories])
     return {
         "protocol": "holdout" if holdout else "leave-one-out",
@@ -88,7 +135,9 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
         "bundle": bundle.version,
         "chosen_variant": chosen,
         "seconds": round(time.perf_counter() - started, 1),
-        "results": results,
-        "_ranks": ranks,
+        "results": protocols["production"]["results"],  # before protocols existed: kept for old readers
+        "protocols": protocols,
+        "_ranks": ranks["production"],
+        "_protocol_ranks": ranks,
         "_history_lengths": lengths,
     }

@@ -50,8 +50,8 @@ def export_item_fusion(model: SeqRecModel, path: Path, opset: int = 17) -> None:
     args = (
         torch.randn(n, model.cfg.text_dim),
         torch.zeros(n, dtype=torch.long),
-        torch.ones(n, dtype=torch.long),
-        torch.ones(n, dtype=torch.long),
+        torch.zeros(n, dtype=torch.long),  # index 0 (none) exists even in a catalog without categories
+        torch.zeros(n, dtype=torch.long),  # or without brands: 1 would be out of range there
         torch.zeros(n, dtype=torch.long),
     )
     names = ["text_vectors", "item_rows", "categories", "brands", "pop_buckets"]

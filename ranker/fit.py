@@ -21,10 +21,27 @@ import torch
 
 from encoders import SessionConfig, TextEncoder
 from ranker.bundle import ModelBundle, write_catalog, write_manifest, write_popularity
-from ranker.data import Catalog, SplitData, _split, build_catalog, leave_one_out, user_sequences
+from ranker.data import (
+    Catalog,
+    SplitData,
+    _split,
+    build_catalog,
+    cold_item_ids,
+    drop_cold_items,
+    leave_one_out,
+    user_sequences,
+)
 from ranker.export_onnx import export_bundle
 from ranker.model import ModelConfig
-from ranker.train import TrainConfig, catalog_tensors, choose_alpha, score_split, train_model
+from ranker.train import (
+    TrainConfig,
+    auto_max_len,
+    catalog_tensors,
+    choose_alpha,
+    score_split,
+    train_model,
+    training_windows,
+)
 from shopdata.loader import Dataset
 
 __all__ = ["DEFAULT_VARIANTS", "encode_texts", "fit", "onnx_agreement", "train_all_but_last"]
@@ -92,21 +109,30 @@ def fit(
     variants: tuple[tuple[str, str, float], ...] = DEFAULT_VARIANTS,
     progress: bool = True,
     trained_models: dict[str, Any] | None = None,
+    cold_items: float = 0.0,
 ) -> dict[str, Any]:
     """Train, choose and write the bundle to `out`; returns its manifest. `trained_models`, when
-    given, receives each variant's trained torch model by name (to check the ONNX export against)."""
+    given, receives each variant's trained torch model by name (to check the ONNX export against).
+    `cold_items` > 0 holds out that share of the items (ranker.data.cold_item_ids) from every
+    training sequence and records them in the manifest, for `evaluate`'s cold-items protocol. Without
+    a max_len in `model_overrides`, it follows the data (ranker.train.auto_max_len)."""
     started = time.perf_counter()
     catalog = build_catalog(dataset)
     text, encoder_info = encode_texts(catalog, encoder_dir, progress)
     seqs = user_sequences(dataset, catalog)
     data = leave_one_out(seqs) if protocol == "leave-one-out" else train_all_but_last(seqs)
+    cold = cold_item_ids(catalog.ids, cold_items) if cold_items > 0 else []
+    index = catalog.index()
+    data = drop_cold_items(data, {index[i] for i in cold})
     tensors = catalog_tensors(catalog, text, data.train)
+    overrides = dict(model_overrides or {})
+    overrides.setdefault("max_len", auto_max_len(data.train))
     base = ModelConfig(
         n_items=catalog.n_items,
         n_categories=len(catalog.category_names) - 1,
         n_brands=int(catalog.brands.max()),
         text_dim=text.shape[1],
-        **(model_overrides or {}),
+        **overrides,
     )
     results: dict[str, dict[str, Any]] = {}
     trained: dict[str, Any] = {}
@@ -140,8 +166,10 @@ def fit(
             "digest": dataset.digest(),
             "users": len(seqs),
             "items": catalog.n_items,
-            "train_windows": len(data.train),
+            "train_sequences": len(data.train),
+            "train_windows": len(training_windows(data.train, data.train_types, base.max_len)),
         },
+        "cold_items": {"share": cold_items, "items": cold},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
     if trained_models is not None:

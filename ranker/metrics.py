@@ -31,20 +31,27 @@ def target_ranks(
     """(ranks, n_candidates) per row. scores: [users, items]; targets: [users] item indices.
 
     rank = #candidates scoring above the target + #other candidates tying with it. Excluded items
-    (never the target itself) are removed from the candidates.
+    (e.g. the history) are removed from the candidates; a target that is itself excluded can never
+    be shown, so it is a miss: rank = n_items, past every cut-off (the `production` protocol).
     """
     s = np.array(scores, dtype=np.float32, copy=True)
     n_users, n_items = s.shape
     rows = np.arange(n_users)
     n_cand = np.full(n_users, n_items, dtype=np.int64)
+    excluded_target = np.zeros(n_users, dtype=bool)
     if exclude is not None:
         for u, items in enumerate(exclude):
-            drop = [i for i in set(items) if i != targets[u]]
+            drop = set(items)
+            excluded_target[u] = int(targets[u]) in drop
+            drop.discard(int(targets[u]))
             if drop:
-                s[u, drop] = -np.inf
+                s[u, list(drop)] = -np.inf
                 n_cand[u] -= len(drop)
+            if excluded_target[u]:
+                n_cand[u] -= 1
     t = s[rows, targets][:, None]
     ranks = (s > t).sum(axis=1) + ((s == t).sum(axis=1) - 1)
+    ranks[excluded_target] = n_items
     return ranks.astype(np.int64), n_cand
 
 
@@ -77,10 +84,11 @@ def f1_at_k(ranks: np.ndarray, k: int) -> float:
 
 
 def auc(ranks: np.ndarray, n_candidates: np.ndarray) -> float:
-    """Mean share of negatives ranked below the target: 1 - rank / (n_candidates - 1). Range [0, 1]."""
+    """Mean share of negatives ranked below the target: 1 - rank / (n_candidates - 1), 0 for a miss
+    by exclusion. Range [0, 1]."""
     if not len(ranks):
         return 0.0
-    return float(np.mean(1.0 - ranks / np.maximum(n_candidates - 1, 1)))
+    return float(np.mean(np.clip(1.0 - ranks / np.maximum(n_candidates - 1, 1), 0.0, 1.0)))
 
 
 def catalog_coverage(top_k: np.ndarray, n_items: int) -> float:

@@ -26,18 +26,32 @@ COLUMNS = [
 ]
 
 
-def markdown_table(out: dict[str, Any]) -> str:
-    rows = sorted(out["results"].items(), key=lambda kv: -kv[1]["ndcg@10"])
+def _table(results: dict[str, dict[str, float]]) -> str:
+    rows = sorted(results.items(), key=lambda kv: -kv[1]["ndcg@10"])
     head = "| model | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
-    body = "".join(
+    return head + "".join(
         f"| {name} | " + " | ".join(f"{m.get(c, float('nan')):.4f}" for c in COLUMNS) + " |\n" for name, m in rows
     )
-    return (
-        f"# fusionrec evaluation\n\nprotocol: {out['protocol']}; users: {out['n_users']}; items: {out['n_items']}; "
-        f"bundle: {out['bundle']} ({out['chosen_variant']}); full ranking over all items, history excluded.\n\n"
-        + head
-        + body
+
+
+def markdown_table(out: dict[str, Any]) -> str:
+    """One table per protocol, each headed by the protocol's name and what it removes."""
+    text = (
+        f"# fusionrec evaluation\n\nsplit: {out['protocol']}; users: {out['n_users']}; items: {out['n_items']}; "
+        f"bundle: {out['bundle']} ({out['chosen_variant']}).\n"
     )
+    protocols: dict[str, Any] = out.get("protocols") or {"production": {"results": out["results"]}}
+    for name, p in protocols.items():
+        text += f"\n## protocol: {name}\n\n{p.get('description', '')}; users: {p.get('n_users', out['n_users'])}"
+        if "n_cold_items" in p:
+            text += f"; cold items: {p['n_cold_items']}"
+        text += ".\n\n" + _table(p["results"])
+    if "cold-items" not in protocols:
+        text += (
+            "\n## protocol: cold-items\n\nabsent: this bundle was trained without held-out items "
+            "(train it with `fusionrec train --cold-items 0.1` to measure it).\n"
+        )
+    return text
 
 
 def write_report(out: dict[str, Any], folder: Path) -> list[Path]:

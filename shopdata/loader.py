@@ -40,6 +40,7 @@ __all__ = [
     "ITEM_SKIP_REASONS",
     "Dataset",
     "LoadReport",
+    "category_labels",
     "load_dataset",
     "load_items",
     "load_items_file",
@@ -323,6 +324,27 @@ def load_items(path: Path) -> list[Item]:
     items, tally = _read_items_csv(Path(path))
     _log_items(Path(path), items, tally)
     return items
+
+
+#: A comma-separated part longer than this many words is a piece of a path, not a label.
+LABEL_MAX_WORDS = 3
+
+
+def category_labels(category: str) -> list[str]:
+    """A category field as its labels, trimmed, de-duplicated, order kept; the first is the item's
+    primary category. Pipes always separate labels ("Tools | Sanding"). Commas separate them only
+    when every part is a short label ("Adventure, Comedy", "Science Fiction, Drama"): a category path
+    uses commas inside its names ("Industrial & Scientific Tapes, Adhesives & Sealants Duct Tape",
+    "Home > Bed, Bath"), so a field with `>` or `/`, or with a part over LABEL_MAX_WORDS words,
+    keeps its commas."""
+    labels: list[str] = []
+    for chunk in category.split("|"):
+        parts = [p.strip() for p in chunk.split(",")]
+        pathlike = ">" in chunk or "/" in chunk or any(len(p.split()) > LABEL_MAX_WORDS for p in parts)
+        for label in [chunk.strip()] if pathlike else parts:
+            if label and label not in labels:
+                labels.append(label)
+    return labels
 
 
 def split_item_text(text: str) -> tuple[str, str, str]:

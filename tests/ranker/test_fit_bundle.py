@@ -209,6 +209,13 @@ def test_evaluate_cli_default_and_holdout(bundles: list[Path], shop_dir: Path, t
         assert {"recall@10", "ndcg@10", "recall@50", "mrr", "auc", "coverage@10", "f1@10"} <= set(metrics)
     for name in ("report.md", "metrics_vs_k.png", "ndcg10_by_history_length.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+    # protocols side by side; a bundle without cold items has no cold-items protocol, and says so
+    assert set(res["protocols"]) == {"published", "production"}
+    assert res["results"] == res["protocols"]["production"]["results"]
+    assert set(res["protocols"]["published"]["results"]) == set(res["results"])
+    report_md = (tmp_path / "report" / "report.md").read_text()
+    assert "## protocol: published" in report_md and "## protocol: production" in report_md
+    assert "## protocol: cold-items\n\nabsent" in report_md
     holdout = tmp_path / "holdout.csv"
     holdout.write_text("user_id,item_id\nU00001,I00003\nU00002,I00007\n")
     out2 = tmp_path / "eval2.json"

@@ -29,9 +29,12 @@ def test_target_ranks_with_ties_and_exclusions() -> None:
             [0.9, 0.8, 0.3, 0.95],
         ]
     )  # target 2, items 0 and 3 excluded -> rank 1 of 2
-    ranks, n = target_ranks(scores, np.array([2, 0, 2]), exclude=[[], [], [0, 3, 2]])
+    ranks, n = target_ranks(scores, np.array([2, 0, 2]), exclude=[[], [], [0, 3]])
     assert ranks.tolist() == [1, 2, 1]
-    assert n.tolist() == [4, 4, 2]  # the target is never excluded
+    assert n.tolist() == [4, 4, 2]
+    # a target in the excluded history is never shown: a miss (rank = n_items), 1 candidate left
+    ranks, n = target_ranks(scores[2:], np.array([2]), exclude=[[0, 3, 2]])
+    assert ranks.tolist() == [4] and n.tolist() == [1]
 
 
 def test_hand_computed_values() -> None:
