@@ -12,6 +12,17 @@ new_item_visible_s  after the steady run, five items published to the items topi
                showed within 30 s; `new_items` has each one's time (null: ranked below the top k)
 
   python bench/stream.py --json out/stream.json --data ../shared/data/scientific --bundle out/bundle
+
+The freshness curve (no throughput runs): one run per offered rate, p50/p95/p99, the achieved rate,
+the consumer lag when production ends, and the knee (highest rate with p99 <= 1 s), printed and
+plotted next to the JSON (PNG, with matplotlib). `--from-start`: the window opens when the worker
+is launched (a deploy), else after a 12 s warm-up. `--restart-at S` SIGKILLs and restarts the worker
+S s in, `--rebalance-at S` adds a second one; both report freshness over the 60 s after and check
+every user's stored state against its exact fold. `--no-warm-up`: workers start cold.
+
+  python bench/stream.py --json out/curve.json --data ../shared/data/scientific --bundle out/bundle \
+      --rates 500,1000,2000,4000 --seconds 60 --from-start
+  python bench/stream.py --json out/restart.json ... --rates 500 --restart-at 30
 """
 
 from __future__ import annotations
@@ -162,11 +173,37 @@ def _newest_event_ts(store: CassandraStore, users: list[str]) -> dict[str, int]:
     return out
 
 
+def _source(dataset: Any, n: int) -> list[Event]:
+    """The first n events of the data, cycled (each round's ids made distinct) when it has fewer."""
+    evs = dataset.events
+    return [evs[i % len(evs)] if i < len(evs) else _renamed(evs[i % len(evs)], i // len(evs)) for i in range(n)]
+
+
+def _renamed(ev: Event, round_: int) -> Event:
+    return Event(f"{ev.event_id}~{round_}", ev.type, ev.user_id, ev.ts, ev.item_id, ev.query)
+
+
 def freshness(
-    data: str, bundle: str | None, rate: float, seconds: float, sample_every: int = 25, poll_s: float = 0.025
-) -> tuple[dict[str, float], dict[str, Any] | None]:
+    data: str,
+    bundle: str | None,
+    rate: float,
+    seconds: float,
+    sample_every: int = 25,
+    poll_s: float = 0.025,
+    *,
+    from_start: bool = False,
+    restart_at: float | None = None,
+    rebalance_at: float | None = None,
+    new_items: bool = True,
+    worker_args: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Steady `rate` events/s with ts = production time; poll sampled users' lists until they show
-    the event."""
+    the event. `from_start`: the window opens when the worker is launched (a deploy), else after a
+    12 s warm-up. `restart_at` / `rebalance_at` (s into the window): SIGKILL and restart the worker /
+    add a second one then; the figures then also cover the 60 s after it, and every user's stored
+    state is checked against its exact fold at the end."""
+    from bench.harness import GroupOffsets, assert_folds_exactly, wait_committed
+
     dataset = load_data(data)
     tag = uuid.uuid4().hex[:8]
     topic, group, ks = f"fresh-{tag}", f"fresh-{tag}", f"fresh_{tag}"
@@ -174,7 +211,7 @@ def freshness(
     ensure_topics(BOOT, {topic: 4, f"{topic}.dlq": 1, items_topic: 1})
     store = CassandraStore(["127.0.0.1"], 9042, ks)
     store.setup()
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []  # (produced at, ms)
     pending: dict[str, tuple[int, float]] = {}  # user -> (event ts, produced at), newest sample per user
     lock = threading.Lock()
     producing_done = threading.Event()
@@ -201,61 +238,173 @@ def freshness(
                         continue
                     ts, produced = want
                     if seen_ts >= ts:
-                        latencies.append((now - produced) * 1000)
+                        latencies.append((produced, (now - produced) * 1000))
                         del pending[u]
                     elif now - produced > 10:
                         del pending[u]  # lost: counted by samples < expected_samples
             time.sleep(poll_s)
 
+    event_at = max(x for x in (restart_at, rebalance_at, -1.0) if x is not None)
+    if event_at >= 0:
+        seconds = max(seconds, event_at + 60)
     n = int(rate * seconds)
-    source = list(islice(dataset.events, n))
+    source = _source(dataset, n)
+    produced_events: list[Event] = []
+    extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         w = _worker(Path(tmp), topic, group, ks, 500, data, bundle)
-        live = bundle is not None and (Path(bundle) / "item_fusion.onnx").is_file()
+        live = new_items and bundle is not None and (Path(bundle) / "item_fusion.onnx").is_file()
         if live:
             w.args += ["--items-topic", items_topic]
+        w.args += list(worker_args)
+        launched = time.time()
         w.start()
-        time.sleep(12)  # group join and warm-up before the clock starts
+        if not from_start:
+            time.sleep(12)  # group join and warm-up before the clock starts
         from confluent_kafka import Producer
 
         p = Producer(confluent_config(BOOT, {"linger.ms": 0, "acks": "all"}))
         watcher = threading.Thread(target=poller, daemon=True)
         watcher.start()
         sampled = 0
-        start = time.time()
+        start = launched if from_start else time.time()
+        disturbed: float | None = None
+        second: WorkerProcess | None = None
+        skip_s = 0.0 if from_start else 1.0  # from the start, the first second is the point
         for i, ev in enumerate(source):
             due = start + i / rate
             while time.time() < due:
                 time.sleep(max(0.0, min(0.002, due - time.time())))
             now = time.time()
+            if disturbed is None and event_at >= 0 and now - start >= event_at:
+                disturbed = now
+                if restart_at is not None:
+                    w.kill()
+                    w.start()
+                else:
+                    second = _worker(Path(tmp), topic, group, ks, 500, data, bundle)
+                    second.args += list(worker_args)
+                    second.log_path = Path(tmp) / "w2.log"
+                    second.start()
             fresh = Event(ev.event_id + f"#{tag}", ev.type, ev.user_id, int(now * 1000), ev.item_id, ev.query)
             p.produce(topic, key=ev.user_id.encode(), value=encode_event(fresh))
+            produced_events.append(fresh)
             p.poll(0)
-            if i % sample_every == 0 and i > rate:  # skip the first second
+            if i % sample_every == 0 and now - start >= skip_s:
                 with lock:
                     if ev.user_id not in pending:
                         pending[ev.user_id] = (fresh.ts, now)
                         sampled += 1
         p.flush(30)
+        ended = time.time()
+        with GroupOffsets(BOOT, group) as offsets:
+            extra["lag_at_end"] = offsets.lag(topic)
+        extra["achieved_eps"] = round(len(source) / max(ended - start, 1e-9))
         producing_done.set()
         watcher.join()
+        if disturbed is not None:
+            alive = [x for x in (w, second) if x is not None]
+            wait_committed(BOOT, group, topic, 300, alive=lambda: all(x.alive() for x in alive))
+            assert_folds_exactly(store, produced_events)
+            extra["exact_folds"] = True
+            extra["after_s"] = round(disturbed - start, 1)
+            extra["after"] = _percentiles([ms for t, ms in latencies if disturbed <= t < disturbed + 60])
         last_users = list(dict.fromkeys(e.user_id for e in reversed(source)))[:5]
         visible = new_item_visible(p, topic, items_topic, store, dataset, last_users, tag) if live else None
-        print(f"live items: {w.last_line('live_items')}; visible_s={visible}", file=sys.stderr)
+        if live:
+            print(f"live items: {w.last_line('live_items')}; visible_s={visible}", file=sys.stderr)
         for line in w.log().splitlines():
-            if "worker_progress" in line:
+            if any(k in line for k in ("worker_progress", "worker_ready", "batch_first")):
                 print(line, file=sys.stderr)
         w.stop()
+        if second is not None:
+            second.stop()
     store.close()
     drop_keyspace(ks)
-    arr = np.array(latencies)
+    out = _percentiles([ms for _, ms in latencies])
+    out["expected_samples"] = sampled
+    return {**out, **extra}, visible
+
+
+def _percentiles(ms: list[float]) -> dict[str, Any]:
+    if not ms:
+        return {"p50": None, "p95": None, "p99": None, "samples": 0}
+    arr = np.array(ms)
     return {
         "p50": round(float(np.percentile(arr, 50)), 1),
         "p95": round(float(np.percentile(arr, 95)), 1),
         "p99": round(float(np.percentile(arr, 99)), 1),
         "samples": len(arr),
-        "expected_samples": sampled,
-    }, visible
+    }
+
+
+def knee(curve: list[dict[str, Any]], p99_ms: float = 1000.0) -> float | None:
+    """The highest offered rate whose freshness p99 is within `p99_ms` (None: none is)."""
+    ok = [c["rate"] for c in curve if c["p99"] is not None and c["p99"] <= p99_ms]
+    return max(ok) if ok else None
+
+
+def plot_curve(curve: list[dict[str, Any]], path: Path, title: str) -> str:
+    """A PNG of p50/p95/p99 against the offered rate (matplotlib: the train extra); what was done."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install 'fusionrec[train]'): no plot"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rates = [c["rate"] for c in curve]
+    for q in ("p50", "p95", "p99"):
+        ax.plot(rates, [c[q] if c[q] is not None else float("nan") for c in curve], marker="o", label=q)
+    ax.axhline(1000, color="grey", linestyle="--", linewidth=0.8, label="1 s")
+    ax.set_xlabel("offered events/s")
+    ax.set_ylabel("freshness (ms)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return f"plot: {path}"
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rates wants numbers separated by commas, got {text!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"--rates wants positive events/s, got {text!r}")
+    return rates
+
+
+def curve_main(args: argparse.Namespace) -> dict[str, Any]:
+    """--rates / --restart-at / --rebalance-at: one freshness run per rate, the knee and a plot."""
+    window = "from worker start" if args.from_start else "after a 12 s warm-up"
+    curve = []
+    for rate in args.rates:
+        fresh, _ = freshness(
+            args.data, args.bundle, rate, args.seconds, from_start=args.from_start,
+            restart_at=args.restart_at, rebalance_at=args.rebalance_at, new_items=False,
+            worker_args=("--no-warm-up",) if args.no_warm_up else (),
+        )  # fmt: skip
+        row = {"rate": rate, **fresh}
+        curve.append(row)
+        print(
+            f"rate={rate:.0f} achieved={row['achieved_eps']} p50={row['p50']} p95={row['p95']} p99={row['p99']} "
+            f"lag_at_end={row['lag_at_end']} samples={row['samples']}/{row['expected_samples']}"
+            + (f" after={row['after']} exact_folds={row['exact_folds']}" if "after" in row else ""),
+            file=sys.stderr,
+        )
+    k = knee(curve)
+    out = {"window": window, "warm_up": not args.no_warm_up, "seconds": args.seconds, "curve": curve, "knee_eps": k,
+           "data": args.data, "bundle": args.bundle, "restart_at": args.restart_at,
+           "rebalance_at": args.rebalance_at}  # fmt: skip
+    png = args.json.with_suffix(".png")
+    out["plot"] = plot_curve(curve, png, f"freshness, {window} (knee {k})")
+    print(f"knee (highest rate with p99 <= 1 s): {k}; {out['plot']}", file=sys.stderr)
+    return out
 
 
 def main() -> None:
@@ -268,7 +417,21 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--only-freshness", action="store_true", help="skip the throughput runs")
+    ap.add_argument("--rates", type=_rates, default=None, help="freshness curve: offered events/s, e.g. 500,1000")
+    ap.add_argument("--from-start", action="store_true", help="the window opens when the worker is launched")
+    ap.add_argument("--restart-at", type=float, default=None, help="SIGKILL and restart the worker at S s")
+    ap.add_argument("--rebalance-at", type=float, default=None, help="add a second worker at S s")
+    ap.add_argument("--no-warm-up", action="store_true", help="workers start cold (`worker --no-warm-up`)")
     args = ap.parse_args()
+    if args.restart_at is not None and args.rebalance_at is not None:
+        ap.error("--restart-at and --rebalance-at are separate runs: give one")
+    if args.rates or args.restart_at is not None or args.rebalance_at is not None:
+        args.rates = args.rates or [args.rate]
+        result = curve_main(args)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return
     if args.only_freshness:
         fresh, visible = freshness(args.data, args.bundle, args.rate, args.seconds)
         only = {

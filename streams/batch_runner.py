@@ -15,21 +15,26 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mappin
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
+from ranker.state import UserState
 from schemas.codec import decode_item
-from schemas.errors import InvalidItem
+from schemas.errors import InvalidItem, StoreUnavailable
 from schemas.items import Item
 from streams.core import BatchOutcome, PreparedBatch, RawRecord
 from streams.state_cache import StateCache
 
 __all__ = [
+    "WARM_UP_USER",
     "BatchRunner",
     "Delivered",
     "LagSensor",
     "Message",
     "Progress",
+    "ReadySensor",
     "SendDeadLetter",
     "StagedPipeline",
     "TopicPartition",
+    "batch_limit",
+    "warm_up",
 ]
 
 log = logging.getLogger("fusionrec.worker")
@@ -97,8 +102,48 @@ class LagSensor(Protocol):
     def set_lag(self, partition: str, lag: int) -> None: ...
 
 
+class ReadySensor(Protocol):
+    def set_ready(self, ready: bool) -> None: ...
+
+
+#: prefix of the synthetic users of the warm-up: only ever read, never written
+WARM_UP_USER = "__warm_up__"
+
+
+def warm_up(pipeline: object, batch_size: int, k: int = 20, sensor: ReadySensor | None = None) -> float:
+    """Before the worker joins its consumer group: the ranker's sessions run on synthetic users with
+    real shapes (its `warm_up`, else one `rank_many`), and the store's read path (prepared
+    statements, connection pool, the node's read path) answers reads of absent users, one and
+    many. Nothing is written and no cache is touched, so no trace is left. Logs `worker_ready`,
+    sets the readiness gauge, and returns the seconds it took."""
+    started = time.perf_counter()
+    ranker = getattr(pipeline, "ranker", None)
+    sizes = sorted({1, min(32, batch_size), batch_size})
+    ranker_warm_up = getattr(ranker, "warm_up", None)
+    if callable(ranker_warm_up):
+        ranker_warm_up(batch_sizes=sizes, k=k)
+    elif ranker is not None and hasattr(ranker, "rank_many"):
+        ranker.rank_many([UserState(WARM_UP_USER)], k)
+    ranker_s = time.perf_counter() - started
+    store = getattr(pipeline, "store", None)
+    if store is not None:
+        try:
+            store.get_states([WARM_UP_USER])
+            store.get_states([f"{WARM_UP_USER}{n}" for n in range(min(batch_size, 256))])
+        except StoreUnavailable as exc:  # the pipeline waits out outages itself; readiness is not health
+            log.warning("warm_up_store_skipped error=%s", exc)
+    warm_s = time.perf_counter() - started
+    if sensor is not None:
+        sensor.set_ready(True)
+    log.info("worker_ready warm_s=%.2f ranker_s=%.2f store_s=%.2f", warm_s, ranker_s, warm_s - ranker_s)
+    return warm_s
+
+
 class Progress:
     """key=value progress lines every few seconds, and one at stop: one line per fact, not per batch."""
+
+    #: the first batches each log their latency: what a cold start costs (see `warm_up`)
+    FIRST_BATCHES = 5
 
     def __init__(self, every_s: float) -> None:
         self.every_s = every_s
@@ -127,6 +172,8 @@ class Progress:
         self.duplicates += o.n_duplicates
         self.dead += len(o.dead_letters)
         self.batches += 1
+        if self.batches <= self.FIRST_BATCHES:
+            log.info("batch_first n=%d records=%d ms=%.1f", self.batches, o.n_records, o.elapsed_s * 1000)
         now = time.monotonic()
         if now - self.last >= self.every_s:
             self.last = now
@@ -147,6 +194,15 @@ def _report_failure(task: asyncio.Future[None]) -> None:
         log.error("batch_write_failed error=%r (its events stay unacked and are replayed)", task.exception())
 
 
+def batch_limit(lag: int, base: int, max_factor: int = 4) -> int:
+    """Records per prepared batch for a backlog of `lag` records: the runtime's take size `base`
+    when caught up (a small batch is a fresh one), growing with the backlog up to `max_factor` times
+    it, so a backlog (a start, a restart, a burst) drains with fewer per-batch fixed costs."""
+    if lag <= base:
+        return base
+    return min(lag, base * max_factor)
+
+
 class BatchRunner:
     """Runs the pipeline over taken (unacked) batches on two threads: `pipeline` (decode, fold, rank,
     and the live index's updates) and `writer` (store writes, one batch at a time, in order)."""
@@ -160,13 +216,18 @@ class BatchRunner:
         sensor: LagSensor | None = None,
         batches_in_flight: int = 2,
         log_every_s: float = 5.0,
+        drain_factor: int = 1,
     ) -> None:
+        """`drain_factor` > 1: behind by more than a batch, up to that many taken batches are merged
+        into one (`batch_limit`); 1 keeps each taken batch as it came."""
         self.pipeline = pipeline
+        self.drain_factor = drain_factor
         self.send_dead_letter = send_dead_letter
         self.highwater = highwater
         self.sensor = sensor
         self.batches_in_flight = batches_in_flight  # taken but not yet being processed (beyond the two in the pipeline)
         self.progress = Progress(log_every_s)
+        self.lag: dict[str, int] = {}  # partition -> records behind, as of its last written batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
 
@@ -197,6 +258,9 @@ class BatchRunner:
         previous: asyncio.Future[None] | None = None
         while True:
             events = await queue.get()
+            limit = batch_limit(sum(self.lag.values()), len(events), self.drain_factor)
+            while len(events) < limit and not queue.empty():
+                events += queue.get_nowait()  # behind: taken batches merged (see `batch_limit`)
             self.progress.begin()
             records = [
                 RawRecord(
@@ -230,14 +294,16 @@ class BatchRunner:
         for e in events:
             await ack(e)
         self.progress.add(outcome)
-        if self.sensor is not None:
-            last: dict[TopicPartition, int] = {}
-            for e in events:
-                last[e.message.tp] = e.message.offset
-            for tp, offset in last.items():
-                high = self.highwater(tp)
-                if high is not None:
-                    self.sensor.set_lag(f"{tp.topic}:{tp.partition}", int(high) - offset - 1)
+        last: dict[TopicPartition, int] = {}
+        for e in events:
+            last[e.message.tp] = e.message.offset
+        for tp, offset in last.items():
+            high = self.highwater(tp)
+            if high is not None:
+                name = f"{tp.topic}:{tp.partition}"
+                self.lag[name] = max(int(high) - offset - 1, 0)
+                if self.sensor is not None:
+                    self.sensor.set_lag(name, int(high) - offset - 1)
 
     async def consume_items(self, batches: AsyncIterable[Sequence[E]], ack: Ack[E]) -> None:
         """New or changed items: each batch decoded, invalid records dead-lettered (confirmed), the
@@ -269,6 +335,7 @@ class BatchRunner:
         cached states of the old assignment are dropped (streams.state_cache)."""
         owned = sorted(f"{tp.topic}:{tp.partition}" for tp in partitions)
         log.info("partitions_assigned count=%d partitions=%s", len(owned), ",".join(owned))
+        self.lag.clear()  # the backlog of partitions no longer owned is not ours to drain
         self._invalidate("assigned")
 
     def on_revoked(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from streams.batch_runner import BatchRunner, LagSensor, TopicPartition
+from streams.batch_runner import BatchRunner, LagSensor, ReadySensor, TopicPartition, warm_up
 from streams.core import Pipeline
 from streams.gc_tuning import tune_gc
 from streams.kafka_config import kafka_client_config
@@ -29,6 +29,17 @@ except ImportError as exc:  # pragma: no cover
 __all__ = ["build_app", "run_worker"]
 
 log = logging.getLogger("fusionrec.worker")
+
+#: behind by more than a batch, up to this many taken batches are processed as one (a backlog
+#: after a start or a burst drains with fewer per-batch fixed costs; streams.batch_runner.batch_limit)
+DRAIN_FACTOR = 4
+
+#: a worker that dies without leaving the group (SIGKILL, OOM, a lost host) holds its partitions
+#: until its session expires: faust's default of 60 s was a minute of stale lists after each such
+#: restart (bench/stream.py --restart-at). Heartbeats run on the event loop, which the batch
+#: runner keeps free (its work is on two threads).
+SESSION_TIMEOUT_S = 10.0
+HEARTBEAT_INTERVAL_S = 2.0
 
 
 class _App(faust.App):
@@ -84,6 +95,8 @@ def build_app(
         # make a single broker's loss stall rebalances on a cluster
         topic_replication_factor=kafka.replication_factor,
         stream_buffer_maxsize=max(4 * worker.batch_size, 4096),
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
     )
     source = _raw_topic(app, kafka.topic)
     dead = _raw_topic(app, kafka.dead_letter_topic)
@@ -99,6 +112,7 @@ def build_app(
         sensor=sensor,
         batches_in_flight=worker.batches_in_flight,
         log_every_s=worker.log_every_s,
+        drain_factor=DRAIN_FACTOR,
     )
     app.fusionrec_runner = runner
 
@@ -131,12 +145,22 @@ def run_worker(
     datadir: str,
     sensor: LagSensor | None = None,
     loglevel: str = "INFO",
+    warm: bool = True,
 ) -> None:
     """Run until SIGTERM/SIGINT; faust handles the signals and commits acked offsets on the way out.
-    `sensor` receives consumer lag per partition (serving it, on worker.metrics_host, is the caller's)."""
+    `sensor` receives consumer lag per partition (serving it, on worker.metrics_host, is the caller's).
+    `warm`: warm the ranker and the store's read path before joining the group (`warm_up`), so the
+    first batches after a deploy or restart are not the slow ones."""
     stopping = threading.Event()
     pipeline = pipeline_factory(stopping)
     tune_gc()
+    ready = cast(ReadySensor, sensor) if hasattr(sensor, "set_ready") else None
+    if warm:
+        warm_up(pipeline, worker.batch_size, getattr(pipeline, "k", 20), ready)
+    else:
+        log.info("worker_ready warm_s=0.00 warm_up=off")
+        if ready is not None:
+            ready.set_ready(True)
     app = build_app(kafka, worker, pipeline, stopping, datadir=datadir, sensor=sensor)
     faust_worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     log.info(

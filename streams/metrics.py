@@ -27,6 +27,7 @@ class PrometheusSensor:
         self.freshness = Histogram(
             "fusionrec_freshness_seconds", "Event time to refreshed list written", buckets=_FRESHNESS, registry=r
         )
+        self.ready = Gauge("fusionrec_worker_ready", "1 once the worker is warmed up and joining its group", registry=r)
         self.lag = Gauge(
             "fusionrec_consumer_lag", "Records behind the partition high-water mark", ["partition"], registry=r
         )
@@ -46,6 +47,9 @@ class PrometheusSensor:
 
     def on_store_error(self, exc: StoreUnavailable) -> None:
         self.store_errors.inc()
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready.set(1 if ready else 0)
 
     def set_lag(self, partition: str, lag: int) -> None:
         self.lag.labels(partition=partition).set(max(lag, 0))

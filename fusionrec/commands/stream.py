@@ -201,6 +201,9 @@ def worker(
         int | None, typer.Option(help="Serve Prometheus metrics on this port (host: settings worker.metrics_host).")
     ] = None,
     items_topic: Annotated[str | None, typer.Option(help="Topic of new/changed item records (JSON).")] = None,
+    warm_up: Annotated[
+        bool, typer.Option(help="Warm the model's sessions and the store's reads before joining the group.")
+    ] = True,
 ) -> None:
     """Consume the clickstream (faust-streaming), fold events into user state, write lists to the store.
 
@@ -236,6 +239,7 @@ def worker(
         lambda stopping: build_pipeline(results, ranker, s.worker.k, stopping, sensor, s.worker.state_cache_users),
         sensor=sensor,
         datadir=str(Path(".local") / "faust" / kafka.group),
+        warm=warm_up,
     )
 
 
