@@ -28,6 +28,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import svds
 
+from ranker.baselines import recency_weights
 from ranker.popularity import popular_items
 from ranker.state import UserState
 from schemas.errors import ConfigError
@@ -82,11 +83,6 @@ def behaviour_embeddings(
     return out
 
 
-def recency_weights(n: int, decay: float) -> np.ndarray:
-    """Oldest first; the newest gets 1, each step back `decay` times the next."""
-    return (decay ** np.arange(n - 1, -1, -1)).astype(np.float32)
-
-
 def because(
     listed: Sequence[int],
     history: Sequence[int],
@@ -139,7 +135,7 @@ class TextFusionModel:
         for n, hist in enumerate(histories):
             hist = list(hist)[-self.recent :]
             if hist:
-                w = recency_weights(len(hist), self.decay)
+                w = recency_weights(len(hist), self.decay).astype(np.float32)  # rows are unit-normed after
                 z[n] = w @ self.text[hist]
                 f[n] = w @ self.behaviour[hist]
         return _unit_rows(z), _unit_rows(f)
