@@ -50,6 +50,7 @@ from bench.harness import (  # noqa: E402
     wait_committed,
     wait_for,
 )
+from fusionrec.wiring import ensure_encoder  # noqa: E402
 from ranker.state import UserState, state_from_dict  # noqa: E402
 from schemas.codec import encode_event  # noqa: E402
 from schemas.events import Event  # noqa: E402
@@ -328,8 +329,12 @@ def run_scenario(
         wait_for(lambda: "partitions_assigned count=" in worker.log() or not worker.alive(), 180, "the worker to start")
         assert worker.alive(), worker.log()[-3000:]
         serve_env = {**env, "FUSIONREC_CASSANDRA__KEYSPACE": keyspace}
+        encoder = ensure_encoder(REPO / "models" / "encoder-int8")  # a clean clone has none yet (numpy export, seconds)
         with served_api(
-            ["--cache", str(workdir / "cache")], workdir / f"serve-{unique}.log", free_port(), env=serve_env
+            ["--cache", str(workdir / "cache"), "--encoder", str(encoder)],
+            workdir / f"serve-{unique}.log",
+            free_port(),
+            env=serve_env,
         ) as base:
             poller = ReadPoller(base, lambda: users_in_order[: bisect.bisect_left(seen_at, produced.count)], phases)
             failure: list[BaseException] = []

@@ -263,7 +263,7 @@ def freshness(
             time.sleep(12)  # group join and warm-up before the clock starts
         from confluent_kafka import Producer
 
-        p = Producer(confluent_config(BOOT, {"linger.ms": 0, "acks": "all"}))
+        p = Producer(confluent_config(BOOT, {"linger.ms": 0, "acks": "all", "enable.idempotence": True}))
         watcher = threading.Thread(target=poller, daemon=True)
         watcher.start()
         sampled = 0

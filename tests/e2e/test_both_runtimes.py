@@ -100,7 +100,7 @@ class Service:
             c.close()
 
     def feed(self, records: list[tuple[bytes, bytes]]) -> None:
-        p = Producer({"bootstrap.servers": self.boot, "linger.ms": 5})
+        p = Producer({"bootstrap.servers": self.boot, "linger.ms": 5, "enable.idempotence": True})
         for key, value in records:
             p.produce(self.topic, key=key, value=value)
         p.flush(30)

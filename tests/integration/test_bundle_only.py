@@ -39,15 +39,16 @@ def _events(shop: Dataset) -> list[Event]:
     return [*shop.events, *cold]
 
 
-def _lists_made_with_data(bundle: Path, shop: Dataset, events: list[Event]) -> dict[str, RecommendationList]:
-    """What the worker stored before, when `--data` gave it the dataset's top-500 items for cold starts."""
+def _lists_made_with_data(bundle: Path, shop: Dataset, events: list[Event]) -> MemoryStore:
+    """What the worker stored before, when `--data` gave it the dataset's top-500 items for cold
+    starts: the lists and states, in a memory store."""
     counts = shop.item_counts()
     popular = sorted(counts, key=lambda i: (-counts[i], i))[:500]
     store = MemoryStore()
     pipeline = build_pipeline(store, BundleRanker(ModelBundle.load(bundle), popular=popular), k=20)
     records = records_from_values((encode_event(e) for e in events), source="file:reference")
     run_embedded(records, pipeline, store, batch_size=250, progress=False)
-    return store.lists
+    return store
 
 
 def assert_same_ranking(got: RecommendationList, want: RecommendationList, tol: float = 1e-4) -> None:
@@ -77,7 +78,8 @@ def test_worker_and_api_run_from_the_bundle_alone(
 ) -> None:
     shop = load_dataset(shop_dir)
     events = _events(shop)
-    expected = _lists_made_with_data(bundles[1], shop, events)
+    reference = _lists_made_with_data(bundles[1], shop, events)
+    expected = reference.lists
     topic, group = f"bundle-only-{unique}", f"g-{unique}"
     ensure_topics(services["bootstrap"], {topic: 3, f"{topic}.dlq": 1})
     worker = WorkerProcess(
@@ -93,7 +95,8 @@ def test_worker_and_api_run_from_the_bundle_alone(
     assert "--data" not in worker.args
     worker.start()
     try:
-        producer = Producer({"bootstrap.servers": services["bootstrap"], "linger.ms": 5})
+        # idempotent: a retried request must not reorder a user's events (their order is their history)
+        producer = Producer({"bootstrap.servers": services["bootstrap"], "linger.ms": 5, "enable.idempotence": True})
         for ev in events:
             producer.produce(topic, key=ev.user_id.encode(), value=encode_event(ev))
         producer.flush(30)
@@ -103,6 +106,15 @@ def test_worker_and_api_run_from_the_bundle_alone(
     assert "dataset_loaded" not in worker.log()  # it read no dataset, although the settings name one
 
     assert set(expected) == {e.user_id for e in events}
+    states = store.get_states(sorted(expected))
+    for user, want_state in reference.states.items():  # the same histories first: a clearer failure than scores
+        got_state = states[user]
+        assert (got_state.n_events, got_state.recent_items, got_state.recent_types, got_state.recent_queries) == (
+            want_state.n_events,
+            want_state.recent_items,
+            want_state.recent_types,
+            want_state.recent_queries,
+        ), f"{user}; the worker's log:\n{worker.log()[-4000:]}"
     for user, want in expected.items():
         got = store.get_recommendations(user)
         assert got is not None, user

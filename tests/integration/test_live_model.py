@@ -46,7 +46,7 @@ def test_cold_start_first_event_and_live_item(
     )
     worker.args += ["--bundle", str(bundles[1]), "--items-topic", items_topic]
     worker.start()
-    producer = Producer({"bootstrap.servers": services["bootstrap"], "linger.ms": 0})
+    producer = Producer({"bootstrap.servers": services["bootstrap"], "linger.ms": 0, "enable.idempotence": True})
 
     def send(ev: Event) -> None:
         producer.produce(topic, key=ev.user_id.encode(), value=encode_event(ev))
