@@ -10,6 +10,7 @@
   popularity.json    item ids with their event counts in the training data, most popular first
   encoder/           the text encoder export the item texts were encoded with (live items, queries)
   variants/<name>/   the other fusion strategies (role "variant": model files only, no catalog)
+  ranking/           the learned ranking stage (ranker.stage), when trained: model.txt, arrays.npz, stage.json
 
 manifest["files"] holds the sha256 of every file read at run time (every file in the folder but
 manifest.json itself; for a variant, its manifest.json, which in turn digests the variant's
@@ -24,7 +25,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from ranker.popularity import popular_items
 from schemas.codec import encode_item
 from schemas.errors import BundleError
 from schemas.items import Item
+
+if TYPE_CHECKING:
+    from ranker.stage import RankingStage
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -267,6 +271,22 @@ class ModelBundle:
             except (ValueError, KeyError, TypeError) as exc:
                 raise _fail(path, f"line {n} is not an item record ({exc}): the bundle is damaged") from exc
         return out
+
+    def has_ranking_stage(self) -> bool:
+        return "ranking/stage.json" in self.manifest["files"]
+
+    def ranking_stage(self, threads: int = 1) -> RankingStage | None:
+        """The learned ranking stage (ranking/, digest-checked at load), or None for a bundle without one."""
+        if not self.has_ranking_stage():
+            return None
+        from ranker.stage import RankingStage  # lightgbm: loaded only for bundles that have a stage
+
+        path = self.folder / "text_vectors.npy"
+        text = np.load(path).astype(np.float32) if path.is_file() else np.zeros((len(self.item_ids), 1), np.float32)
+        try:
+            return RankingStage.load(self.folder / "ranking", text, threads=threads)
+        except ValueError as exc:
+            raise BundleError(str(exc)) from exc
 
     def item_fusion(self) -> tuple[Any, Any]:
         """(text encoder, item-fusion session) for live items and search queries."""

@@ -27,6 +27,7 @@ __all__ = [
     "drop_cold_items",
     "holdout_split",
     "leave_one_out",
+    "train_all_but_last",
     "user_sequences",
 ]
 
@@ -189,3 +190,15 @@ def drop_cold_items(data: SplitData, cold: set[int]) -> SplitData:
         targets=v.targets[rows],
     )
     return replace(data, train=train, train_types=types, valid=valid)
+
+
+def train_all_but_last(seqs: dict[str, tuple[list[int], list[int]]]) -> SplitData:
+    """Train on every event but each user's last, validate on the last (for deployment / hold-out)."""
+    users = sorted(u for u, (items, _) in seqs.items() if len(items) >= 2)
+    return SplitData(
+        protocol="all-but-last",
+        train=[seqs[u][0][:-1] for u in users],
+        train_types=[seqs[u][1][:-1] for u in users],
+        valid=_split(users, seqs, 1),
+        test=_split(users, seqs, 1),
+    )

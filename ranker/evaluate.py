@@ -23,6 +23,8 @@ from ranker.baselines import ItemKNN, popularity_scores, text_profile_scores
 from ranker.bundle import ModelBundle
 from ranker.data import Catalog, Split, SplitData, build_catalog, holdout_split, leave_one_out, user_sequences
 from ranker.metrics import summarize, target_ranks
+from ranker.stage import RankingStage
+from ranker.stage_fit import stage_scores
 from shopdata.loader import Dataset
 
 __all__ = ["PROTOCOLS", "evaluate", "read_holdout"]
@@ -70,15 +72,40 @@ def _subset(split: Split, rows: list[int]) -> Split:
     )
 
 
-def _bundle_scores(bundle: ModelBundle, split: Split, catalog: Catalog) -> np.ndarray:
+def _to_row(bundle: ModelBundle, catalog: Catalog) -> np.ndarray:
+    """Bundle row of each catalog item (catalog index - 1 -> row)."""
     row = {item_id: r for r, item_id in enumerate(bundle.item_ids)}
     missing = [i for i in catalog.ids if i not in row]
     if missing:
         raise ValueError(f"{len(missing)} catalog items are unknown to bundle {bundle.version}, e.g. {missing[:3]}")
-    to_row = np.array([row[i] for i in catalog.ids])
-    histories = [[int(to_row[i - 1]) for i in h] for h in split.histories]
-    scores = bundle.scores(histories, split.history_types)
-    return scores[:, to_row]  # back to catalog column order
+    return np.array([row[i] for i in catalog.ids])
+
+
+def _rows_split(bundle: ModelBundle, split: Split, catalog: Catalog) -> Split:
+    """The split with its histories and targets as 1-based bundle rows (row + 1)."""
+    to_row = _to_row(bundle, catalog)
+    return Split(
+        users=split.users,
+        histories=[[int(to_row[i - 1]) + 1 for i in h] for h in split.histories],
+        history_types=split.history_types,
+        targets=to_row[split.targets - 1] + 1,
+    )
+
+
+def _in_catalog_order(bundle: ModelBundle, catalog: Catalog, scores: np.ndarray) -> np.ndarray:
+    return scores[:, _to_row(bundle, catalog)]
+
+
+def _bundle_scores(
+    bundle: ModelBundle, split: Split, catalog: Catalog, stage: RankingStage | None = None
+) -> np.ndarray:
+    """The bundle as the worker ranks: the user encoder, then its ranking stage when it has one."""
+    rows = _rows_split(bundle, split, catalog)
+    if stage is not None:
+        scores, _ = stage_scores(stage, bundle, rows)
+    else:
+        scores = bundle.scores([[i - 1 for i in h] for h in rows.histories], rows.history_types)
+    return _in_catalog_order(bundle, catalog, scores)
 
 
 def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) -> dict[str, Any]:
@@ -95,11 +122,24 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
     if cold:  # the baselines learn without them too: co-occurrence cannot know an item never seen
         train_for_baselines = [[i for i in seq if i not in cold] for seq in train_for_baselines]
     text = np.load(bundle_dir / "text_vectors.npy") if (bundle_dir / "text_vectors.npy").is_file() else None
+    stage = bundle.ranking_stage(threads=0)
     scorers: dict[str, Callable[[], np.ndarray]] = {
-        "fusionrec": lambda: _bundle_scores(bundle, split, catalog),
+        "fusionrec": lambda: _bundle_scores(bundle, split, catalog, stage),
         "popularity": lambda: np.array(popularity_scores(train_for_baselines, catalog.n_items, len(split.users))),
         "item-knn": lambda: ItemKNN(train_for_baselines, catalog.n_items).scores(split.histories),
     }
+    if stage is not None:  # each retriever of the ranking stage alone: what the learned stage adds
+        scorers["retriever:sequential"] = lambda: _bundle_scores(bundle, split, catalog)
+        scorers["retriever:co-visit"] = lambda: _in_catalog_order(
+            bundle,
+            catalog,
+            stage.covisit.scores(
+                [[i - 1 for i in h] for h in _rows_split(bundle, split, catalog).histories],
+                len(bundle.item_ids),
+                stage.config.recent,
+                stage.config.decay,
+            ),
+        )
     if text is not None:
         padded = np.vstack([np.zeros((1, text.shape[1]), np.float32), text])
         scorers["text-only"] = lambda: text_profile_scores(split.histories, padded)
@@ -124,9 +164,10 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
                 scores[cold_rows], cold_split, catalog, True
             )
     chosen = bundle.manifest.get("chosen_variant", "fusionrec")
+    alone = "retriever:sequential" if stage is not None else "fusionrec"  # the chosen variant, before any stage
     for p in protocols:
-        protocols[p]["results"][f"fusion:{chosen}"] = protocols[p]["results"]["fusionrec"]
-        ranks[p][f"fusion:{chosen}"] = ranks[p]["fusionrec"]
+        protocols[p]["results"][f"fusion:{chosen}"] = protocols[p]["results"][alone]
+        ranks[p][f"fusion:{chosen}"] = ranks[p][alone]
     lengths = np.array([len(h) for h in split.histories])
     return {
         "protocol": "holdout" if holdout else "leave-one-out",
@@ -134,6 +175,7 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
         "n_items": catalog.n_items,
         "bundle": bundle.version,
         "chosen_variant": chosen,
+        "ranking_stage": bundle.manifest.get("ranking"),
         "seconds": round(time.perf_counter() - started, 1),
         "results": protocols["production"]["results"],  # before protocols existed: kept for old readers
         "protocols": protocols,

@@ -24,15 +24,16 @@ from ranker.bundle import ModelBundle, write_catalog, write_manifest, write_popu
 from ranker.data import (
     Catalog,
     SplitData,
-    _split,
     build_catalog,
     cold_item_ids,
     drop_cold_items,
     leave_one_out,
+    train_all_but_last,
     user_sequences,
 )
 from ranker.export_onnx import export_bundle
 from ranker.model import ModelConfig
+from ranker.stage_fit import fit_stage
 from ranker.train import (
     TrainConfig,
     auto_max_len,
@@ -71,18 +72,6 @@ def encode_texts(catalog: Catalog, encoder_dir: Path, progress: bool = True) -> 
     return vectors, {**info, "source_model": m.source_model, "dim": m.dim}
 
 
-def train_all_but_last(seqs: dict[str, tuple[list[int], list[int]]]) -> SplitData:
-    """Train on every event but each user's last, validate on the last (for deployment / hold-out)."""
-    users = sorted(u for u, (items, _) in seqs.items() if len(items) >= 2)
-    return SplitData(
-        protocol="all-but-last",
-        train=[seqs[u][0][:-1] for u in users],
-        train_types=[seqs[u][1][:-1] for u in users],
-        valid=_split(users, seqs, 1),
-        test=_split(users, seqs, 1),
-    )
-
-
 def onnx_agreement(model: Any, bundle: ModelBundle, data: SplitData, k: int = 10) -> float:
     """Share of validation users whose top-k from the ONNX bundle equals torch's (history excluded)."""
     split = data.valid
@@ -110,12 +99,14 @@ def fit(
     progress: bool = True,
     trained_models: dict[str, Any] | None = None,
     cold_items: float = 0.0,
+    ranking_stage: bool = True,
 ) -> dict[str, Any]:
     """Train, choose and write the bundle to `out`; returns its manifest. `trained_models`, when
     given, receives each variant's trained torch model by name (to check the ONNX export against).
     `cold_items` > 0 holds out that share of the items (ranker.data.cold_item_ids) from every
     training sequence and records them in the manifest, for `evaluate`'s cold-items protocol. Without
-    a max_len in `model_overrides`, it follows the data (ranker.train.auto_max_len)."""
+    a max_len in `model_overrides`, it follows the data (ranker.train.auto_max_len). `ranking_stage`:
+    also fit the learned ranking stage (ranker.stage) on the validation targets, into ranking/."""
     started = time.perf_counter()
     catalog = build_catalog(dataset)
     text, encoder_info = encode_texts(catalog, encoder_dir, progress)
@@ -187,6 +178,28 @@ def fit(
     write_popularity(out, dataset.item_counts())
     info = json.loads((out / "manifest.json").read_text())  # the main model's, from export_bundle
     manifest = write_manifest(out, {**info, "chosen_variant": best, "variants": results})
+    stage_fit: tuple[Any, dict[str, Any]] | None = None
+    if ranking_stage:
+        try:
+            stage_fit = fit_stage(
+                ModelBundle.load(out), data.train, data.valid, catalog.brands[1:], seed=train_cfg.seed
+            )
+        except ValueError as exc:  # too little data: a bundle without the stage still serves
+            log.warning("no ranking stage: %s", exc)
+    if stage_fit is not None:
+        stage, stage_info = stage_fit
+        stage.save(out / "ranking", {k: v for k, v in stage_info.items() if k != "seconds"})
+        # outside the digests: how long it took is about the run, not an input of serving
+        manifest = write_manifest(
+            out,
+            {
+                **info,
+                "chosen_variant": best,
+                "variants": results,
+                "ranking": {k: v for k, v in stage_info.items() if k != "seconds"},
+            },
+        )
+        manifest["ranking_seconds"] = stage_info["seconds"]
     agreement = onnx_agreement(trained[best], ModelBundle.load(out), data)
     # outside "files" and "version": numbers about the run, not inputs of serving
     manifest.update(

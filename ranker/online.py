@@ -4,7 +4,9 @@ model knows nothing about (cold start). No torch, and no dataset: the popular it
 bundle's own (popularity.json, from its training events).
 
 The fallback chain, one per user, first that applies (the list's `source` names it):
-  1. personal  the user has at least one item the bundle knows: the user encoder over that history;
+  1. personal  the user has at least one item the bundle knows: the user encoder over that history,
+               and, when the bundle has one, the learned ranking stage (ranker.stage) over the
+               candidates of every retriever;
   2. search    no known item but recent search queries: the queries, fused like items with that
                text, are the history (needs the bundle's item fusion and encoder);
   3. popular   otherwise (cold start): the bundle's most popular items, seen items left out,
@@ -26,6 +28,7 @@ from ranker.bundle import ModelBundle
 from ranker.popularity import popular_rows
 from ranker.ranking import RankingPolicy, first_unseen, rank_candidates
 from ranker.retrieval import EXACT_UP_TO, Retriever, make_retriever
+from ranker.stage import RankingStage
 from ranker.state import UserState
 from schemas.events import EVENT_TYPE_INDEX
 from schemas.items import Item
@@ -50,10 +53,12 @@ class BundleRanker:
         policy: RankingPolicy = RankingPolicy(),
         popular: Sequence[str] | None = None,
         retrieval: SessionConfig = SessionConfig(provider="cpu", allow_spinning=False),
+        ranking_stage: bool = True,
     ) -> None:
         """`popular` overrides the bundle's popularity order (item ids, most popular first); by
         default the bundle's own (`bundle.popular`), then the items without events in catalog order:
-        POPULAR_N in all."""
+        POPULAR_N in all. `ranking_stage=False` ranks by the user encoder alone even when the
+        bundle has a ranking stage."""
         self.bundle = bundle
         self.policy = policy
         self.rows = {item_id: r for r, item_id in enumerate(bundle.item_ids)}
@@ -65,6 +70,7 @@ class BundleRanker:
         self._ids: np.ndarray | None = None
         names = bundle.folder / "brand_names.json"
         self.brand_names: list[str] = json.loads(names.read_text()) if names.is_file() else [""]
+        self.stage: RankingStage | None = bundle.ranking_stage() if ranking_stage else None
 
     @property
     def version(self) -> str:
@@ -103,8 +109,14 @@ class BundleRanker:
                 out[n] = (ranked, "search")
         if known:
             vectors = self.bundle.user_vectors(histories, types)
-            want = k + (max(len(h) for h in histories) if self.policy.exclude_seen else 0) + self._slack()
-            rows, scores = self.retriever.search(vectors, want)
+            longest = max(len(h) for h in histories) if self.policy.exclude_seen else 0
+            if self.stage is not None:
+                want = max(self.stage.config.seq_top, k) + longest + self._slack()
+                rows, _ = self.retriever.search(vectors, want)
+                b = self.bundle
+                rows, scores = self.stage.rerank(vectors, b.item_vectors, b.item_categories, histories, types, rows)
+            else:
+                rows, scores = self.retriever.search(vectors, k + longest + self._slack())
             for n, ranked in zip(known, self._select(rows, _rounded(scores), k, histories), strict=True):
                 out[n] = (ranked, "personal")
         return [o for o in out if o is not None]
@@ -200,6 +212,12 @@ class BundleRanker:
                 b.item_categories[row] = cat
             else:
                 new_rows.append((it.item_id, vec, cat))
+        if self.stage is not None:  # the ranking stage's text and brand features follow the catalog
+            changed = [n for n, r in enumerate(existing) if r >= 0]
+            if changed:
+                self.stage.set_rows([existing[n] for n in changed], text[changed], feed["brands"][changed])
+            if fresh:
+                self.stage.add_rows(text[fresh], feed["brands"][fresh])
         if new_rows:
             b.item_vectors = np.vstack([b.item_vectors, np.stack([v for _, v, _ in new_rows])])
             b.item_categories = np.concatenate([b.item_categories, np.array([c for _, _, c in new_rows])])

@@ -15,6 +15,7 @@ from encoders import SessionConfig, TextEncoder, encode_catalog
 from fusionrec.commands.context import setup_logging
 from ranker.evaluate import evaluate as run_evaluation
 from ranker.report import markdown_table, write_report
+from schemas.errors import ConfigError
 from shopdata import load_dataset, load_items_file
 
 __all__ = ["register"]
@@ -118,13 +119,22 @@ def train(
             "recorded in the manifest, for evaluate's cold-items protocol (0: none).",
         ),
     ] = 0.0,
+    ranking_stage: Annotated[
+        bool,
+        typer.Option(
+            "--ranking-stage/--no-ranking-stage",
+            help="Also train the learned ranking stage (LightGBM lambdarank over the sequential model, "
+            "co-visitation, text similarity, popularity and the user's own items) on the validation targets.",
+        ),
+    ] = True,
 ) -> None:
     """Train the text-fused sequential recommender and write a versioned model bundle (train extra).
 
     Every fusion variant (weighted β in 0.3/0.5/0.7, concat, gated) is trained; β, α and the variant
     are chosen on validation only. The bundle is self-contained: ONNX user encoder, fused item
     vectors, the catalog, popularity, the text encoder, and a manifest with every file's digest and
-    the validation metrics; the other variants go under variants/.
+    the validation metrics; the other variants go under variants/. Then the ranking stage (ranking/)
+    learns, on the same validation targets, to re-rank the candidates of every retriever.
     """
     setup_logging()
     # lazy: training needs torch (the `train` extra), which the runtime install lacks
@@ -144,6 +154,7 @@ def train(
         variants=chosen,
         model_overrides={"max_len": max_len} if max_len else None,
         cold_items=cold_items,
+        ranking_stage=ranking_stage,
         train_cfg=TrainConfig(epochs=epochs, patience=patience, seed=seed, threads=threads, batch_size=512, lr=2e-3),
     )
     best = manifest["chosen_variant"]
@@ -151,7 +162,13 @@ def train(
         f"bundle {manifest['version']} -> {out}: variant {best}, "
         f"valid NDCG@10 {manifest['variants'][best]['valid_ndcg@10']:.4f}, "
         f"ONNX/torch top-10 agreement {manifest['onnx_top10_agreement']:.4f}, "
-        f"{time.perf_counter() - started:.0f}s"
+        + (
+            f"ranking stage {manifest['ranking']['rounds']} rounds "
+            f"(candidate recall {manifest['ranking']['candidate_recall']:.3f}), "
+            if "ranking" in manifest
+            else ""
+        )
+        + f"{time.perf_counter() - started:.0f}s"
     )
 
 
@@ -195,8 +212,36 @@ def evaluate(
     typer.echo(f"wrote {json_out}" + (f" and {report}/" if report else ""))
 
 
+def train_stage(
+    data: Annotated[Path, typer.Option("--data", help="The dataset the bundle was trained on.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Bundle from `fusionrec train` (rewritten in place).")],
+) -> None:
+    """(Re)train only the bundle's learned ranking stage, on the bundle's own validation split.
+
+    For a bundle trained with --no-ranking-stage, or before the stage existed: the sequential model
+    is kept as it is (no torch needed); ranking/ and the manifest are rewritten, so the bundle gets a
+    new version. Refuses data other than the bundle's training data.
+
+      fusionrec train-stage --data ../shared/data/scientific --bundle out/bundle-sci
+    """
+    setup_logging()
+    from ranker.stage_fit import add_ranking_stage
+
+    started = time.perf_counter()
+    try:
+        manifest = add_ranking_stage(load_dataset(data), bundle)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    r = manifest["ranking"]
+    typer.echo(
+        f"bundle {manifest['version']} -> {bundle}: ranking stage {r['rounds']} rounds, candidate recall "
+        f"{r['candidate_recall']:.3f}, {time.perf_counter() - started:.0f}s"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("export-encoder")(export_encoder)
     app.command("encode-items")(encode_items)
     app.command()(train)
+    app.command("train-stage")(train_stage)
     app.command()(evaluate)

@@ -116,6 +116,9 @@ class FakeBundle:
         self.fed.append([len(h) for h in histories])
         return np.ones((len(histories), self.item_vectors.shape[1]), dtype=np.float32)
 
+    def ranking_stage(self) -> None:
+        return None  # the sequential model alone (tests/ranker/test_stage.py covers the stage)
+
 
 def test_bundle_ranker_warm_up_feeds_real_shapes_and_changes_nothing(tmp_path: Path) -> None:
     bundle = FakeBundle(tmp_path)

@@ -1,0 +1,394 @@
+"""The learned ranking stage: candidates from several retrievers, merged, re-ranked by a LightGBM
+lambdarank model over features of each (user, candidate) pair. numpy + LightGBM, no torch: the
+worker, the API and `evaluate` run the same `RankingStage.rerank`, so its features are computed the
+same offline and online.
+
+Retrievers (each gives candidates and features):
+  sequential  the bundle's user encoder over the fused item vectors (its top `seq_top`);
+  co-visit    items bought near the user's recent items in the training sequences (item-kNN,
+              sparse: each item keeps its `neighbours` best);
+  text        cosine of the item's text vector to a recency-weighted profile of the history's;
+  popular     the most bought items; and the user's own last items (repeat purchases).
+
+Why a learned stage: the sequential model and co-visitation are right about different users (long
+vs short histories, niche vs popular items); a ranker over both, trained on the validation
+targets (never the test ones), takes the better of each per candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+__all__ = ["FEATURES", "CoVisitation", "RankingStage", "StageConfig", "history_matrix"]
+
+log = logging.getLogger("fusionrec.stage")
+
+#: the model's input columns, in order (a bundle records them; a mismatch refuses to load)
+FEATURES = (
+    "seq_score",
+    "seq_rank",
+    "seq_gap",
+    "cov_score",
+    "cov_rank",
+    "cov_share",
+    "text_score",
+    "text_rank",
+    "log_popularity",
+    "since_seen",
+    "times_seen",
+    "history_len",
+    "cos_last",
+    "cos_recent_max",
+    "category_match",
+    "brand_match",
+    "category_share",
+    "last_type",
+)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Candidate counts per retriever and the co-visit / text-profile shapes."""
+
+    seq_top: int = 50
+    cov_top: int = 50
+    text_top: int = 50
+    popular_top: int = 10
+    history_top: int = 5
+    window: int = 3  # co-visit: positions apart that still count (weight 1/distance)
+    neighbours: int = 50  # co-visit: best neighbours kept per item
+    recent: int = 5  # co-visit: the user's last items that vote
+    decay: float = 0.7  # co-visit: each older item's vote weight
+    text_decay: float = 0.8  # text profile: recency weight per step back
+    history_window: int = 50  # events the features read (<= ranker.state.RECENT_ITEMS, what a worker keeps)
+
+    @property
+    def max_candidates(self) -> int:
+        return self.seq_top + self.cov_top + self.text_top + self.popular_top + self.history_top
+
+
+@dataclass
+class CoVisitation:
+    """Sparse item-item co-visitation (cosine-normalised counts within `window`), top neighbours per item."""
+
+    neighbours: np.ndarray  # [n, M] int32 rows, -1 padding
+    weights: np.ndarray  # [n, M] float32
+    _matrix: Any = field(default=None, repr=False)
+
+    @classmethod
+    def fit(cls, sequences: Sequence[Sequence[int]], n_items: int, window: int = 3, keep: int = 50) -> CoVisitation:
+        """`sequences` of 0-based rows. The same weighting as ranker.baselines.ItemKNN, kept sparse."""
+        lens = np.array([len(s) for s in sequences], dtype=np.int64)
+        flat = np.fromiter((i for s in sequences for i in s), dtype=np.int64, count=int(lens.sum()))
+        owner = np.repeat(np.arange(len(sequences)), lens)
+        rows, cols, vals = [], [], []
+        for d in range(1, window + 1):
+            same = owner[:-d] == owner[d:]
+            a, b = flat[:-d][same], flat[d:][same]
+            diff = a != b
+            a, b = a[diff], b[diff]
+            rows += [a, b]
+            cols += [b, a]
+            vals.append(np.full(2 * len(a), 1.0 / d, dtype=np.float32))
+        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        v = np.concatenate(vals) if vals else np.zeros(0, np.float32)
+        m = sparse.csr_matrix((v, (r, c)), shape=(n_items, n_items), dtype=np.float32)
+        m.sum_duplicates()
+        inv = 1.0 / np.sqrt(np.maximum(np.bincount(flat, minlength=n_items), 1.0)).astype(np.float32)
+        m = sparse.csr_matrix(sparse.diags(inv) @ m @ sparse.diags(inv), dtype=np.float32)
+        nb = np.full((n_items, keep), -1, dtype=np.int32)
+        wt = np.zeros((n_items, keep), dtype=np.float32)
+        for i in range(n_items):
+            lo, hi = m.indptr[i], m.indptr[i + 1]
+            if hi == lo:
+                continue
+            idx, val = m.indices[lo:hi], m.data[lo:hi]
+            if len(val) > keep:
+                part = np.argpartition(-val, keep - 1)[:keep]
+                idx, val = idx[part], val[part]
+            order = np.lexsort((idx, -val))
+            nb[i, : len(order)] = idx[order]
+            wt[i, : len(order)] = val[order]
+        return cls(nb, wt)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.neighbours.shape[0])
+
+    def matrix(self, n_rows: int) -> sparse.csr_matrix:
+        """[n_rows, n_rows] sparse neighbours (rows beyond the fitted ones, e.g. live items, have none)."""
+        if self._matrix is None or self._matrix.shape[0] != n_rows:
+            n = self.n_items
+            src = np.repeat(np.arange(n), self.neighbours.shape[1])
+            dst = self.neighbours.ravel().astype(np.int64)
+            ok = dst >= 0
+            self._matrix = sparse.csr_matrix(
+                (self.weights.ravel()[ok], (src[ok], dst[ok])), shape=(n_rows, n_rows), dtype=np.float32
+            )
+        return self._matrix
+
+    def scores(self, histories: Sequence[Sequence[int]], n_rows: int, recent: int, decay: float) -> np.ndarray:
+        """[users, n_rows]: the neighbours of each user's last `recent` rows, the latest weighted 1."""
+        users, items, votes = [], [], []
+        for u, hist in enumerate(histories):
+            last = [r for r in hist[-recent:] if r < self.n_items]
+            w = decay ** np.arange(len(last) - 1, -1, -1, dtype=np.float32)
+            users += [u] * len(last)
+            items += last
+            votes.append(w)
+        v = np.concatenate(votes) if votes else np.zeros(0, np.float32)
+        m = sparse.csr_matrix((v, (users, items)), shape=(len(histories), n_rows), dtype=np.float32)
+        return np.asarray((m @ self.matrix(n_rows)).todense(), dtype=np.float32)
+
+
+def history_matrix(histories: Sequence[Sequence[int]], width: int) -> np.ndarray:
+    """[users, width] each history's last `width` rows, right-aligned (latest last), -1 padding."""
+    out = np.full((len(histories), width), -1, dtype=np.int64)
+    for u, h in enumerate(histories):
+        tail = h[-width:]
+        if tail:
+            out[u, width - len(tail) :] = tail
+    return out
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """[users, k] rows of the k highest scores per user, best first (ties: lower row first)."""
+    k = min(k, scores.shape[1])
+    if k <= 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.int64)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def _rank_in(cands: np.ndarray, top: np.ndarray, n: int) -> np.ndarray:
+    """[users, C] position of each candidate in that user's `top` list (rows < n), len(top) when absent."""
+    ranks = np.full((len(top), n), top.shape[1], dtype=np.float32)
+    if top.shape[1]:
+        ranks[np.arange(len(top))[:, None], top] = np.arange(top.shape[1], dtype=np.float32)
+    return np.take_along_axis(ranks, cands, axis=1)
+
+
+class RankingStage:
+    """Candidates + features + the LightGBM model; `rerank` is the one entry point of every caller."""
+
+    def __init__(
+        self,
+        config: StageConfig,
+        covisit: CoVisitation,
+        text: np.ndarray,
+        log_popularity: np.ndarray,
+        brands: np.ndarray,
+        booster: Any = None,
+        threads: int = 1,
+    ) -> None:
+        self.config = config
+        self.covisit = covisit
+        self.text = np.ascontiguousarray(text, dtype=np.float32)  # [n, d] unit rows (0 for items without text)
+        self.log_popularity = log_popularity.astype(np.float32)
+        self.brands = brands.astype(np.int64)
+        self.booster = booster
+        self.threads = threads
+        self._popular = np.argsort(-self.log_popularity, kind="stable")[: config.popular_top]
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.text.shape[0])
+
+    def add_rows(self, text: np.ndarray, brands: np.ndarray) -> None:
+        """Live items appended to the bundle: their text vectors and brands; no co-visits, popularity 0."""
+        self.text = np.vstack([self.text, text.astype(np.float32)])
+        self.brands = np.concatenate([self.brands, brands.astype(np.int64)])
+        self.log_popularity = np.concatenate([self.log_popularity, np.zeros(len(text), np.float32)])
+
+    def set_rows(self, rows: Sequence[int], text: np.ndarray, brands: np.ndarray) -> None:
+        """Changed items keep their rows: new text vectors and brands."""
+        self.text[list(rows)] = text.astype(np.float32)
+        self.brands[list(rows)] = brands.astype(np.int64)
+
+    def features(
+        self,
+        user_vectors: np.ndarray,
+        item_vectors: np.ndarray,
+        categories: np.ndarray,
+        histories: Sequence[Sequence[int]],
+        types: Sequence[Sequence[int]],
+        seq_rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(candidates [U, C] rows, valid [U, C] bool, features [U, C, len(FEATURES)]) for users with a
+        non-empty history of rows. `seq_rows`: the sequential model's top rows per user, best first
+        (at least `seq_top`), as a retriever returns them."""
+        cfg = self.config
+        # the last `history_window` events only: what a worker's user state keeps (ranker.state.RECENT_ITEMS),
+        # so an offline history of any length gives the features the worker would compute
+        histories = [h[-cfg.history_window :] for h in histories]
+        types = [t[-cfg.history_window :] for t in types]
+        n = min(self.n_rows, len(item_vectors), len(categories))
+        users = len(histories)
+        seq_top = seq_rows[:, : cfg.seq_top].astype(np.int64)
+        cov = self.covisit.scores(histories, n, cfg.recent, cfg.decay)
+        cov_top = _top(cov, cfg.cov_top)
+        text = self.text[:n]
+        profiles = np.zeros((users, text.shape[1]), dtype=np.float32)
+        for u, h in enumerate(histories):
+            w = cfg.text_decay ** np.arange(len(h) - 1, -1, -1, dtype=np.float32)
+            profiles[u] = (w / w.sum()) @ text[list(h)]
+        profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-9)
+        text_all = profiles @ text.T
+        text_top = _top(text_all, cfg.text_top)
+        hist = history_matrix(histories, cfg.history_window)
+        own = hist[:, -cfg.history_top :]
+        top_popular = self._popular[self._popular < n]
+        popular = np.broadcast_to(top_popular, (users, len(top_popular)))
+        raw = np.concatenate([seq_top, cov_top, text_top, popular, own], axis=1)
+        cands = np.sort(raw, axis=1)
+        valid = cands >= 0
+        valid[:, 1:] &= cands[:, 1:] != cands[:, :-1]
+        cands = np.where(valid, cands, 0)
+        # retriever scores and ranks (batched matmuls over gathered rows; ranks by a dense lookup)
+        seq_score = (item_vectors[cands] @ user_vectors[:, :, None])[:, :, 0]
+        seq_best = np.einsum("ud,ud->u", item_vectors[seq_top[:, 0]], user_vectors) if seq_top.shape[1] else None
+        cov_score = np.take_along_axis(cov, cands, axis=1)
+        cov_best = np.maximum(cov.max(axis=1, keepdims=True), 1e-9)
+        text_score = np.take_along_axis(text_all, cands, axis=1)
+        user = np.arange(users)[:, None]
+        # history features: where each row was last seen (steps back) and how often, per user
+        span = users * n
+        keys = (user * n + np.maximum(hist, 0)).ravel()
+        seen = (hist >= 0).ravel()
+        times = np.bincount(keys[seen], minlength=span).reshape(users, n)
+        last_seen = np.full((users, n), -1, dtype=np.int64)
+        pos = np.broadcast_to(np.arange(hist.shape[1]), hist.shape)
+        mask = hist >= 0
+        last_seen[np.broadcast_to(user, hist.shape)[mask], hist[mask]] = pos[mask]  # later positions win
+        last_pos = np.take_along_axis(last_seen, cands, axis=1)
+        times_seen = np.take_along_axis(times, cands, axis=1).astype(np.float32)
+        since_seen = np.where(last_pos >= 0, hist.shape[1] - last_pos, cfg.history_window + 1).astype(np.float32)
+        lengths = np.array([len(h) for h in histories], dtype=np.float32)
+        last = hist[:, -1]
+        recent = hist[:, -3:]
+        # cosines to the last 3 items: [3U, n] products then a gather (cheaper than gathering [U, C, d])
+        sims = (text[np.maximum(recent, 0)].reshape(-1, text.shape[1]) @ text.T).reshape(users, recent.shape[1], n)
+        cos_each = np.take_along_axis(
+            sims, np.broadcast_to(cands[:, None, :], (users, recent.shape[1], cands.shape[1])), 2
+        )
+        cos_last = cos_each[:, -1, :]
+        cos_recent = np.where((recent >= 0)[:, :, None], cos_each, -1.0).max(axis=1)
+        cat = categories[:n].astype(np.int64)
+        cand_cat, last_cat = cat[cands], cat[last][:, None]
+        category_match = (cand_cat == last_cat) & (last_cat > 0)
+        brand = self.brands[:n]
+        cand_brand, last_brand = brand[cands], brand[last][:, None]
+        brand_match = (cand_brand == last_brand) & (last_brand > 0)
+        hist_cat = np.where(hist >= 0, cat[np.maximum(hist, 0)], -1)[:, -10:]
+        n_recent = np.maximum((hist[:, -10:] >= 0).sum(axis=1, keepdims=True), 1)
+        category_share = ((cand_cat[:, :, None] == hist_cat[:, None, :]) & (cand_cat[:, :, None] > 0)).sum(
+            axis=2
+        ) / n_recent
+        last_type = np.array([t[-1] if len(t) else 0 for t in types], dtype=np.float32)
+        cols = [
+            seq_score,
+            _rank_in(cands, seq_top, n),
+            seq_score - seq_best[:, None] if seq_best is not None else seq_score,
+            cov_score,
+            _rank_in(cands, cov_top, n),
+            cov_score / cov_best,
+            text_score,
+            _rank_in(cands, text_top, n),
+            self.log_popularity[:n][cands],
+            since_seen,
+            times_seen,
+            np.broadcast_to(lengths[:, None], cands.shape),
+            cos_last,
+            cos_recent,
+            category_match,
+            brand_match,
+            category_share,
+            np.broadcast_to(last_type[:, None], cands.shape),
+        ]
+        feats = np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=2)
+        return cands, valid, feats
+
+    def predict(self, feats: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """[U, C] model scores, -inf for invalid (duplicate) candidates."""
+        if self.booster is None:
+            raise RuntimeError("this ranking stage has no trained model")
+        out = np.full(valid.shape, -np.inf, dtype=np.float64)
+        if valid.any():
+            out[valid] = self.booster.predict(feats[valid], num_threads=self.threads)
+        return out
+
+    def rerank(
+        self,
+        user_vectors: np.ndarray,
+        item_vectors: np.ndarray,
+        categories: np.ndarray,
+        histories: Sequence[Sequence[int]],
+        types: Sequence[Sequence[int]],
+        seq_rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows [U, C'], scores [U, C']) best first: the candidates by model score, then the rest of
+        `seq_rows` in their order with scores below every candidate's (so a policy that drops seen
+        items still finds k). Invalid slots score -inf."""
+        cands, valid, feats = self.features(user_vectors, item_vectors, categories, histories, types, seq_rows)
+        scores = self.predict(feats, valid)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        rows = np.take_along_axis(cands, order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        rest = seq_rows[:, self.config.seq_top :]
+        if rest.shape[1]:
+            floor = np.where(np.isfinite(scores), scores, np.inf).min(axis=1, keepdims=True)
+            floor = np.where(np.isfinite(floor), floor, 0.0)
+            tail = floor - 1.0 - np.arange(rest.shape[1])[None, :] * 1e-3
+            rows = np.concatenate([rows, rest], axis=1)
+            scores = np.concatenate([scores, tail], axis=1)
+        return rows, scores
+
+    # persistence: ranking/ in a bundle
+    def save(self, folder: Path, info: dict[str, Any]) -> None:
+        if self.booster is None:
+            raise RuntimeError("this ranking stage has no trained model to save")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(folder / "model.txt"))
+        np.savez(
+            folder / "arrays.npz",
+            neighbours=self.covisit.neighbours,
+            weights=self.covisit.weights,
+            log_popularity=self.log_popularity,
+            brands=self.brands,
+        )
+        doc = {"config": asdict(self.config), "features": list(FEATURES), **info}
+        (folder / "stage.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path, text: np.ndarray, threads: int = 1) -> RankingStage:
+        """From a bundle's ranking/ (files already digest-checked by ModelBundle.load)."""
+        import lightgbm as lgb  # the ranking model's runtime (no torch)
+
+        doc = json.loads((folder / "stage.json").read_text())
+        if list(doc.get("features", [])) != list(FEATURES):
+            raise ValueError(
+                f"{folder}: the ranking model was trained on features {doc.get('features')}, this fusionrec "
+                f"computes {list(FEATURES)}: retrain the bundle with `fusionrec train`"
+            )
+        arrays = np.load(folder / "arrays.npz")
+        booster = lgb.Booster(model_file=str(folder / "model.txt"))
+        return cls(
+            StageConfig(**doc["config"]),
+            CoVisitation(arrays["neighbours"], arrays["weights"]),
+            text,
+            arrays["log_popularity"],
+            arrays["brands"],
+            booster,
+            threads,
+        )

@@ -1,0 +1,201 @@
+"""Training the ranking stage (ranker.stage) on the validation targets of a bundle's own split.
+
+Leakage: the sequential model never trained on a validation target (it only early-stopped on
+them), and the co-visitation is fitted on the training sequences alone, so the features of a
+validation candidate are what they would be for an unseen next purchase. Test targets are never
+read. A share of the validation users (by a hash of their id) is held out for early stopping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ranker.bundle import ModelBundle, write_manifest
+from ranker.data import Split, build_catalog, drop_cold_items, leave_one_out, train_all_but_last, user_sequences
+from ranker.stage import FEATURES, CoVisitation, RankingStage, StageConfig
+from shopdata.loader import Dataset
+
+__all__ = ["add_ranking_stage", "fit_stage", "stage_scores"]
+
+log = logging.getLogger("fusionrec.stage")
+
+#: users with their validation target among the candidates needed for training (and a quarter as
+#: many for early stopping); below that the bundle ranks with the sequential model alone
+MIN_USERS = 40
+
+#: users scored per chunk (features are [users, candidates, features] and [users, candidates, text dim])
+CHUNK = 512
+
+
+def _held_out(user: str, share: float = 0.15) -> bool:
+    return int(hashlib.sha256(user.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
+
+
+def stage_scores(
+    stage: RankingStage, bundle: ModelBundle, split: Split, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(full-ranking scores [users, n_items], sequential-model scores [users, n_items]) in bundle
+    row order for `split` (1-based catalog indices = row + 1): the stage's candidates get their
+    model scores, every other item its sequential score far below them. What `evaluate` scores."""
+    n = len(bundle.item_ids)
+    full = np.empty((len(split.users), n), dtype=np.float32)
+    seq_all = np.empty((len(split.users), n), dtype=np.float32)
+    for lo in range(0, len(split.users), CHUNK):
+        hist = [[i - 1 for i in h] for h in split.histories[lo : lo + CHUNK]]
+        types = split.history_types[lo : lo + CHUNK]
+        vectors = bundle.user_vectors(hist, types)
+        seq = vectors @ bundle.item_vectors.T
+        seq_all[lo : lo + len(hist)] = seq
+        seq_rows = _top_rows(seq, stage.config.seq_top)
+        rows, scores = stage.rerank(vectors, bundle.item_vectors, bundle.item_categories, hist, types, seq_rows)
+        block = seq - 1e4  # below any model score
+        finite = np.isfinite(scores)
+        u = np.repeat(np.arange(len(hist)), rows.shape[1]).reshape(rows.shape)
+        block[u[finite], rows[finite]] = scores[finite]
+        full[lo : lo + len(hist)] = block
+        if progress:
+            log.info("stage_scores users=%d/%d", min(lo + CHUNK, len(split.users)), len(split.users))
+    return full, seq_all
+
+
+def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, part, axis=1)
+    return np.take_along_axis(part, np.lexsort((part, -vals), axis=1), axis=1)
+
+
+def fit_stage(
+    bundle: ModelBundle,
+    train: Sequence[Sequence[int]],
+    valid: Split,
+    brands: np.ndarray,
+    *,
+    config: StageConfig = StageConfig(),
+    seed: int = 0,
+    threads: int = 0,
+    rounds: int = 500,
+) -> tuple[RankingStage, dict[str, Any]]:
+    """The stage for `bundle`: co-visitation from `train` (1-based sequences), the ranker from
+    `valid`'s targets. `brands`: brand index per bundle row. Returns (stage, info for stage.json)."""
+    import lightgbm as lgb
+
+    started = time.perf_counter()
+    n = len(bundle.item_ids)
+    rows = [[i - 1 for i in s] for s in train]
+    covisit = CoVisitation.fit(rows, n, config.window, config.neighbours)
+    counts = np.bincount(np.fromiter((r for s in rows for r in s), dtype=np.int64), minlength=n)[:n]
+    text_path = bundle.folder / "text_vectors.npy"
+    text = np.load(text_path).astype(np.float32) if text_path.is_file() else np.zeros((n, 1), np.float32)
+    stage = RankingStage(config, covisit, text, np.log1p(counts.astype(np.float32)), brands, threads=threads)
+    groups: dict[bool, tuple[list[np.ndarray], list[np.ndarray], list[int]]] = {False: ([], [], []), True: ([], [], [])}
+    found = 0
+    for lo in range(0, len(valid.users), CHUNK):
+        hist = [[i - 1 for i in h] for h in valid.histories[lo : lo + CHUNK]]
+        types = valid.history_types[lo : lo + CHUNK]
+        vectors = bundle.user_vectors(hist, types)
+        seq_rows = _top_rows(vectors @ bundle.item_vectors.T, config.seq_top)
+        cands, ok, feats = stage.features(vectors, bundle.item_vectors, bundle.item_categories, hist, types, seq_rows)
+        targets = valid.targets[lo : lo + CHUNK] - 1
+        for u in range(len(hist)):
+            label = (cands[u] == targets[u]) & ok[u]
+            if not label.any():
+                continue  # the target is in no retriever's candidates: nothing to learn about the order
+            found += 1
+            x, y, g = groups[_held_out(valid.users[lo + u])]
+            x.append(feats[u][ok[u]])
+            y.append(label[ok[u]].astype(np.int32))
+            g.append(int(ok[u].sum()))
+    (xt, yt, gt), (xv, yv, gv) = groups[False], groups[True]
+    if len(gt) < MIN_USERS or len(gv) < MIN_USERS // 4:
+        raise ValueError(
+            f"only {found} validation users have their target among the candidates: too few to train a "
+            f"ranking stage (at least {MIN_USERS + MIN_USERS // 4})"
+        )
+    params = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "ndcg_eval_at": [10],
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_data_in_leaf": 50,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambdarank_truncation_level": 20,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": threads,
+        "verbose": -1,
+    }
+    train_set = lgb.Dataset(np.vstack(xt), np.concatenate(yt), group=gt, feature_name=list(FEATURES))
+    valid_set = lgb.Dataset(np.vstack(xv), np.concatenate(yv), group=gv, reference=train_set)
+    booster = lgb.train(
+        params, train_set, rounds, valid_sets=[valid_set], callbacks=[lgb.early_stopping(40, verbose=False)]
+    )
+    best = int(booster.best_iteration or booster.current_iteration())
+    # keep only the rounds that early stopping chose, so every caller predicts with the same model
+    stage.booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    stage.threads = 1
+    info = {
+        "trained_on": "validation targets (each user's second-to-last event); test targets never read",
+        "users": len(valid.users),
+        "users_with_target_in_candidates": found,
+        "candidate_recall": round(found / max(len(valid.users), 1), 5),
+        "train_users": len(gt),
+        "early_stopping_users": len(gv),
+        "rounds": best,
+        "early_stopping_ndcg@10": round(float(booster.best_score["valid_0"]["ndcg@10"]), 6),
+        "seconds": round(time.perf_counter() - started, 1),
+        "importance_gain": {
+            f: round(float(v), 1) for f, v in zip(FEATURES, stage.booster.feature_importance("gain"), strict=True)
+        },
+    }
+    log.info(
+        "ranking_stage rounds=%d candidate_recall=%.3f seconds=%.0f", best, info["candidate_recall"], info["seconds"]
+    )
+    return stage, info
+
+
+def add_ranking_stage(dataset: Dataset, out: Path, seed: int | None = None) -> dict[str, Any]:
+    """(Re)fit the ranking stage of the bundle at `out` on the data it was trained on (same split,
+    same cold items), without retraining the sequential model; rewrites ranking/ and the manifest
+    (a new version). ValueError when `dataset` is not the bundle's training data."""
+    bundle = ModelBundle.load(out)
+    info = {k: v for k, v in bundle.manifest.items() if k not in {"format", "version", "files", "role"}}
+    trained_on = info.get("data", {}).get("digest")
+    if trained_on != dataset.digest():
+        raise ValueError(
+            f"{out} was trained on data with digest {trained_on}, not {dataset.name} ({dataset.digest()}): "
+            "the ranking stage must learn from the bundle's own validation split"
+        )
+    catalog = build_catalog(dataset)
+    seqs = user_sequences(dataset, catalog)
+    data = leave_one_out(seqs) if info.get("protocol") == "leave-one-out" else train_all_but_last(seqs)
+    index = catalog.index()
+    data = drop_cold_items(data, {index[i] for i in info.get("cold_items", {}).get("items", [])})
+    stage, stage_info = fit_stage(
+        bundle, data.train, data.valid, catalog.brands[1:], seed=info.get("seed", 0) if seed is None else seed
+    )
+    if (out / "ranking").exists():
+        shutil.rmtree(out / "ranking")
+    stage.save(out / "ranking", {k: v for k, v in stage_info.items() if k != "seconds"})
+    for key in ("ranking_seconds", "onnx_top10_agreement", "fit_seconds"):
+        info.pop(key, None)
+    manifest = write_manifest(out, {**info, "ranking": {k: v for k, v in stage_info.items() if k != "seconds"}})
+    extra: dict[str, Any] = {
+        k: bundle.manifest[k] for k in ("onnx_top10_agreement", "fit_seconds") if k in bundle.manifest
+    }
+    manifest.update({**extra, "ranking_seconds": stage_info["seconds"]})
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest

@@ -1,0 +1,176 @@
+"""The learned ranking stage (ranker.stage): co-visitation equals item-kNN's weighting, history
+features on hand-made cases, the re-ranked list's shape, the same ranking offline (evaluate) and
+online (the worker's BundleRanker), and `fusionrec train-stage`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ranker.baselines import ItemKNN
+from ranker.bundle import ModelBundle
+from ranker.data import build_catalog, leave_one_out, user_sequences
+from ranker.online import BundleRanker
+from ranker.stage import FEATURES, CoVisitation, RankingStage, StageConfig
+from ranker.stage_fit import stage_scores
+from ranker.state import UserState
+from schemas.events import EVENT_TYPE_INDEX
+from shopdata.loader import load_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+TYPE_NAME = {i: t for t, i in EVENT_TYPE_INDEX.items()}
+
+
+def test_covisitation_keeps_item_knn_weights() -> None:
+    rng = np.random.default_rng(3)
+    seqs = [list(rng.integers(1, 31, size=rng.integers(2, 12))) for _ in range(200)]
+    knn = ItemKNN(seqs, 30)
+    cov = CoVisitation.fit([[i - 1 for i in s] for s in seqs], 30, window=3, keep=30)
+    dense = np.zeros((30, 30), np.float32)
+    for i in range(30):
+        ok = cov.neighbours[i] >= 0
+        dense[i, cov.neighbours[i][ok]] = cov.weights[i][ok]
+    np.testing.assert_allclose(dense, knn.sim, rtol=1e-5, atol=1e-7)
+    # a user's scores: the neighbours of the last 5 items, the latest weighted 1, older 0.7 each step
+    hist = [[int(i) - 1 for i in s] for s in seqs[:7]]
+    np.testing.assert_allclose(
+        cov.scores(hist, 30, recent=5, decay=0.7),
+        knn.scores(seqs[:7]) - 1e-6 * knn.popularity[None, :],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # only the best `keep` neighbours stay, best first
+    few = CoVisitation.fit([[i - 1 for i in s] for s in seqs], 30, window=3, keep=4)
+    for i in range(30):
+        best = np.sort(knn.sim[i])[::-1][:4]
+        np.testing.assert_allclose(few.weights[i], best, rtol=1e-5, atol=1e-7)
+
+
+def _stage(n: int = 12, dim: int = 4) -> RankingStage:
+    rng = np.random.default_rng(0)
+    text = rng.normal(size=(n, dim)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    cov = CoVisitation.fit([[0, 1, 2, 3], [4, 5, 6], [1, 2, 7]], n)
+    cfg = StageConfig(seq_top=3, cov_top=3, text_top=3, popular_top=2, history_top=3, history_window=6)
+    return RankingStage(cfg, cov, text, np.log1p(np.arange(n, dtype=np.float32)), np.arange(n) % 3)
+
+
+def _col(name: str) -> int:
+    return FEATURES.index(name)
+
+
+def test_history_features_on_a_hand_made_user() -> None:
+    stage = _stage()
+    n = stage.n_rows
+    vectors = np.eye(n, 5, dtype=np.float32)
+    user = vectors[[2]] + vectors[[9]]
+    categories = np.array([0, 1, 1, 2, 2, 2, 3, 3, 3, 1, 1, 0])
+    history = [[3, 5, 3, 7]]  # 7 latest; 3 twice, last seen 2 steps back
+    seq_rows = np.array([[2, 9, 0, 1]])
+    cands, valid, feats = stage.features(user, vectors, categories, history, [[1, 1, 2, 4]], seq_rows)
+    assert feats.shape == (1, cands.shape[1], len(FEATURES))
+    assert np.unique(cands[valid]).size == valid.sum()  # each candidate once
+    at = {int(c): j for j, c in enumerate(cands[0]) if valid[0, j]}
+    assert {2, 9, 0} <= set(at)  # the sequential model's top 3
+    assert {3, 5, 7} <= set(at)  # the user's own last 3 items
+    row = feats[0]
+    assert row[at[3], _col("times_seen")] == 2 and row[at[3], _col("since_seen")] == 2
+    assert row[at[7], _col("times_seen")] == 1 and row[at[7], _col("since_seen")] == 1
+    assert row[at[2], _col("times_seen")] == 0 and row[at[2], _col("since_seen")] == 7  # never: window + 1
+    assert row[at[2], _col("seq_rank")] == 0 and row[at[9], _col("seq_rank")] == 1
+    assert row[at[7], _col("seq_rank")] == 3  # not in the top 3: its length
+    assert row[at[2], _col("seq_score")] == pytest.approx(1.0)
+    assert row[at[7], _col("cos_last")] == pytest.approx(1.0, abs=1e-6)  # the last item itself
+    assert row[at[7], _col("category_match")] == 1 and row[at[5], _col("category_match")] == 0
+    assert np.all(row[:, _col("history_len")] == 4) and np.all(row[:, _col("last_type")] == 4)
+
+
+def test_rerank_orders_by_model_and_appends_the_rest() -> None:
+    stage = _stage()
+
+    class ByFeature:  # a stand-in model: the negated sequential rank (best first)
+        def predict(self, x: np.ndarray, num_threads: int = 1) -> np.ndarray:
+            return -x[:, _col("seq_rank")] + 0.01 * x[:, _col("cos_last")]
+
+    stage.booster = ByFeature()
+    n = stage.n_rows
+    vectors = np.eye(n, 5, dtype=np.float32)
+    seq_rows = np.array([[4, 8, 1, 10, 11, 0], [1, 2, 3, 4, 5, 6]])
+    rows, scores = stage.rerank(vectors[[4, 1]], vectors, np.zeros(n, np.int64), [[8, 9], [1]], [[1, 1], [1]], seq_rows)
+    assert rows.shape == scores.shape
+    assert list(rows[0, :3]) == [4, 8, 1]
+    finite = scores[0][np.isfinite(scores[0])]
+    assert np.all(np.diff(finite) <= 0)  # best first, duplicates (-inf) out of the way
+    assert list(rows[0, -3:]) == [10, 11, 0]  # the retriever's rest, after every candidate
+    assert scores[0, -3] < finite[:-3].min()
+
+
+def test_offline_and_online_rank_the_same(bundles: list[Path], shop_dir: Path) -> None:
+    """`evaluate`'s path (stage_scores over a split) and the worker's (BundleRanker.rank_many over
+    user states) give the same top 10 with the same scores: one feature code, two callers."""
+    bundle = ModelBundle.load(bundles[0])
+    stage = bundle.ranking_stage()
+    assert stage is not None, "the test shop's bundle should carry a ranking stage"
+    dataset = load_dataset(shop_dir)
+    catalog = build_catalog(dataset)
+    assert catalog.ids == bundle.item_ids
+    split = leave_one_out(user_sequences(dataset, catalog)).test
+    full, _ = stage_scores(stage, bundle, split)
+    ranker = BundleRanker(bundle)
+    users = range(0, len(split.users), max(len(split.users) // 60, 1))
+    states = [
+        UserState(
+            split.users[u],
+            recent_items=tuple(bundle.item_ids[i - 1] for i in split.histories[u]),
+            recent_types=tuple(TYPE_NAME[t] for t in split.history_types[u]),
+        )
+        for u in users
+    ]
+    online = ranker.rank_many(states, 10)
+    for u, (items, source) in zip(users, online, strict=True):
+        assert source == "personal"
+        scores = full[u].copy()
+        scores[[i - 1 for i in split.histories[u]]] = -np.inf  # the worker's policy: no seen items
+        top = np.argsort(-scores, kind="stable")[:10]
+        assert [s for _, s in items] == pytest.approx(scores[top].tolist(), abs=1e-5), split.users[u]
+        mismatched = [
+            a for a, b in zip([i for i, _ in items], [bundle.item_ids[r] for r in top], strict=True) if a != b
+        ]
+        assert len(mismatched) <= 2, (split.users[u], mismatched)  # only near-ties may swap
+
+
+def test_train_stage_cli_adds_a_stage_and_refuses_other_data(
+    bundles: list[Path], shop_dir: Path, tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(bundles[0], tmp_path / "b"))
+    shutil.rmtree(copy / "ranking")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("ranking/")}
+    from ranker.bundle import bundle_version
+
+    manifest["version"] = bundle_version(manifest["files"])
+    del manifest["ranking"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert ModelBundle.load(copy).ranking_stage() is None  # a bundle without a stage still loads
+
+    cmd = [sys.executable, "-m", "fusionrec", "train-stage", "--bundle", str(copy)]
+    done = subprocess.run([*cmd, "--data", str(shop_dir)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ranking stage" in done.stdout
+    again = ModelBundle.load(copy)
+    assert again.ranking_stage() is not None and again.version != manifest["version"]
+
+    other = Path(shutil.copytree(shop_dir, tmp_path / "other"))
+    lines = (other / "events.csv").read_text().splitlines()
+    (other / "events.csv").write_text("\n".join(lines[:-5]) + "\n")  # fewer events: other data
+    bad = subprocess.run([*cmd, "--data", str(other)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "trained on data with digest" in errors[0], bad.stderr[-2000:]
+    assert "Traceback" not in bad.stderr
