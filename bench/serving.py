@@ -53,9 +53,9 @@ from bench.common import drop_keyspace  # noqa: E402
 from bench.harness import served_api  # noqa: E402
 from ranker.bundle import ModelBundle  # noqa: E402
 from ranker.online import BundleRanker  # noqa: E402
+from ranker.text import category_query, common_category_terms, known_item_query  # noqa: E402
 from schemas.codec import encode_event  # noqa: E402
 from serving.auth import READ, SEARCH, KeyRecord, append_key, hash_key, new_key  # noqa: E402
-from serving.text import category_query, common_category_terms, known_item_query  # noqa: E402
 from shopdata import load_data  # noqa: E402
 from shopdata.loader import load_dataset  # noqa: E402
 from streams.core import Pipeline, RawRecord  # noqa: E402

@@ -17,13 +17,13 @@ from threadpoolctl import threadpool_limits
 from encoders.session import SessionConfig
 from fusionrec.settings import ENV_PREFIX, Settings, load_settings
 from fusionrec.wiring import open_results_store
+from ranker.search import SearchWeights
 from schemas.errors import ConfigError
 from schemas.items import Item
 from serving.app import create_app
 from serving.auth import load_guard
 from serving.live import LiveScraper
 from serving.resources import ServingResources, load_resources
-from serving.search import SearchWeights
 from serving.service import ServingService
 from shopdata import load_data, load_items_file
 from streams.stores.base import ResultsStore

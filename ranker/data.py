@@ -179,6 +179,8 @@ def drop_cold_items(data: SplitData, cold: set[int]) -> SplitData:
     train, types = [], []
     for seq, typ in zip(data.train, data.train_types, strict=True):
         keep = [j for j, i in enumerate(seq) if i not in cold]
+        if not keep:
+            continue  # a history of cold items only: nothing left to learn from
         train.append([seq[j] for j in keep])
         types.append([typ[j] for j in keep])
     v = data.valid

@@ -7,8 +7,10 @@ The fallback chain, one per user, first that applies (the list's `source` names 
   1. personal  the user has at least one item the bundle knows: the user encoder over that history,
                and, when the bundle has one, the learned ranking stage (ranker.stage) over the
                candidates of every retriever;
-  2. search    no known item but recent search queries: the queries, fused like items with that
-               text, are the history (needs the bundle's item fusion and encoder);
+  2. search    no known item but recent search queries: hybrid search (BM25 + the text encoder,
+               ranker.search) for the latest queries, the latest weighted most; with
+               `search_users="encoder"`, the queries fused like items and fed to the user encoder
+               instead (the path before; measured beside it by bench/search_users.py);
   3. popular   otherwise (cold start): the bundle's most popular items, seen items left out,
                scored 1/rank.
 """
@@ -28,15 +30,22 @@ from ranker.bundle import ModelBundle
 from ranker.popularity import popular_rows
 from ranker.ranking import RankingPolicy, first_unseen, rank_candidates
 from ranker.retrieval import EXACT_UP_TO, Retriever, make_retriever
+from ranker.search import HybridIndex
 from ranker.stage import RankingStage
 from ranker.state import UserState
 from schemas.events import EVENT_TYPE_INDEX
 from schemas.items import Item
 
-__all__ = ["POPULAR_N", "BundleRanker"]
+__all__ = ["POPULAR_N", "SEARCH_USERS", "BundleRanker"]
 
 #: popular items kept for cold starts (enough to fill k after leaving out what the user has seen)
 POPULAR_N = 500
+
+#: how a search-only shopper is ranked (module doc, step 2)
+SEARCH_USERS = ("hybrid", "encoder")
+#: a search-only shopper's last queries that count, and each older one's weight
+SEARCH_QUERIES = 3
+SEARCH_DECAY = 0.5
 
 
 def _rounded(scores: np.ndarray) -> np.ndarray:
@@ -54,11 +63,17 @@ class BundleRanker:
         popular: Sequence[str] | None = None,
         retrieval: SessionConfig = SessionConfig(provider="cpu", allow_spinning=False),
         ranking_stage: bool = True,
+        search_users: str = "hybrid",
     ) -> None:
         """`popular` overrides the bundle's popularity order (item ids, most popular first); by
         default the bundle's own (`bundle.popular`), then the items without events in catalog order:
         POPULAR_N in all. `ranking_stage=False` ranks by the user encoder alone even when the
-        bundle has a ranking stage."""
+        bundle has a ranking stage. `search_users`: "hybrid" or "encoder" (see the module doc)."""
+        if search_users not in SEARCH_USERS:
+            raise ValueError(f"search_users must be one of {SEARCH_USERS}, not {search_users!r}")
+        self.search_users = search_users
+        self._hybrid: HybridIndex | None = None
+        self._live_texts: dict[str, str] = {}  # texts of items that came on the items topic
         self.bundle = bundle
         self.policy = policy
         self.rows = {item_id: r for r, item_id in enumerate(bundle.item_ids)}
@@ -99,7 +114,10 @@ class BundleRanker:
                 searched.append(n)
             else:
                 out[n] = (self._popular(state, k), "popular")
-        if searched:
+        if searched and self.search_users == "hybrid":
+            for n in searched:
+                out[n] = (self._search_list(states[n].recent_queries, k), "search")
+        elif searched:
             # no item yet, only searches: the queries, fused like items with that text, are the history
             seqs = [self.query_vectors(list(states[n].recent_queries)) for n in searched]
             trained_type = EVENT_TYPE_INDEX["purchase"]
@@ -212,6 +230,8 @@ class BundleRanker:
                 b.item_categories[row] = cat
             else:
                 new_rows.append((it.item_id, vec, cat))
+        self._live_texts.update({it.item_id: it.text() for it in items})
+        self._hybrid = None  # search-only shoppers' index: rebuilt with these texts on next use
         if self.stage is not None:  # the ranking stage's text and brand features follow the catalog
             changed = [n for n, r in enumerate(existing) if r >= 0]
             if changed:
@@ -253,6 +273,47 @@ class BundleRanker:
         feed = {"text_vectors": text, "item_rows": id_rows, "categories": zeros, "brands": zeros, "pop_buckets": zeros}
         declared = {i.name for i in session.get_inputs()}
         return np.asarray(session.run(None, {k: v for k, v in feed.items() if k in declared})[0], dtype=np.float32)
+
+    def _search_list(self, queries: Sequence[str], k: int) -> list[tuple[str, float]]:
+        """Hybrid search for a shopper known only by their searches: each of the last
+        SEARCH_QUERIES queries ranked by BM25 + dense text similarity (ranker.search, z-scored
+        over its candidates), summed with weight SEARCH_DECAY per step back; top k."""
+        index = self._hybrid_index()
+        encoder, _ = self._fusion if self._fusion is not None else self._load_fusion()
+        recent = list(queries)[-SEARCH_QUERIES:]
+        vectors = encoder.encode(recent)
+        total: dict[int, float] = {}
+        for age, (query, vector) in enumerate(zip(reversed(recent), vectors[::-1], strict=True)):
+            c = index.candidates(query, vector)
+            for row, score in zip(c.rows.tolist(), c.combine(index.weights).tolist(), strict=True):
+                total[row] = total.get(row, 0.0) + SEARCH_DECAY**age * score
+        best = sorted(total.items(), key=lambda rs: (-rs[1], rs[0]))[:k]
+        return [(self.bundle.item_ids[r], round(s, 6)) for r, s in best]
+
+    def _load_fusion(self) -> tuple[Any, Any]:
+        self._fusion = self.bundle.item_fusion()
+        return self._fusion
+
+    def _hybrid_index(self) -> HybridIndex:
+        """BM25 + dense index over the bundle's items (rebuilt when live items were added)."""
+        n = len(self.bundle.item_ids)
+        if self._hybrid is None or len(self._hybrid.item_ids) != n:
+            texts_of = {it.item_id: it.text() for it in self.bundle.items()} | self._live_texts
+            texts = [texts_of.get(i, "") for i in self.bundle.item_ids]
+            vectors = self._text_rows(n)
+            self._hybrid = HybridIndex(list(self.bundle.item_ids), texts, vectors)
+        return self._hybrid
+
+    def _text_rows(self, n: int) -> np.ndarray:
+        """Text vectors for every row: the bundle's, and live items' from the ranking stage (or zeros)."""
+        if self.stage is not None and self.stage.n_rows >= n:
+            return self.stage.text[:n]
+        known = self._known_text()
+        dim = known.shape[1] if known is not None else 1
+        out = np.zeros((n, dim), dtype=np.float32)
+        if known is not None:
+            out[: len(known)] = known[:n]
+        return out
 
     def _known_text(self) -> np.ndarray | None:
         """Text vectors of the items the model was trained on (rows = ID embedding rows - 1)."""

@@ -71,7 +71,7 @@ def catalog_tensors(
     """(text [n+1, d], categories, brands, popularity bucket) with row 0 as padding."""
     counts = np.zeros(catalog.n_items + 1, dtype=np.float64)
     for seq in train:
-        np.add.at(counts, np.asarray(seq), 1)
+        np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)  # an empty sequence too
     buckets = np.minimum(np.floor(np.log2(counts + 1) * 2), pop_buckets).astype(np.int64)
     padded = np.vstack([np.zeros((1, text.shape[1]), dtype=np.float32), text.astype(np.float32)])
     return (

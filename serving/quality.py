@@ -1,7 +1,7 @@
 """Search quality on a dataset, as product-search studies measure it.
 
 For every user the target is their last event, the history everything before it (validation: the
-event before the last, history before that). Each target yields two queries (serving.text):
+event before the last, history before that). Each target yields two queries (ranker.text):
 a category-path query and a known-item query from the shortened title. Every mode ranks the whole
 catalog; MRR@10 and Recall@10 per mode and query kind. The hybrid's dense share and the personal
 weight are chosen on validation only (grid below), then the test split is scored once.
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from serving.search import MODES, HybridIndex, SearchWeights, rank_of
-from serving.text import category_query, common_category_terms, known_item_query
+from ranker.search import MODES, HybridIndex, SearchWeights, rank_of
+from ranker.text import category_query, common_category_terms, known_item_query
 
 __all__ = ["QUERY_KINDS", "SearchCase", "build_cases", "evaluate_search"]
 

@@ -16,11 +16,11 @@ from encoders.session import SessionConfig
 from encoders.text import TextEncoder
 from ranker.bundle import ModelBundle
 from ranker.popularity import popular_items, popular_rows
+from ranker.search import HybridIndex, SearchWeights
 from ranker.text_fusion import TextFusionModel
 from schemas.errors import ConfigError
 from schemas.events import EVENT_TYPE_INDEX
 from schemas.items import Item
-from serving.search import HybridIndex, SearchWeights
 
 __all__ = ["ServingResources", "load_resources"]
 

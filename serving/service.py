@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from ranker.search import Mode
 from ranker.text_fusion import because
 from schemas.errors import StoreUnavailable
 from serving.live import LiveScraper
 from serving.resources import ServingResources
-from serving.search import Mode
 from streams.stores.base import CatalogStore, RecommendationStore, StateStore
 
 __all__ = ["Limits", "NotFound", "ServingService"]

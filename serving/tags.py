@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ranker.text import STOPWORDS, tokenize
 from schemas.items import Item
-from serving.text import STOPWORDS, tokenize
 
 __all__ = ["candidate_phrases", "mmr", "tag_items"]
 

@@ -75,7 +75,8 @@ wait_ready() { # wait_ready <node> <timeout> <check-cmd...>
   local start=$SECONDS pidf logf; pidf="$(node_pidf "$node")"; logf="$(node_log "$node")"
   while (( SECONDS - start < timeout )); do
     if ! pid_alive "$pidf"; then
-      log "$node exited during startup; last lines of $logf:"; tail -40 "$logf" >&2 || true
+      log "$node exited during startup; its errors, then the last lines of $logf:"
+      grep -E -A3 '^(ERROR|WARN)|Exception' "$logf" | head -40 >&2 || true; tail -15 "$logf" >&2 || true
       rm -f "$pidf"; return 1
     fi
     if "$@" >/dev/null 2>&1; then log "$node ready in $((SECONDS - start))s"; return 0; fi
@@ -172,6 +173,9 @@ cassandra_config() {
   cat > "$dir/conf/cassandra.yaml" <<YAML
 cluster_name: fusionrec-cluster
 num_tokens: 1
+# a new, empty cluster: nodes take their tokens without streaming (nothing to stream), so a node
+# never waits on, or refuses because of, another node still joining
+auto_bootstrap: false
 initial_token: '$(cassandra_token "$node")'
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 endpoint_snitch: SimpleSnitch
@@ -231,7 +235,7 @@ cassandra_jopts() { # Cassandra 5.0's jvm-server.options + jvm17-server.options,
     -Dcassandra-foreground=yes \
     -Dcassandra.jmx.local.port="$((CASSANDRA_JMX_PORT + 100 * ($(node_index "$node") - 1)))" \
     -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dchronicle.analytics.disable=true \
-    -Dcassandra.ring_delay_ms=1000 \
+    -Dcassandra.ring_delay_ms=1000 -Dcassandra.consistent.rangemovement=false \
     -Djava.io.tmpdir="$dir/tmp" -Djna.tmpdir="$dir/tmp" -Dorg.xerial.snappy.tempdir="$dir/tmp"
   for x in java.base/jdk.internal.misc java.base/jdk.internal.ref java.base/sun.nio.ch \
       java.management.rmi/com.sun.jmx.remote.internal.rmi java.management/com.sun.jmx.remote.security \

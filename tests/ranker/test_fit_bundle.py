@@ -241,3 +241,51 @@ def test_bundle_alone_serves_catalog_and_popularity(bundles: list[Path], shop_di
     assert source == "popular" and [i for i, _ in ranked] == popular_items(counts, 5)
     with pytest.raises(ConfigError, match="no catalog"):
         load_resources(cache=tmp_path / "cache2")
+
+
+def test_search_only_shopper_gets_the_hybrid_search_list(bundles: list[Path]) -> None:
+    """A shopper whose only events are searches is ranked by hybrid search (BM25 + the text
+    encoder) for their queries, the latest weighted most, not by the user encoder fed the query
+    as if it were an item (issue 13: that path answered 'sanding roll' with magnets)."""
+    from ranker.online import SEARCH_DECAY, BundleRanker
+    from ranker.search import HybridIndex
+    from ranker.state import UserState
+
+    bundle = ModelBundle.load(bundles[0])
+    items = bundle.items()
+    target = items[len(items) // 2]
+    query = target.title
+    ranker = BundleRanker(bundle)
+    one, source = ranker.rank(UserState(user_id="s1", recent_queries=(query,)), 10)
+    assert source == "search"
+
+    encoder, _ = bundle.item_fusion()
+    texts = {it.item_id: it.text() for it in items}
+    index = HybridIndex(
+        bundle.item_ids, [texts.get(i, "") for i in bundle.item_ids], ranker._text_rows(len(bundle.item_ids))
+    )
+    want = index.rank(query, encoder.encode([query])[0], 10)
+    assert [i for i, _ in one] == [bundle.item_ids[r] for r, _ in want]
+    assert one[0][0] == target.item_id  # its own title finds the item
+
+    # two queries: the latest counts fully, the one before it SEARCH_DECAY times
+    older = items[0].title
+    two, source = ranker.rank(UserState(user_id="s2", recent_queries=(older, query)), 10)
+    assert source == "search" and two[0][0] == target.item_id
+    # encoded together, as the ranker does (int8 activations are quantised per batch)
+    total: dict[int, float] = {}
+    v_old, v_new = encoder.encode([older, query])
+    c_new, c_old = index.candidates(query, v_new), index.candidates(older, v_old)
+    for c, w in ((c_new, 1.0), (c_old, SEARCH_DECAY)):
+        for r, s in zip(c.rows.tolist(), c.combine(index.weights).tolist(), strict=True):
+            total[r] = total.get(r, 0.0) + w * s
+    assert [i for i, _ in two] == [
+        bundle.item_ids[r] for r, _ in sorted(total.items(), key=lambda t: (-t[1], t[0]))[:10]
+    ]
+
+    legacy, source = BundleRanker(bundle, search_users="encoder").rank(
+        UserState(user_id="s3", recent_queries=(query,)), 10
+    )
+    assert source == "search" and len(legacy) == 10
+    with pytest.raises(ValueError, match="search_users"):
+        BundleRanker(bundle, search_users="magic")

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-from serving.bm25 import BM25Index
-from serving.search import HybridIndex, SearchWeights, rank_of
+from ranker.bm25 import BM25Index
+from ranker.search import HybridIndex, SearchWeights, rank_of
+from ranker.text import category_query, common_category_terms, known_item_query, tokenize
 from serving.tags import candidate_phrases, mmr
-from serving.text import category_query, common_category_terms, known_item_query, tokenize
 
 
 def test_queries_follow_the_product_search_recipe() -> None:

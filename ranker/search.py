@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from serving.bm25 import BM25Index
+from ranker.bm25 import BM25Index
 
 __all__ = ["MODES", "Candidates", "HybridIndex", "Mode", "SearchWeights", "rank_of"]
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import sparse
 
-from serving.text import tokenize
+from ranker.text import tokenize
 
 __all__ = ["BM25Index"]
 
