@@ -11,8 +11,10 @@ Set-up: every user's state and list are written to a fresh keyspace by the strea
 fixed rate (default 200/s) over a pool of keep-alive connections; each latency runs from the
 request's scheduled start to its answer, so a server that falls behind pays for the queue
 (no coordinated omission). Recommendations: random known users (10% unknown: the fallback path).
-Search: queries built as in `fusionrec search-eval` (category-path and known-item), half of them
-with a user_id (personalised).
+Search: queries built as in `fusionrec search-eval` (category-path and known-item), drawn afresh for
+every run, half of them with a user_id (personalised). The API keeps recent queries' text vectors
+(`serve.query_cache`); each run reports the share of its queries the server had seen before, the
+most that cache could save (`FUSIONREC_SERVE__QUERY_CACHE=0` in the environment turns it off).
 
 `--console both` measures each endpoint with and without the web console open beside the load
 (headless Chromium on the Live view, which polls /v1/console/live every 2.5 s; the API scrapes a
@@ -237,11 +239,23 @@ def main() -> None:
         queries = []
         for it in data.items:
             queries += [q for q in (category_query(it.category, common), known_item_query(it.title, it.brand)) if q]
-        search_paths = []
-        for i in range(n):
-            q = rng.choice(queries).replace(" ", "+")
-            search_paths.append(f"/v1/search?q={q}&k=20" + (f"&user_id={rng.choice(users)}" if i % 2 else ""))
+
+        def draw_searches(count: int) -> list[str]:
+            """Fresh query draws for each run: the API caches query vectors, so a run that replayed
+            the paths of an earlier one would find every query cached."""
+            out = []
+            for i in range(count):
+                q = rng.choice(queries).replace(" ", "+")
+                out.append(f"/v1/search?q={q}&k=20" + (f"&user_id={rng.choice(users)}" if i % 2 else ""))
+            return out
+
+        def query_of(path: str) -> str:
+            return path.split("q=", 1)[1].split("&", 1)[0]
+
+        search_paths = draw_searches(n)
         warm = rec_paths[:200] + search_paths[:200]
+        seen_queries: dict[str, set[str]] = {mode: {query_of(p) for p in search_paths[:200]} for mode in modes}
+        repeats: dict[str, list[float]] = {}
         for mode in modes:
             asyncio.run(_load(bases[mode], warm, args.rate, args.concurrency, headers[mode]))
         # conditions measured side by side: (name, auth mode, console polling?)
@@ -262,6 +276,14 @@ def main() -> None:
                     if console is not None:
                         console.polling() if polling else console.idle()
                         time.sleep(3)  # the page has loaded and polled at least once
+                    if endpoint == "search":  # the share of this run's queries the server has had before
+                        paths = draw_searches(n)
+                        seen = seen_queries[mode]
+                        hits = 0
+                        for path in paths:
+                            hits += query_of(path) in seen
+                            seen.add(query_of(path))
+                        repeats.setdefault(name, []).append(round(hits / len(paths), 3))
                     got = asyncio.run(_load(bases[mode], paths, args.rate, args.concurrency, headers[mode]))
                     runs.setdefault((name, endpoint), []).append(got)
                     print(f"round {rnd} {endpoint} {name}: p99 {np.percentile(got[0], 99) * 1000:.1f} ms, "
@@ -270,6 +292,8 @@ def main() -> None:
         name: {ep: _summary(runs[(name, ep)], args.rate) for ep in ("recommendations", "search")}
         for name, _, _ in conditions
     }
+    for name, shares in repeats.items():  # the most the query-vector cache could hit, per run
+        results[name]["search"]["repeated_query_share_per_round"] = shares
     out: dict[str, Any] = results[conditions[0][0]] if len(conditions) == 1 else results
     out["setup"] = {
         "data": args.data,

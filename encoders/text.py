@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from encoders.manifest import REEXPORT, EncoderError, EncoderManifest
 from encoders.session import CUDA, ORT_ERRORS, SessionConfig, create_session, model_error
 from encoders.tokenize import TextTokenizer
+from schemas.progress import progress as progress_bar
 
 __all__ = ["TextEncoder"]
 
@@ -79,7 +79,7 @@ class TextEncoder:
             return out
         encoded = self.tokenizer.encode(texts)
         order = np.argsort([len(ids) for ids, _ in encoded], kind="stable")
-        with tqdm(total=len(texts), unit="text", desc=desc, disable=not progress, leave=False) as bar:
+        with progress_bar(total=len(texts), unit="text", desc=desc, enabled=progress) as bar:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 feed = self.tokenizer.pad([encoded[i] for i in idx])

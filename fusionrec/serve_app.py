@@ -82,6 +82,7 @@ def build_app(s: Settings, progress: bool = True) -> tuple[Any, ServingResources
         states=store,  # read-only, for the console's activity view
         live=LiveScraper(cfg.worker_metrics_urls),
         reports_dir=cfg.reports_dir,
+        query_cache=cfg.query_cache,
     )
     return create_app(service, worker_threads=cfg.request_threads, guard=guard), res, store
 

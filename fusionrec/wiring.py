@@ -38,14 +38,17 @@ Explainer = Callable[[Sequence[str], Sequence[str]], list[tuple[str | None, floa
 log = logging.getLogger("fusionrec.wiring")
 
 
-def build_ranker(dataset: Dataset | None = None, bundle: str | Path | None = None) -> Ranker:
+def build_ranker(
+    dataset: Dataset | None = None, bundle: str | Path | None = None, ranking_stage: bool = True
+) -> Ranker:
     """The bundle's ranker when a bundle is given (ONNX user encoder, batched; its own catalog and
-    popularity, so no dataset is read), else the co-occurrence baseline fitted on the dataset."""
+    popularity, so no dataset is read; its learned ranking stage unless `ranking_stage` is false),
+    else the co-occurrence baseline fitted on the dataset."""
     if bundle is not None:
         # no spinning: a worker shares its cores with the Kafka client, the store driver and (here)
         # the services; idle ONNX threads busy-waiting for the next batch cost ~10% throughput
         session = SessionConfig(allow_spinning=False)
-        return BundleRanker(ModelBundle.load(bundle, session), retrieval=session)
+        return BundleRanker(ModelBundle.load(bundle, session), retrieval=session, ranking_stage=ranking_stage)
     if dataset is None:
         raise ConfigError(
             "no model: give a bundle (--bundle, from `fusionrec train`) or a dataset to fit co-occurrence"

@@ -36,11 +36,11 @@ from ranker.model import ModelConfig
 from ranker.stage_fit import fit_stage
 from ranker.train import (
     TrainConfig,
+    TrainRun,
     auto_max_len,
     catalog_tensors,
     choose_alpha,
     score_split,
-    train_model,
     training_windows,
 )
 from shopdata.loader import Dataset
@@ -57,6 +57,9 @@ DEFAULT_VARIANTS: tuple[tuple[str, str, float], ...] = (
     ("concat", "concat", 0.5),
     ("gated", "gated", 0.5),
 )
+#: successive halving over the variants: every one trains this many epochs, then the best KEEP go on
+SCREEN_EPOCHS = 8
+KEEP_VARIANTS = 2
 
 
 def encode_texts(catalog: Catalog, encoder_dir: Path, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
@@ -100,13 +103,18 @@ def fit(
     trained_models: dict[str, Any] | None = None,
     cold_items: float = 0.0,
     ranking_stage: bool = True,
+    screen_epochs: int = SCREEN_EPOCHS,
+    keep: int = KEEP_VARIANTS,
 ) -> dict[str, Any]:
     """Train, choose and write the bundle to `out`; returns its manifest. `trained_models`, when
     given, receives each variant's trained torch model by name (to check the ONNX export against).
     `cold_items` > 0 holds out that share of the items (ranker.data.cold_item_ids) from every
     training sequence and records them in the manifest, for `evaluate`'s cold-items protocol. Without
     a max_len in `model_overrides`, it follows the data (ranker.train.auto_max_len). `ranking_stage`:
-    also fit the learned ranking stage (ranker.stage) on the validation targets, into ranking/."""
+    also fit the learned ranking stage (ranker.stage) on the validation targets, into ranking/.
+    With more than `keep` variants, every variant trains `screen_epochs` epochs first and only the
+    `keep` best by validation NDCG@10 go on (successive halving; the others are recorded in the
+    manifest's "screened_out"); `keep=0` trains every variant to the end."""
     started = time.perf_counter()
     catalog = build_catalog(dataset)
     text, encoder_info = encode_texts(catalog, encoder_dir, progress)
@@ -127,13 +135,35 @@ def fit(
     )
     results: dict[str, dict[str, Any]] = {}
     trained: dict[str, Any] = {}
-    for name, fusion, beta in variants:
-        cfg = replace(base, fusion=fusion, beta=beta)
-        res = train_model(cfg, train_cfg, data, tensors, progress=progress, desc=f"train {name}")
+    runs = {
+        name: TrainRun(replace(base, fusion=fusion, beta=beta), train_cfg, data, tensors, f"train {name}")
+        for name, fusion, beta in variants
+    }
+    finalists = list(runs)
+    screened: dict[str, dict[str, Any]] = {}
+    if 0 < keep < len(runs) and screen_epochs > 0:  # successive halving: all briefly, the best on
+        for run in runs.values():
+            run.run(screen_epochs, progress)
+        finalists = sorted(runs, key=lambda n: (-runs[n].best, n))[:keep]
+        for name in runs:
+            if name not in finalists:
+                r = runs[name]
+                screened[name] = {"valid_ndcg@10_alpha1": round(r.best, 6), "epochs_run": r.epoch}
+        log.info(
+            "screened %d variants over %d epochs: going on with %s; dropped %s",
+            len(runs),
+            screen_epochs,
+            ", ".join(finalists),
+            ", ".join(f"{n} ({v['valid_ndcg@10_alpha1']:.4f})" for n, v in screened.items()),
+        )
+    for name in finalists:
+        run = runs[name]
+        run.run(train_cfg.epochs, progress)
+        res = run.result()
         alpha, decay, valid = choose_alpha(res.model, data.valid, train_cfg.eval_batch)
         results[name] = {
-            "fusion": fusion,
-            "beta": beta,
+            "fusion": run.cfg.fusion,
+            "beta": run.cfg.beta,
             "alpha": alpha,
             "decay": decay,
             "valid_ndcg@10": round(valid, 6),
@@ -144,6 +174,7 @@ def fit(
             "valid_curve": [round(c, 5) for c in res.curve],
         }
         trained[name] = res.model
+    runs.clear()  # the finalists are in `trained`; the screened-out models go
     best = max(results, key=lambda n: (results[n]["valid_ndcg@10"], n))
     if out.exists():
         shutil.rmtree(out)
@@ -177,7 +208,7 @@ def fit(
     write_catalog(out, dataset.items)  # row order = catalog order = item_ids.json
     write_popularity(out, dataset.item_counts())
     info = json.loads((out / "manifest.json").read_text())  # the main model's, from export_bundle
-    manifest = write_manifest(out, {**info, "chosen_variant": best, "variants": results})
+    manifest = write_manifest(out, {**info, "chosen_variant": best, "variants": results, "screened_out": screened})
     stage_fit: tuple[Any, dict[str, Any]] | None = None
     if ranking_stage:
         try:
@@ -196,6 +227,7 @@ def fit(
                 **info,
                 "chosen_variant": best,
                 "variants": results,
+                "screened_out": screened,
                 "ranking": {k: v for k, v in stage_info.items() if k != "seconds"},
             },
         )

@@ -35,6 +35,7 @@ from ranker.stage import RankingStage
 from ranker.state import UserState
 from schemas.events import EVENT_TYPE_INDEX
 from schemas.items import Item
+from shopdata.loader import category_labels
 
 __all__ = ["POPULAR_N", "SEARCH_USERS", "BundleRanker"]
 
@@ -46,6 +47,12 @@ SEARCH_USERS = ("hybrid", "encoder")
 #: a search-only shopper's last queries that count, and each older one's weight
 SEARCH_QUERIES = 3
 SEARCH_DECAY = 0.5
+
+
+def _primary(category: str) -> str:
+    """An item's primary category label, as training indexes it (ranker.data.build_catalog)."""
+    labels = category_labels(category)
+    return labels[0] if labels else ""
 
 
 def _rounded(scores: np.ndarray) -> np.ndarray:
@@ -216,7 +223,7 @@ class BundleRanker:
         feed = {
             "text_vectors": text.astype(np.float32),
             "item_rows": id_rows,
-            "categories": np.array([cats.get(it.category, 0) for it in items], dtype=np.int64),
+            "categories": np.array([cats.get(_primary(it.category), 0) for it in items], dtype=np.int64),
             "brands": np.array([brands.get(it.brand, 0) for it in items], dtype=np.int64),
             "pop_buckets": np.zeros(len(items), dtype=np.int64),
         }

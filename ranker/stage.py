@@ -58,10 +58,10 @@ FEATURES = (
 class StageConfig:
     """Candidate counts per retriever and the co-visit / text-profile shapes."""
 
-    seq_top: int = 50
-    cov_top: int = 50
-    text_top: int = 50
-    popular_top: int = 10
+    seq_top: int = 30
+    cov_top: int = 20
+    text_top: int = 20
+    popular_top: int = 5
     history_top: int = 5
     window: int = 3  # co-visit: positions apart that still count (weight 1/distance)
     neighbours: int = 50  # co-visit: best neighbours kept per item
@@ -172,11 +172,13 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def _rank_in(cands: np.ndarray, top: np.ndarray, n: int) -> np.ndarray:
-    """[users, C] position of each candidate in that user's `top` list (rows < n), len(top) when absent."""
-    ranks = np.full((len(top), n), top.shape[1], dtype=np.float32)
-    if top.shape[1]:
-        ranks[np.arange(len(top))[:, None], top] = np.arange(top.shape[1], dtype=np.float32)
-    return np.take_along_axis(ranks, cands, axis=1)
+    """[users, C] position of each candidate in that user's `top` list (rows < n), len(top) when absent.
+    Compared per user ([U, C, K] booleans), never a [U, n] table: C and K are tens, n the catalog."""
+    k = top.shape[1]
+    if k == 0:
+        return np.zeros(cands.shape, dtype=np.float32)
+    hit = cands[:, :, None] == top[:, None, :]
+    return np.where(hit.any(axis=2), hit.argmax(axis=2), k).astype(np.float32)
 
 
 class RankingStage:
@@ -261,27 +263,18 @@ class RankingStage:
         cov_score = np.take_along_axis(cov, cands, axis=1)
         cov_best = np.maximum(cov.max(axis=1, keepdims=True), 1e-9)
         text_score = np.take_along_axis(text_all, cands, axis=1)
-        user = np.arange(users)[:, None]
-        # history features: where each row was last seen (steps back) and how often, per user
-        span = users * n
-        keys = (user * n + np.maximum(hist, 0)).ravel()
-        seen = (hist >= 0).ravel()
-        times = np.bincount(keys[seen], minlength=span).reshape(users, n)
-        last_seen = np.full((users, n), -1, dtype=np.int64)
-        pos = np.broadcast_to(np.arange(hist.shape[1]), hist.shape)
-        mask = hist >= 0
-        last_seen[np.broadcast_to(user, hist.shape)[mask], hist[mask]] = pos[mask]  # later positions win
-        last_pos = np.take_along_axis(last_seen, cands, axis=1)
-        times_seen = np.take_along_axis(times, cands, axis=1).astype(np.float32)
-        since_seen = np.where(last_pos >= 0, hist.shape[1] - last_pos, cfg.history_window + 1).astype(np.float32)
+        # history features: where each candidate was last seen (steps back) and how often, per user
+        # ([U, C, window] comparisons: no [U, n] table)
+        same = (cands[:, :, None] == hist[:, None, :]) & (hist >= 0)[:, None, :]
+        times_seen = same.sum(axis=2).astype(np.float32)
+        width = hist.shape[1]
+        last_pos = np.where(same.any(axis=2), width - 1 - same[:, :, ::-1].argmax(axis=2), -1)
+        since_seen = np.where(last_pos >= 0, width - last_pos, cfg.history_window + 1).astype(np.float32)
         lengths = np.array([len(h) for h in histories], dtype=np.float32)
         last = hist[:, -1]
         recent = hist[:, -3:]
-        # cosines to the last 3 items: [3U, n] products then a gather (cheaper than gathering [U, C, d])
-        sims = (text[np.maximum(recent, 0)].reshape(-1, text.shape[1]) @ text.T).reshape(users, recent.shape[1], n)
-        cos_each = np.take_along_axis(
-            sims, np.broadcast_to(cands[:, None, :], (users, recent.shape[1], cands.shape[1])), 2
-        )
+        # cosines to the last 3 items: [U, C, d] x [U, d, 3] over the candidates only
+        cos_each = np.matmul(text[np.maximum(recent, 0)], text[cands].transpose(0, 2, 1))
         cos_last = cos_each[:, -1, :]
         cos_recent = np.where((recent >= 0)[:, :, None], cos_each, -1.0).max(axis=1)
         cat = categories[:n].astype(np.int64)

@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ranker.data import Catalog, Split, SplitData
 from ranker.metrics import ndcg_at_k, target_ranks
 from ranker.model import ModelConfig, SeqRecModel
+from schemas.progress import progress as progress_bar
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "TrainRun",
     "auto_max_len",
     "catalog_tensors",
     "choose_alpha",
@@ -181,6 +182,85 @@ def _loss(
     return torch.nn.functional.cross_entropy(logits, inverse[: len(wanted)])
 
 
+class TrainRun:
+    """One variant's training, resumable between epochs: `run(until)` trains up to epoch `until`
+    (or until early stopping), and may be called again to go on where it stopped, the same loop,
+    optimiser and samplers, so fit() can screen every variant for a few epochs and carry on only
+    with the best (successive halving)."""
+
+    def __init__(
+        self, cfg: ModelConfig, tcfg: TrainConfig, data: SplitData, tensors: tuple[torch.Tensor, ...], desc: str
+    ) -> None:
+        seed_everything(tcfg.seed, tcfg.threads)
+        self.cfg, self.tcfg, self.data, self.desc = cfg, tcfg, data, desc
+        self.model = SeqRecModel(cfg, *tensors)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        self.windows = training_windows(data.train, data.train_types, cfg.max_len)
+        if not self.windows:
+            raise ValueError("no user has two training events: nothing to learn from")
+        self.rng = np.random.default_rng(tcfg.seed)
+        self.gen = torch.Generator().manual_seed(tcfg.seed)
+        self.best, self.best_epoch, self.bad = -1.0, 0, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.curve: list[float] = []
+        self.epoch = 0
+        self.stopped = False  # early stopping, or the epoch budget spent
+        self.seconds = 0.0
+
+    def run(self, until: int, progress: bool = True) -> None:
+        """Train epochs self.epoch+1 .. min(until, tcfg.epochs), stopping early on validation."""
+        last = min(until, self.tcfg.epochs)
+        if self.stopped or last <= self.epoch:
+            return
+        started = time.perf_counter()
+        model = self.model
+        bar = progress_bar(range(self.epoch + 1, last + 1), desc=self.desc, unit="epoch", enabled=progress)
+        for epoch in bar:
+            self.epoch = epoch
+            model.train()
+            total, steps = 0.0, 0
+            for chunk in _length_buckets(self.windows, self.tcfg.batch_size, self.rng):
+                seq = pad_left([w[0] for w in chunk])
+                typ = pad_left([w[1] for w in chunk])
+                loss = _loss(model, seq[:, :-1], typ[:, :-1], seq[:, 1:], self.tcfg.sampled_negatives, self.gen)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                total += float(loss.detach())
+                steps += 1
+            score = valid_ndcg(model, self.data.valid, self.tcfg.eval_batch)
+            self.curve.append(score)
+            bar.set_postfix(loss=f"{total / max(steps, 1):.3f}", valid_ndcg10=f"{score:.4f}")
+            if score > self.best:
+                self.best, self.best_epoch, self.bad = score, epoch, 0
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                self.bad += 1
+                if self.bad >= self.tcfg.patience:
+                    self.stopped = True
+                    break
+        bar.close()
+        if self.epoch >= self.tcfg.epochs:
+            self.stopped = True
+        self.seconds += time.perf_counter() - started
+
+    def result(self) -> TrainResult:
+        """The model at its best validation epoch so far (in eval mode)."""
+        assert self.best_state is not None, "run() first"
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        log.info(
+            "trained fusion=%s beta=%.2f best_epoch=%d valid_ndcg10=%.4f epochs=%d seconds=%.1f",
+            self.cfg.fusion,
+            self.cfg.beta,
+            self.best_epoch,
+            self.best,
+            self.epoch,
+            self.seconds,
+        )
+        return TrainResult(self.model, self.best_epoch, self.best, self.epoch, self.seconds, list(self.curve))
+
+
 def train_model(
     cfg: ModelConfig,
     tcfg: TrainConfig,
@@ -189,56 +269,10 @@ def train_model(
     progress: bool = True,
     desc: str = "train",
 ) -> TrainResult:
-    seed_everything(tcfg.seed, tcfg.threads)
-    model = SeqRecModel(cfg, *tensors)
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    windows = training_windows(data.train, data.train_types, cfg.max_len)
-    if not windows:
-        raise ValueError("no user has two training events: nothing to learn from")
-    rng = np.random.default_rng(tcfg.seed)
-    gen = torch.Generator().manual_seed(tcfg.seed)
-    best, best_epoch, best_state, bad = -1.0, 0, None, 0
-    curve: list[float] = []
-    started = time.perf_counter()
-    bar = tqdm(range(1, tcfg.epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
-    epoch = 0
-    for epoch in bar:
-        model.train()
-        total, steps = 0.0, 0
-        for chunk in _length_buckets(windows, tcfg.batch_size, rng):
-            seq = pad_left([w[0] for w in chunk])
-            typ = pad_left([w[1] for w in chunk])
-            loss = _loss(model, seq[:, :-1], typ[:, :-1], seq[:, 1:], tcfg.sampled_negatives, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-            steps += 1
-        score = valid_ndcg(model, data.valid, tcfg.eval_batch)
-        curve.append(score)
-        bar.set_postfix(loss=f"{total / max(steps, 1):.3f}", valid_ndcg10=f"{score:.4f}")
-        if score > best:
-            best, best_epoch, bad = score, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= tcfg.patience:
-                break
-    bar.close()
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    model.eval()
-    seconds = time.perf_counter() - started
-    log.info(
-        "trained fusion=%s beta=%.2f best_epoch=%d valid_ndcg10=%.4f epochs=%d seconds=%.1f",
-        cfg.fusion,
-        cfg.beta,
-        best_epoch,
-        best,
-        epoch,
-        seconds,
-    )
-    return TrainResult(model, best_epoch, best, epoch, seconds, curve)
+    """Train one variant to early stopping (or tcfg.epochs) and return it at its best epoch."""
+    run = TrainRun(cfg, tcfg, data, tensors, desc)
+    run.run(tcfg.epochs, progress)
+    return run.result()
 
 
 def choose_alpha(

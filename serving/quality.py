@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ranker.search import MODES, HybridIndex, SearchWeights, rank_of
 from ranker.text import category_query, common_category_terms, known_item_query
+from schemas.progress import progress as progress_bar
 
 __all__ = ["QUERY_KINDS", "SearchCase", "build_cases", "evaluate_search"]
 
@@ -94,7 +94,7 @@ def _prepare(
     qvec = dict(zip(queries, encode(queries), strict=True))
     aff = affinity(cases)
     out = []
-    for n, c in enumerate(tqdm(cases, desc=desc, disable=not progress, leave=False)):
+    for n, c in enumerate(progress_bar(cases, desc=desc, unit="query", enabled=progress)):
         v = qvec[c.query]
         bm = index.bm25.scores(c.query)
         dense = index.text_vectors @ v

@@ -15,8 +15,10 @@ from encoders.catalog import encode_catalog, load_catalog_vectors
 from encoders.session import SessionConfig
 from encoders.text import TextEncoder
 from ranker.bundle import ModelBundle
+from ranker.online import BundleRanker
 from ranker.popularity import popular_items, popular_rows
 from ranker.search import HybridIndex, SearchWeights
+from ranker.state import UserState
 from ranker.text_fusion import TextFusionModel
 from schemas.errors import ConfigError
 from schemas.events import EVENT_TYPE_INDEX
@@ -82,30 +84,39 @@ class ServingResources:
         reads lists, never user state). A model list's scores are u·g_j over the bundle's fused item
         vectors, so the least-squares, minimum-norm solution of G u = s is u's projection onto the
         listed items' span. On Scientific (search-eval, all queries) it personalises search as well
-        as the state's history did: MRR@10 0.5874 vs 0.5872, Recall@10 0.807 vs 0.815. None without
-        a bundle or when no listed item is in it."""
+        as the state's history did: MRR@10 0.5874 vs 0.5872, Recall@10 0.807 vs 0.815. A bundle with
+        a ranking stage stores the stage's scores, on a scale and offset of their own: the fit then
+        takes an intercept (G u + b = s), and only u's direction is used (search z-scores the
+        affinity). None without a bundle or when no listed item is in it."""
         if self.bundle is None:
             return None
         pairs = [(r, s) for i, s in scored if (r := self.rows.get(i)) is not None and self.bundle_rows[r] >= 0]
         if not pairs:
             return None
         vectors = self.item_vectors[[r for r, _ in pairs]].astype(np.float64)
+        if self.bundle.has_ranking_stage():
+            vectors = np.hstack([vectors, np.ones((len(pairs), 1))])
         taste, *_ = np.linalg.lstsq(vectors, np.array([s for _, s in pairs], dtype=np.float64), rcond=None)
+        taste = taste[: self.item_vectors.shape[1]]
         return taste.astype(np.float32) if np.any(taste) else None
 
     def list_affinity_from_histories(self, histories: Sequence[Sequence[str]], k: int = 20) -> np.ndarray:
-        """Offline twin of what the API serves, for search-eval: each history's top-k unseen items
-        by the bundle's user vector with their scores rounded as stored (the list the worker
-        writes), then the affinity of that list's `list_taste`."""
-        scores = self.affinity(self.user_vectors(histories))
-        out = np.zeros_like(scores)
-        for n, hist in enumerate(histories):
-            s = scores[n].copy()
-            s[[r for i in hist if (r := self.rows.get(i)) is not None]] = -np.inf
-            top = np.argpartition(-s, min(k, len(s) - 1))[:k]
-            taste = self.list_taste([(self.items[r].item_id, round(float(s[r]), 6)) for r in top])
-            if taste is not None:
-                out[n] = self.affinity(taste[None, :])[0]
+        """Offline twin of what the API serves, for search-eval: each history's list as the worker
+        writes it (ranker.online.BundleRanker, the ranking stage included when the bundle has one;
+        scores rounded as stored), then the affinity of that list's `list_taste`."""
+        assert self.bundle is not None, "list affinity needs a bundle"
+        ranker = BundleRanker(self.bundle)
+        out = np.zeros((len(histories), len(self.items)), dtype=np.float32)
+        for lo in range(0, len(histories), 256):
+            chunk = histories[lo : lo + 256]
+            states = [
+                UserState(f"offline-{lo + n}", recent_items=tuple(h), recent_types=("purchase",) * len(h))
+                for n, h in enumerate(chunk)
+            ]
+            for n, (listed, source) in enumerate(ranker.rank_many(states, k)):
+                taste = self.list_taste(listed) if source == "personal" else None
+                if taste is not None:
+                    out[lo + n] = self.affinity(taste[None, :])[0]
         return out
 
 

@@ -40,6 +40,7 @@ class ServeSettings(BaseModel):
     workers: int = Field(1, ge=1, description="API processes (one per core is typical)")
     request_threads: int = Field(4, ge=1, description="request threads per process")
     threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per request")
+    query_cache: int = Field(10_000, ge=0, description="recent queries whose text vectors are kept; 0: none")
     bundle: str | None = Field(None, description="model bundle: items, popularity, user vectors, similar items")
     encoder: str | None = Field(None, description="text encoder export; default: the bundle's own copy")
     items: str | None = Field(None, description="items file (CSV or JSONL) when serving without a bundle")

@@ -8,8 +8,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
+from schemas.progress import progress as progress_bar
 from streams.core import BatchOutcome, Pipeline, RawRecord
 from streams.stores.base import DeadLetterStore
 
@@ -61,7 +60,7 @@ def run_embedded(
     each batch's dead letters are kept in `dead_letters` (often the same store)."""
     report = EmbeddedReport()
     started = time.perf_counter()
-    with tqdm(total=total, unit="ev", desc="replay (embedded)", disable=not progress, leave=False) as bar:
+    with progress_bar(total=total, unit="ev", desc="replay (embedded)", enabled=progress) as bar:
         for batch in _batches(records, batch_size):
             outcome: BatchOutcome = pipeline.process(batch)
             if outcome.dead_letters:

@@ -7,9 +7,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
 from schemas.errors import ConfigError, ServiceError
+from schemas.progress import progress as progress_bar
 from streams.kafka_config import ClientLog, KafkaClientConfig, kafka_client_config, refusal
 from streams.settings import KafkaSettings
 
@@ -130,7 +129,7 @@ def produce_records(
             log.error("produce_failed error=%s", err)
 
     started = time.perf_counter()
-    with tqdm(total=total, unit="ev", desc=f"replay -> {topic}", disable=not progress, leave=False) as bar:
+    with progress_bar(total=total, unit="ev", desc=f"replay -> {topic}", enabled=progress) as bar:
         for i, (key, value) in enumerate(records):
             if rate:
                 ahead = started + i / rate - time.perf_counter()

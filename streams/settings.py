@@ -128,6 +128,9 @@ class CassandraSettings(Frozen):
 
 class WorkerSettings(Frozen):
     batch_size: int = Field(500, ge=1, description="events per micro-batch")
+    ranking_stage: bool = Field(
+        True, description="re-rank with the bundle's learned ranking stage when it has one (costs throughput)"
+    )
     batch_within_s: float = Field(0.05, gt=0, description="max wait to fill a micro-batch")
     k: int = Field(20, ge=1, le=1000, description="length of each stored list")
     commit_interval_s: float = Field(1.0, gt=0, description="how often acked offsets are committed")

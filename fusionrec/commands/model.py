@@ -130,10 +130,12 @@ def train(
 ) -> None:
     """Train the text-fused sequential recommender and write a versioned model bundle (train extra).
 
-    Every fusion variant (weighted β in 0.3/0.5/0.7, concat, gated) is trained; β, α and the variant
-    are chosen on validation only. The bundle is self-contained: ONNX user encoder, fused item
-    vectors, the catalog, popularity, the text encoder, and a manifest with every file's digest and
-    the validation metrics; the other variants go under variants/. Then the ranking stage (ranking/)
+    Every fusion variant (weighted β in 0.3/0.5/0.7, concat, gated) trains 8 epochs, then the two
+    best on validation go on to early stopping (successive halving; the others are named in the
+    manifest's screened_out); β, α and the variant are chosen on validation only. The bundle is
+    self-contained: ONNX user encoder, fused item vectors, the catalog, popularity, the text
+    encoder, and a manifest with every file's digest and the validation metrics; the other
+    finalist goes under variants/. Then the ranking stage (ranking/)
     learns, on the same validation targets, to re-rank the candidates of every retriever.
     """
     setup_logging()

@@ -289,3 +289,34 @@ def test_search_only_shopper_gets_the_hybrid_search_list(bundles: list[Path]) ->
     assert source == "search" and len(legacy) == 10
     with pytest.raises(ValueError, match="search_users"):
         BundleRanker(bundle, search_users="magic")
+
+
+def test_variants_are_screened_then_the_best_go_on(shop_dir: Path, tiny_encoder: Path, tmp_path: Path) -> None:
+    """Successive halving: every variant trains `screen_epochs`, only the `keep` best by validation
+    go on to the end; the rest are named in the manifest with their screening score and never
+    written. A finalist goes on from where screening left it (one curve, not a restart)."""
+    from ranker.fit import fit
+    from ranker.train import TrainConfig
+
+    three = (*VARIANTS, ("weighted-b0.3", "weighted", 0.3))
+    manifest = fit(
+        load_dataset(shop_dir),
+        tmp_path / "b",
+        tiny_encoder,
+        variants=three,
+        model_overrides={"dim": 32, "layers": 1, "heads": 2, "max_len": 20},
+        train_cfg=TrainConfig(epochs=3, patience=3, seed=7, batch_size=128),
+        progress=False,
+        ranking_stage=False,
+        screen_epochs=1,
+        keep=1,
+    )
+    (kept,) = manifest["variants"]
+    assert set(manifest["screened_out"]) == {n for n, _, _ in three} - {kept}
+    assert manifest["chosen_variant"] == kept
+    assert manifest["variants"][kept]["epochs_run"] == 3 and len(manifest["variants"][kept]["valid_curve"]) == 3
+    screening = {n: v["valid_ndcg@10_alpha1"] for n, v in manifest["screened_out"].items()}
+    first_epoch = manifest["variants"][kept]["valid_curve"][0]
+    assert all(first_epoch >= s - 1e-5 for s in screening.values())  # it led after the screening epoch
+    assert all(v["epochs_run"] == 1 for v in manifest["screened_out"].values())
+    assert not (tmp_path / "b" / "variants").exists()
