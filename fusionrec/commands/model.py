@@ -127,11 +127,17 @@ def train(
             "co-visitation, text similarity, popularity and the user's own items) on the validation targets.",
         ),
     ] = True,
+    screen_epochs: Annotated[
+        int, typer.Option(min=0, help="Epochs every variant trains before only the best go on (0: no screening).")
+    ] = 8,
+    finalists: Annotated[
+        int, typer.Option(min=0, help="Variants trained on to early stopping after the screening (0: all).")
+    ] = 2,
 ) -> None:
     """Train the text-fused sequential recommender and write a versioned model bundle (train extra).
 
-    Every fusion variant (weighted β in 0.3/0.5/0.7, concat, gated) trains 8 epochs, then the two
-    best on validation go on to early stopping (successive halving; the others are named in the
+    Every fusion variant (weighted β in 0.3/0.5/0.7, concat, gated) trains --screen-epochs (8), then
+    the --finalists (2) best on validation go on to early stopping (successive halving; the others are named in the
     manifest's screened_out); β, α and the variant are chosen on validation only. The bundle is
     self-contained: ONNX user encoder, fused item vectors, the catalog, popularity, the text
     encoder, and a manifest with every file's digest and the validation metrics; the other
@@ -157,6 +163,8 @@ def train(
         model_overrides={"max_len": max_len} if max_len else None,
         cold_items=cold_items,
         ranking_stage=ranking_stage,
+        screen_epochs=screen_epochs,
+        keep=finalists,
         train_cfg=TrainConfig(epochs=epochs, patience=patience, seed=seed, threads=threads, batch_size=512, lr=2e-3),
     )
     best = manifest["chosen_variant"]
