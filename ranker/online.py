@@ -208,9 +208,7 @@ class BundleRanker:
         popularity bucket."""
         if not items:
             return 0
-        if self._fusion is None:
-            self._fusion = self.bundle.item_fusion()
-        encoder, session = self._fusion
+        encoder, session = self._item_fusion()
         cats = {n: i for i, n in enumerate(self.bundle.category_names)}
         brands = {n: i for i, n in enumerate(self.brand_names)}
         text = encoder.encode([it.text() for it in items])
@@ -266,9 +264,7 @@ class BundleRanker:
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
         """Search queries in the fused item space: each query is fused as an item with that text (ID
         embedding borrowed from its nearest item by text, no category or brand, lowest popularity)."""
-        if self._fusion is None:
-            self._fusion = self.bundle.item_fusion()
-        encoder, session = self._fusion
+        encoder, session = self._item_fusion()
         text = encoder.encode(list(queries)).astype(np.float32)
         known_text = self._known_text()
         id_rows = (
@@ -286,7 +282,7 @@ class BundleRanker:
         SEARCH_QUERIES queries ranked by BM25 + dense text similarity (ranker.search, z-scored
         over its candidates), summed with weight SEARCH_DECAY per step back; top k."""
         index = self._hybrid_index()
-        encoder, _ = self._fusion if self._fusion is not None else self._load_fusion()
+        encoder, _ = self._item_fusion()
         recent = list(queries)[-SEARCH_QUERIES:]
         vectors = encoder.encode(recent)
         total: dict[int, float] = {}
@@ -297,8 +293,10 @@ class BundleRanker:
         best = sorted(total.items(), key=lambda rs: (-rs[1], rs[0]))[:k]
         return [(self.bundle.item_ids[r], round(s, 6)) for r, s in best]
 
-    def _load_fusion(self) -> tuple[Any, Any]:
-        self._fusion = self.bundle.item_fusion()
+    def _item_fusion(self) -> tuple[Any, Any]:
+        """(text encoder, item-fusion session) of the bundle, loaded on first use."""
+        if self._fusion is None:
+            self._fusion = self.bundle.item_fusion()
         return self._fusion
 
     def _hybrid_index(self) -> HybridIndex:
