@@ -171,8 +171,8 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def _rank_in(cands: np.ndarray, top: np.ndarray, n: int) -> np.ndarray:
-    """[users, C] position of each candidate in that user's `top` list (rows < n), len(top) when absent.
+def _rank_in(cands: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """[users, C] position of each candidate in that user's `top` list, len(top) when absent.
     Compared per user ([U, C, K] booleans), never a [U, n] table: C and K are tens, n the catalog."""
     k = top.shape[1]
     if k == 0:
@@ -291,13 +291,13 @@ class RankingStage:
         last_type = np.array([t[-1] if len(t) else 0 for t in types], dtype=np.float32)
         cols = [
             seq_score,
-            _rank_in(cands, seq_top, n),
+            _rank_in(cands, seq_top),
             seq_score - seq_best[:, None] if seq_best is not None else seq_score,
             cov_score,
-            _rank_in(cands, cov_top, n),
+            _rank_in(cands, cov_top),
             cov_score / cov_best,
             text_score,
-            _rank_in(cands, text_top, n),
+            _rank_in(cands, text_top),
             self.log_popularity[:n][cands],
             since_seen,
             times_seen,

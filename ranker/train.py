@@ -28,7 +28,6 @@ __all__ = [
     "pad_left",
     "score_split",
     "seed_everything",
-    "train_model",
     "training_windows",
 ]
 
@@ -259,20 +258,6 @@ class TrainRun:
             self.seconds,
         )
         return TrainResult(self.model, self.best_epoch, self.best, self.epoch, self.seconds, list(self.curve))
-
-
-def train_model(
-    cfg: ModelConfig,
-    tcfg: TrainConfig,
-    data: SplitData,
-    tensors: tuple[torch.Tensor, ...],
-    progress: bool = True,
-    desc: str = "train",
-) -> TrainResult:
-    """Train one variant to early stopping (or tcfg.epochs) and return it at its best epoch."""
-    run = TrainRun(cfg, tcfg, data, tensors, desc)
-    run.run(tcfg.epochs, progress)
-    return run.result()
 
 
 def choose_alpha(
