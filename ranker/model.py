@@ -34,6 +34,7 @@ class ModelConfig:
     beta: float = 0.5
     n_event_types: int = 6
     pop_buckets: int = 16
+    item_dropout: float = 0.0  # share of items whose ID embedding and popularity are hidden per step
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -45,6 +46,7 @@ class FusedItems(nn.Module):
     categories: torch.Tensor
     brands: torch.Tensor
     pop_bucket: torch.Tensor
+    known: torch.Tensor
 
     def __init__(
         self,
@@ -64,6 +66,8 @@ class FusedItems(nn.Module):
         self.register_buffer("categories", categories)
         self.register_buffer("brands", brands)
         self.register_buffer("pop_bucket", pop_bucket)
+        # bucket 0 = no training events: such an item's ID embedding was never trained, so it is not used
+        self.register_buffer("known", (pop_bucket > 0).unsqueeze(-1).to(text.dtype))
         self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, cfg.dim), nn.LayerNorm(cfg.dim))
         self.id_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)
         self.cat_emb = nn.Embedding(cfg.n_categories + 1, cfg.dim, padding_idx=0)
@@ -76,8 +80,14 @@ class FusedItems(nn.Module):
             nn.init.normal_(emb.weight, std=0.02)
 
     def forward(self) -> torch.Tensor:
-        """[n_items + 1, dim] fused vectors for the whole catalog (row 0: padding)."""
-        out = self.fuse(self.text, self.id_emb.weight, self.categories, self.brands, self.pop_bucket)
+        """[n_items + 1, dim] fused vectors for the whole catalog (row 0: padding). In training,
+        `item_dropout` of the items are fused as new items (no ID embedding, popularity bucket 0)."""
+        known, pop = self.known, self.pop_bucket
+        if self.training and self.cfg.item_dropout > 0:
+            hidden = torch.rand(pop.shape, device=pop.device) < self.cfg.item_dropout
+            known = known * (~hidden).unsqueeze(-1).to(known.dtype)
+            pop = torch.where(hidden, torch.zeros_like(pop), pop)
+        out = self.fuse(self.text, self.id_emb.weight * known, self.categories, self.brands, pop)
         return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
 
     def fuse(

@@ -202,10 +202,10 @@ class BundleRanker:
         """Encode new or changed items (ONNX text encoder + item fusion) into the live index.
 
         A changed item keeps its row (and learned ID embedding). A new item has no learned ID
-        embedding: it borrows the one of its nearest catalog item by text (cold-start items start
-        with the collaborative signal of their closest text twin; with no text vectors in the
-        bundle, no ID embedding), and gets its category and brand when known and the lowest
-        popularity bucket."""
+        embedding. A model trained with item dropout (ranker.model) encodes it as it learned new
+        items: text, category and brand, no ID embedding, popularity bucket 0. An older model never
+        learned that path, so there the item borrows the ID embedding of its nearest catalog item by
+        text (the collaborative signal of its closest text twin)."""
         if not items:
             return 0
         encoder, session = self._item_fusion()
@@ -216,7 +216,7 @@ class BundleRanker:
         id_rows = np.array([r + 1 if r >= 0 else 0 for r in existing], dtype=np.int64)
         fresh = [n for n, r in enumerate(existing) if r < 0]
         known_text = self._known_text()
-        if fresh and known_text is not None:
+        if fresh and known_text is not None and self._borrows_twin():
             id_rows[fresh] = np.argmax(text[fresh] @ known_text.T, axis=1) + 1
         feed = {
             "text_vectors": text.astype(np.float32),
@@ -258,18 +258,22 @@ class BundleRanker:
             return make_retriever(vectors)
         return OnnxExactRetriever(vectors, self.retrieval)
 
+    def _borrows_twin(self) -> bool:
+        """True for a model trained without item dropout: its new-item path (no ID embedding) is untrained."""
+        return float(self.bundle.manifest.get("model", {}).get("item_dropout", 0.0)) <= 0.0
+
     def _can_fuse(self) -> bool:
         return (self.bundle.folder / "item_fusion.onnx").is_file() and (self.bundle.folder / "encoder").is_dir()
 
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
-        """Search queries in the fused item space: each query is fused as an item with that text (ID
-        embedding borrowed from its nearest item by text, no category or brand, lowest popularity)."""
+        """Search queries in the fused item space: each query is fused as a new item with that text
+        (no category or brand, lowest popularity; the ID embedding as add_items gives a new item)."""
         encoder, session = self._item_fusion()
         text = encoder.encode(list(queries)).astype(np.float32)
         known_text = self._known_text()
         id_rows = (
             np.argmax(text @ known_text.T, axis=1).astype(np.int64) + 1
-            if known_text is not None
+            if known_text is not None and self._borrows_twin()
             else np.zeros(len(text), np.int64)
         )
         zeros = np.zeros(len(text), dtype=np.int64)

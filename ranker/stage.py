@@ -8,7 +8,10 @@ Retrievers (each gives candidates and features):
   co-visit    items bought near the user's recent items in the training sequences (item-kNN,
               sparse: each item keeps its `neighbours` best);
   text        cosine of the item's text vector to a recency-weighted profile of the history's;
-  popular     the most bought items; and the user's own last items (repeat purchases).
+  popular     the most bought items; and the user's own last items (repeat purchases);
+  new         the items without events (new on the items topic, or none in the training data)
+              closest to the text profile: no other retriever can find them (no co-visits, no
+              popularity, and a sequential score from their text alone).
 
 Why a learned stage: the sequential model and co-visitation are right about different users (long
 vs short histories, niche vs popular items); a ranker over both, trained on the validation
@@ -63,6 +66,7 @@ class StageConfig:
     text_top: int = 20
     popular_top: int = 5
     history_top: int = 5
+    new_top: int = 10  # items without events, by text similarity (0 in bundles from before it existed)
     window: int = 3  # co-visit: positions apart that still count (weight 1/distance)
     neighbours: int = 50  # co-visit: best neighbours kept per item
     recent: int = 5  # co-visit: the user's last items that vote
@@ -72,7 +76,7 @@ class StageConfig:
 
     @property
     def max_candidates(self) -> int:
-        return self.seq_top + self.cov_top + self.text_top + self.popular_top + self.history_top
+        return self.seq_top + self.cov_top + self.text_top + self.popular_top + self.history_top + self.new_top
 
 
 @dataclass
@@ -248,11 +252,12 @@ class RankingStage:
         profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-9)
         text_all = profiles @ text.T
         text_top = _top(text_all, cfg.text_top)
+        new_top = self._new_top(text_all, n)
         hist = history_matrix(histories, cfg.history_window)
         own = hist[:, -cfg.history_top :]
         top_popular = self._popular[self._popular < n]
         popular = np.broadcast_to(top_popular, (users, len(top_popular)))
-        raw = np.concatenate([seq_top, cov_top, text_top, popular, own], axis=1)
+        raw = np.concatenate([seq_top, cov_top, text_top, popular, own, new_top], axis=1)
         cands = np.sort(raw, axis=1)
         valid = cands >= 0
         valid[:, 1:] &= cands[:, 1:] != cands[:, :-1]
@@ -311,6 +316,15 @@ class RankingStage:
         ]
         feats = np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=2)
         return cands, valid, feats
+
+    def _new_top(self, text_all: np.ndarray, n: int) -> np.ndarray:
+        """[users, <= new_top] rows of the items without events (popularity 0) by text score, best
+        first: a column over the new items only, so its cost follows how many there are."""
+        new = np.flatnonzero(self.log_popularity[:n] <= 0)
+        k = min(self.config.new_top, len(new))
+        if k <= 0:
+            return np.zeros((text_all.shape[0], 0), dtype=np.int64)
+        return new[_top(text_all[:, new], k)]
 
     def predict(self, feats: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """[U, C] model scores, -inf for invalid (duplicate) candidates."""
@@ -376,8 +390,9 @@ class RankingStage:
             )
         arrays = np.load(folder / "arrays.npz")
         booster = lgb.Booster(model_file=str(folder / "model.txt"))
+        config = {"new_top": 0, **doc["config"]}  # a stage from before the new-items retriever never saw its candidates
         return cls(
-            StageConfig(**doc["config"]),
+            StageConfig(**config),
             CoVisitation(arrays["neighbours"], arrays["weights"]),
             text,
             arrays["log_popularity"],

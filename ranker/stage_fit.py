@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from encoders.session import create_session
 from ranker.bundle import ModelBundle, write_manifest
 from ranker.data import Split, build_catalog, drop_cold_items, leave_one_out, train_all_but_last, user_sequences
 from ranker.stage import FEATURES, CoVisitation, RankingStage, StageConfig
@@ -34,6 +35,11 @@ MIN_USERS = 40
 
 #: users scored per chunk (features are [users, candidates, features] and [users, candidates, text dim])
 CHUNK = 512
+
+#: share of the trained items the ranker learns from as if they were new (no popularity, no co-visits,
+#: fused without their ID embedding): every validation target is an item with events, so without them
+#: the ranker would learn that an item without events never wins, and bury every new item
+NEW_ITEM_SHARE = 0.2
 
 
 def _held_out(user: str, share: float = 0.15) -> bool:
@@ -67,6 +73,30 @@ def stage_scores(
     return full, seq_all
 
 
+def _pretend_new(item_ids: Sequence[str], counts: np.ndarray, share: float) -> np.ndarray:
+    """[n] bool: items with events that the ranker learns from as new ones, by a hash of the id (salted:
+    not the cold-items protocol's hash, so they are other items than a cold bundle's held-out ones)."""
+    limit = int(share * 2**64)
+    picked = [int.from_bytes(hashlib.sha256(b"stage-new:" + i.encode()).digest()[:8], "big") < limit for i in item_ids]
+    return np.array(picked, dtype=bool) & (counts > 0)
+
+
+def _fused_as_new(bundle: ModelBundle, rows: np.ndarray, brands: np.ndarray) -> np.ndarray:
+    """The bundle's item vectors for `rows` as the items topic would fuse them new: text, category and
+    brand through item_fusion.onnx, no ID embedding, popularity bucket 0."""
+    session = create_session(bundle.folder / "item_fusion.onnx")
+    text = np.load(bundle.folder / "text_vectors.npy").astype(np.float32)
+    feed = {
+        "text_vectors": text[rows],
+        "item_rows": np.zeros(len(rows), np.int64),
+        "categories": bundle.item_categories[rows].astype(np.int64),
+        "brands": brands[rows].astype(np.int64),
+        "pop_buckets": np.zeros(len(rows), np.int64),
+    }
+    declared = {i.name for i in session.get_inputs()}
+    return np.asarray(session.run(None, {k: v for k, v in feed.items() if k in declared})[0], dtype=np.float32)
+
+
 def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -84,9 +114,14 @@ def fit_stage(
     seed: int = 0,
     threads: int = 0,
     rounds: int = 500,
+    new_item_share: float = NEW_ITEM_SHARE,
 ) -> tuple[RankingStage, dict[str, Any]]:
     """The stage for `bundle`: co-visitation from `train` (1-based sequences), the ranker from
-    `valid`'s targets. `brands`: brand index per bundle row. Returns (stage, info for stage.json)."""
+    `valid`'s targets. `brands`: brand index per bundle row. Returns (stage, info for stage.json).
+
+    The ranker learns from features where `new_item_share` of the items look new (_pretend_new:
+    popularity 0, out of the co-visitation, fused as new items, in users' histories too); the stage
+    it returns has every item's real popularity and co-visits."""
     import lightgbm as lgb
 
     started = time.perf_counter()
@@ -96,15 +131,32 @@ def fit_stage(
     counts = np.bincount(np.fromiter((r for s in rows for r in s), dtype=np.int64), minlength=n)[:n]
     text_path = bundle.folder / "text_vectors.npy"
     text = np.load(text_path).astype(np.float32) if text_path.is_file() else np.zeros((n, 1), np.float32)
-    stage = RankingStage(config, covisit, text, np.log1p(counts.astype(np.float32)), brands, threads=threads)
+    log_pop = np.log1p(counts.astype(np.float32))
+    stage = RankingStage(config, covisit, text, log_pop, brands, threads=threads)
+    learn, item_vectors = stage, bundle.item_vectors
+    pretend = _pretend_new(bundle.item_ids, counts, new_item_share) if new_item_share > 0 else np.zeros(n, bool)
+    if pretend.any() and (bundle.folder / "item_fusion.onnx").is_file() and text_path.is_file():
+        kept = [[r for r in s if not pretend[r]] for s in rows]
+        learn = RankingStage(
+            config,
+            CoVisitation.fit(kept, n, config.window, config.neighbours),
+            text,
+            np.where(pretend, 0.0, log_pop).astype(np.float32),
+            brands,
+            threads=threads,
+        )
+        item_vectors = bundle.item_vectors.copy()
+        item_vectors[pretend] = _fused_as_new(bundle, np.flatnonzero(pretend), np.asarray(brands))
+    else:
+        pretend[:] = False
     groups: dict[bool, tuple[list[np.ndarray], list[np.ndarray], list[int]]] = {False: ([], [], []), True: ([], [], [])}
     found = 0
     for lo in range(0, len(valid.users), CHUNK):
         hist = [[i - 1 for i in h] for h in valid.histories[lo : lo + CHUNK]]
         types = valid.history_types[lo : lo + CHUNK]
-        vectors = bundle.user_vectors(hist, types)
-        seq_rows = _top_rows(vectors @ bundle.item_vectors.T, config.seq_top)
-        cands, ok, feats = stage.features(vectors, bundle.item_vectors, bundle.item_categories, hist, types, seq_rows)
+        vectors = bundle.encoder.encode_rows(item_vectors, hist, types, batch_size=512)
+        seq_rows = _top_rows(vectors @ item_vectors.T, config.seq_top)
+        cands, ok, feats = learn.features(vectors, item_vectors, bundle.item_categories, hist, types, seq_rows)
         targets = valid.targets[lo : lo + CHUNK] - 1
         for u in range(len(hist)):
             label = (cands[u] == targets[u]) & ok[u]
@@ -152,6 +204,8 @@ def fit_stage(
         "users": len(valid.users),
         "users_with_target_in_candidates": found,
         "candidate_recall": round(found / max(len(valid.users), 1), 5),
+        "learned_as_new_items": int(pretend.sum()),
+        "learned_as_new_targets": int(sum(bool(pretend[t - 1]) for t in valid.targets)),
         "train_users": len(gt),
         "early_stopping_users": len(gv),
         "rounds": best,

@@ -171,11 +171,15 @@ def _loss(
     h = model.user.hidden(table[inputs], mask, in_types)
     real = targets > 0
     wanted = targets[real]
+    # items with no training events are no target's negatives either: their absence from the training
+    # data says nothing against them (a new item), and pushing them away would bury every new item
+    unseen = model.items.known[:, 0] == 0
     if sampled <= 0:
         logits = h[real] @ table.T
-        logits[:, 0] = -math.inf  # padding is never a prediction
+        logits[:, unseen] = -math.inf  # padding (row 0) too: never a prediction
         return torch.nn.functional.cross_entropy(logits, wanted)
     negatives = torch.randint(1, table.shape[0], (sampled,), generator=generator)
+    negatives = negatives[~unseen[negatives]]
     candidates, inverse = torch.unique(torch.cat([wanted, negatives]), return_inverse=True)
     logits = h[real] @ table[candidates].T
     return torch.nn.functional.cross_entropy(logits, inverse[: len(wanted)])

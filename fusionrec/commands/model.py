@@ -18,6 +18,9 @@ from ranker.report import markdown_table, write_report
 from schemas.errors import ConfigError
 from shopdata import load_dataset, load_items_file
 
+#: default share of items trained as new items (ranker.model: item_dropout); chosen on the cold-items protocol
+ITEM_DROPOUT = 0.3
+
 __all__ = ["register"]
 
 Variant = Literal["fp32", "int8", "fp16"]
@@ -133,6 +136,16 @@ def train(
     finalists: Annotated[
         int, typer.Option(min=0, help="Variants trained on to early stopping after the screening (0: all).")
     ] = 2,
+    item_dropout: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Share of items fused as new items (no ID embedding, no popularity) at each training step, "
+            "so that items without events (new on the items topic, or none in the data) are ranked by "
+            "their text, category and brand in the behaviour space (0: off).",
+        ),
+    ] = ITEM_DROPOUT,
 ) -> None:
     """Train the text-fused sequential recommender and write a versioned model bundle (train extra).
 
@@ -160,7 +173,7 @@ def train(
         encoder,
         protocol=protocol,
         variants=chosen,
-        model_overrides={"max_len": max_len} if max_len else None,
+        model_overrides={"item_dropout": item_dropout, **({"max_len": max_len} if max_len else {})},
         cold_items=cold_items,
         ranking_stage=ranking_stage,
         screen_epochs=screen_epochs,

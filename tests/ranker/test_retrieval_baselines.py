@@ -103,7 +103,7 @@ def test_sampled_softmax_matches_full_softmax_when_every_item_is_sampled() -> No
         torch.randn(7, 4),
         torch.ones(7, dtype=torch.long),
         torch.ones(7, dtype=torch.long),
-        torch.zeros(7, dtype=torch.long),
+        torch.tensor([0, 2, 2, 2, 2, 2, 2]),  # every item has training events (bucket 0: padding)
     ).eval()
     inputs = torch.tensor([[0, 1, 2], [3, 4, 5]])
     types = torch.full_like(inputs, 4)

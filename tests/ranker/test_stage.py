@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,24 @@ def test_train_stage_cli_adds_a_stage_and_refuses_other_data(
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "trained on data with digest" in errors[0], bad.stderr[-2000:]
     assert "Traceback" not in bad.stderr
+
+
+def test_items_without_events_are_candidates_by_text() -> None:
+    """The new-items retriever: items with popularity 0 (none in training, or live ones added to the
+    stage) closest to the user's text profile are candidates, though no other retriever finds them."""
+    stage = _stage()
+    n = stage.n_rows
+    far = -stage.text[7]  # a live item whose text is the opposite of the user's only item
+    near = stage.text[7] * 0.9 + stage.text[6] * 0.1
+    stage.add_rows(np.stack([far, near / np.linalg.norm(near)]), np.array([0, 1]))
+    vectors = np.eye(n + 2, 5, dtype=np.float32)
+    categories = np.zeros(n + 2, np.int64)
+    seq_rows = np.array([[1, 2, 3, 4]])
+    only_one = replace(stage.config, new_top=1, text_top=0, cov_top=0)
+    stage.config = only_one
+    cands, valid, _ = stage.features(vectors[[1]], vectors, categories, [[7]], [[1]], seq_rows)
+    found = set(cands[valid].tolist())
+    assert n + 1 in found and n not in found  # the nearer of the two new items, by text
+    stage.config = replace(only_one, new_top=0)
+    cands, valid, _ = stage.features(vectors[[1]], vectors, categories, [[7]], [[1]], seq_rows)
+    assert not {n, n + 1} & set(cands[valid].tolist())
