@@ -109,7 +109,7 @@ async def _load(
     return latencies, errors, wall
 
 
-def _summary(runs: list[tuple[list[float], int, float]], rate: float) -> dict[str, float]:
+def _summary(runs: list[tuple[list[float], int, float]], rate: float) -> dict[str, Any]:
     """Percentiles over every round's latencies together; rps over the rounds' wall time."""
     lat = np.array([x for r in runs for x in r[0]]) * 1000
     return {

@@ -19,6 +19,7 @@ plotted next to the JSON (PNG, with matplotlib). `--from-start`: the window open
 is launched (a deploy), else after a 12 s warm-up. `--restart-at S` SIGKILLs and restarts the worker
 S s in, `--rebalance-at S` adds a second one; both report freshness over the 60 s after and check
 every user's stored state against its exact fold. `--no-warm-up`: workers start cold.
+`--static-membership`: each worker joins with its own `--instance-id` (Kafka static membership).
 
   python bench/stream.py --json out/curve.json --data ../shared/data/scientific --bundle out/bundle \
       --rates 500,1000,2000,4000 --seconds 60 --from-start
@@ -196,12 +197,14 @@ def freshness(
     rebalance_at: float | None = None,
     new_items: bool = True,
     worker_args: tuple[str, ...] = (),
+    static: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Steady `rate` events/s with ts = production time; poll sampled users' lists until they show
     the event. `from_start`: the window opens when the worker is launched (a deploy), else after a
     12 s warm-up. `restart_at` / `rebalance_at` (s into the window): SIGKILL and restart the worker /
     add a second one then; the figures then also cover the 60 s after it, and every user's stored
-    state is checked against its exact fold at the end."""
+    state is checked against its exact fold at the end. `static`: each worker has its own
+    `--instance-id` (static group membership), so a restarted one takes its partitions back at once."""
     from bench.harness import GroupOffsets, assert_folds_exactly, wait_committed
 
     dataset = load_data(data)
@@ -256,7 +259,7 @@ def freshness(
         live = new_items and bundle is not None and (Path(bundle) / "item_fusion.onnx").is_file()
         if live:
             w.args += ["--items-topic", items_topic]
-        w.args += list(worker_args)
+        w.args += list(worker_args) + (["--instance-id", f"{tag}-1"] if static else [])
         launched = time.time()
         w.start()
         if not from_start:
@@ -283,7 +286,7 @@ def freshness(
                     w.start()
                 else:
                     second = _worker(Path(tmp), topic, group, ks, 500, data, bundle)
-                    second.args += list(worker_args)
+                    second.args += list(worker_args) + (["--instance-id", f"{tag}-2"] if static else [])
                     second.log_path = Path(tmp) / "w2.log"
                     second.start()
             fresh = Event(ev.event_id + f"#{tag}", ev.type, ev.user_id, int(now * 1000), ev.item_id, ev.query)
@@ -314,7 +317,8 @@ def freshness(
         if live:
             print(f"live items: {w.last_line('live_items')}; visible_s={visible}", file=sys.stderr)
         for line in w.log().splitlines():
-            if any(k in line for k in ("worker_progress", "worker_ready", "batch_first")):
+            if any(k in line for k in ("worker_progress", "worker_ready", "worker_start", "partitions_assigned",
+                                       "batch_first")):  # fmt: skip
                 print(line, file=sys.stderr)
         w.stop()
         if second is not None:
@@ -387,7 +391,7 @@ def curve_main(args: argparse.Namespace) -> dict[str, Any]:
         fresh, _ = freshness(
             args.data, args.bundle, rate, args.seconds, from_start=args.from_start,
             restart_at=args.restart_at, rebalance_at=args.rebalance_at, new_items=False,
-            worker_args=("--no-warm-up",) if args.no_warm_up else (),
+            worker_args=("--no-warm-up",) if args.no_warm_up else (), static=args.static_membership,
         )  # fmt: skip
         row = {"rate": rate, **fresh}
         curve.append(row)
@@ -398,7 +402,8 @@ def curve_main(args: argparse.Namespace) -> dict[str, Any]:
             file=sys.stderr,
         )
     k = knee(curve)
-    out = {"window": window, "warm_up": not args.no_warm_up, "seconds": args.seconds, "curve": curve, "knee_eps": k,
+    out = {"window": window, "warm_up": not args.no_warm_up, "static_membership": args.static_membership,
+           "seconds": args.seconds, "curve": curve, "knee_eps": k,
            "data": args.data, "bundle": args.bundle, "restart_at": args.restart_at,
            "rebalance_at": args.rebalance_at}  # fmt: skip
     png = args.json.with_suffix(".png")
@@ -422,6 +427,11 @@ def main() -> None:
     ap.add_argument("--restart-at", type=float, default=None, help="SIGKILL and restart the worker at S s")
     ap.add_argument("--rebalance-at", type=float, default=None, help="add a second worker at S s")
     ap.add_argument("--no-warm-up", action="store_true", help="workers start cold (`worker --no-warm-up`)")
+    ap.add_argument(
+        "--static-membership",
+        action="store_true",
+        help="each worker joins with its own `--instance-id` (a restart takes its partitions back at once)",
+    )
     args = ap.parse_args()
     if args.restart_at is not None and args.rebalance_at is not None:
         ap.error("--restart-at and --rebalance-at are separate runs: give one")

@@ -97,6 +97,7 @@ def build_app(
         stream_buffer_maxsize=max(4 * worker.batch_size, 4096),
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        consumer_group_instance_id=worker.instance_id,
     )
     source = _raw_topic(app, kafka.topic)
     dead = _raw_topic(app, kafka.dead_letter_topic)

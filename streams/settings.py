@@ -149,3 +149,13 @@ class WorkerSettings(Frozen):
         "127.0.0.1", description="address the Prometheus endpoint binds (loopback; 0.0.0.0: every interface)"
     )
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus endpoint's port; unset: none")
+    instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=249,
+        description="static consumer-group membership (Kafka KIP-345), unique per worker process: a worker "
+        "restarted under the same id takes its partitions back at once instead of waiting for the dead "
+        "one's session to expire (10 s); for workers that come back under one name (StatefulSet pods, "
+        "systemd units). A static worker that stops for good leaves its partitions idle for that session "
+        "timeout, so leave it unset for workers that scale in and out",
+    )

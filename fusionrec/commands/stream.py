@@ -204,6 +204,13 @@ def worker(
     warm_up: Annotated[
         bool, typer.Option(help="Warm the model's sessions and the store's reads before joining the group.")
     ] = True,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Static group membership: a worker restarted under the same id gets its partitions back "
+            "at once (settings worker.instance_id; unique per worker process)."
+        ),
+    ] = None,
 ) -> None:
     """Consume the clickstream (faust-streaming), fold events into user state, write lists to the store.
 
@@ -218,7 +225,7 @@ def worker(
 
     s = settings().with_overrides(
         kafka={"topic": topic, "dead_letter_topic": dead_letter_topic, "group": group, "items_topic": items_topic},
-        worker={"batch_size": batch_size, "metrics_port": metrics_port, "store_url": store},
+        worker={"batch_size": batch_size, "metrics_port": metrics_port, "store_url": store, "instance_id": instance_id},
         data=data,
     )
     kafka = s.kafka
