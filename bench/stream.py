@@ -17,7 +17,8 @@ The freshness curve (no throughput runs): one run per offered rate, p50/p95/p99,
 the consumer lag when production ends, and the knee (highest rate with p99 <= 1 s), printed and
 plotted next to the JSON (PNG, with matplotlib). `--from-start`: the window opens when the worker
 is launched (a deploy), else after a 12 s warm-up. `--restart-at S` SIGKILLs and restarts the worker
-S s in, `--rebalance-at S` adds a second one; both report freshness over the 60 s after and check
+S s in, `--rebalance-at S` adds a second one, `--rolling-at S` is a rolling deploy (a second one
+joins, then the first leaves with SIGTERM); each reports freshness over the 60 s after and checks
 every user's stored state against its exact fold. `--no-warm-up`: workers start cold.
 `--static-membership`: each worker joins with its own `--instance-id` (Kafka static membership).
 
@@ -195,14 +196,17 @@ def freshness(
     from_start: bool = False,
     restart_at: float | None = None,
     rebalance_at: float | None = None,
+    rolling_at: float | None = None,
     new_items: bool = True,
     worker_args: tuple[str, ...] = (),
     static: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Steady `rate` events/s with ts = production time; poll sampled users' lists until they show
     the event. `from_start`: the window opens when the worker is launched (a deploy), else after a
-    12 s warm-up. `restart_at` / `rebalance_at` (s into the window): SIGKILL and restart the worker /
-    add a second one then; the figures then also cover the 60 s after it, and every user's stored
+    12 s warm-up. `restart_at` / `rebalance_at` / `rolling_at` (s into the window): SIGKILL and restart
+    the worker / add a second one / a rolling deploy (a second one starts, and once it has partitions
+    the first is stopped with SIGTERM, leaving the group); the figures then also cover the 60 s after
+    it, and every user's stored
     state is checked against its exact fold at the end. `static`: each worker has its own
     `--instance-id` (static group membership), so a restarted one takes its partitions back at once."""
     from bench.harness import GroupOffsets, assert_folds_exactly, wait_committed
@@ -247,7 +251,7 @@ def freshness(
                         del pending[u]  # lost: counted by samples < expected_samples
             time.sleep(poll_s)
 
-    event_at = max(x for x in (restart_at, rebalance_at, -1.0) if x is not None)
+    event_at = max(x for x in (restart_at, rebalance_at, rolling_at, -1.0) if x is not None)
     if event_at >= 0:
         seconds = max(seconds, event_at + 60)
     n = int(rate * seconds)
@@ -274,6 +278,8 @@ def freshness(
         disturbed: float | None = None
         second: WorkerProcess | None = None
         skip_s = 0.0 if from_start else 1.0  # from the start, the first second is the point
+        retiring: threading.Thread | None = None  # rolling deploy: the first worker's SIGTERM
+        checked = 0.0
         for i, ev in enumerate(source):
             due = start + i / rate
             while time.time() < due:
@@ -284,11 +290,17 @@ def freshness(
                 if restart_at is not None:
                     w.kill()
                     w.start()
-                else:
+                else:  # a second worker: a rebalance, or the new one of a rolling deploy
                     second = _worker(Path(tmp), topic, group, ks, 500, data, bundle)
                     second.args += list(worker_args) + (["--instance-id", f"{tag}-2"] if static else [])
                     second.log_path = Path(tmp) / "w2.log"
                     second.start()
+            if rolling_at is not None and second is not None and retiring is None and now - checked > 0.2:
+                checked = now
+                if "partitions_assigned" in second.log():  # the new one is in: the old one leaves
+                    extra["rolling_old_stopped_s"] = round(now - start, 1)
+                    retiring = threading.Thread(target=w.stop, daemon=True)
+                    retiring.start()
             fresh = Event(ev.event_id + f"#{tag}", ev.type, ev.user_id, int(now * 1000), ev.item_id, ev.query)
             p.produce(topic, key=ev.user_id.encode(), value=encode_event(fresh))
             produced_events.append(fresh)
@@ -306,7 +318,9 @@ def freshness(
         producing_done.set()
         watcher.join()
         if disturbed is not None:
-            alive = [x for x in (w, second) if x is not None]
+            if retiring is not None:
+                retiring.join(60)
+            alive = [x for x in (w, second) if x is not None and not (x is w and retiring is not None)]
             wait_committed(BOOT, group, topic, 300, alive=lambda: all(x.alive() for x in alive))
             assert_folds_exactly(store, produced_events)
             extra["exact_folds"] = True
@@ -383,14 +397,25 @@ def _rates(text: str) -> list[float]:
     return rates
 
 
+def warm_store(data: str, n: int = 5000) -> None:
+    """An untimed pass of consume-and-write over n events: a Cassandra JVM that has just started runs
+    its first minute several times slower (JIT), which would land on whichever run comes first."""
+    dataset = load_data(data)
+    topic = f"warm-{uuid.uuid4().hex[:8]}"
+    ensure_topics(BOOT, {topic: 4})
+    produce_records(BOOT, topic, islice(event_records(dataset), n), progress=False)
+    io_floor(topic, min(n, len(dataset.events)))
+
+
 def curve_main(args: argparse.Namespace) -> dict[str, Any]:
     """--rates / --restart-at / --rebalance-at: one freshness run per rate, the knee and a plot."""
     window = "from worker start" if args.from_start else "after a 12 s warm-up"
+    warm_store(args.data)
     curve = []
     for rate in args.rates:
         fresh, _ = freshness(
             args.data, args.bundle, rate, args.seconds, from_start=args.from_start,
-            restart_at=args.restart_at, rebalance_at=args.rebalance_at, new_items=False,
+            restart_at=args.restart_at, rebalance_at=args.rebalance_at, rolling_at=args.rolling_at, new_items=False,
             worker_args=("--no-warm-up",) if args.no_warm_up else (), static=args.static_membership,
         )  # fmt: skip
         row = {"rate": rate, **fresh}
@@ -405,7 +430,7 @@ def curve_main(args: argparse.Namespace) -> dict[str, Any]:
     out = {"window": window, "warm_up": not args.no_warm_up, "static_membership": args.static_membership,
            "seconds": args.seconds, "curve": curve, "knee_eps": k,
            "data": args.data, "bundle": args.bundle, "restart_at": args.restart_at,
-           "rebalance_at": args.rebalance_at}  # fmt: skip
+           "rebalance_at": args.rebalance_at, "rolling_at": args.rolling_at}  # fmt: skip
     png = args.json.with_suffix(".png")
     out["plot"] = plot_curve(curve, png, f"freshness, {window} (knee {k})")
     print(f"knee (highest rate with p99 <= 1 s): {k}; {out['plot']}", file=sys.stderr)
@@ -426,6 +451,9 @@ def main() -> None:
     ap.add_argument("--from-start", action="store_true", help="the window opens when the worker is launched")
     ap.add_argument("--restart-at", type=float, default=None, help="SIGKILL and restart the worker at S s")
     ap.add_argument("--rebalance-at", type=float, default=None, help="add a second worker at S s")
+    ap.add_argument(
+        "--rolling-at", type=float, default=None, help="a rolling deploy at S s: a new worker joins, the old one leaves"
+    )
     ap.add_argument("--no-warm-up", action="store_true", help="workers start cold (`worker --no-warm-up`)")
     ap.add_argument(
         "--static-membership",
@@ -433,9 +461,9 @@ def main() -> None:
         help="each worker joins with its own `--instance-id` (a restart takes its partitions back at once)",
     )
     args = ap.parse_args()
-    if args.restart_at is not None and args.rebalance_at is not None:
-        ap.error("--restart-at and --rebalance-at are separate runs: give one")
-    if args.rates or args.restart_at is not None or args.rebalance_at is not None:
+    if sum(x is not None for x in (args.restart_at, args.rebalance_at, args.rolling_at)) > 1:
+        ap.error("--restart-at, --rebalance-at and --rolling-at are separate runs: give one")
+    if args.rates or any(x is not None for x in (args.restart_at, args.rebalance_at, args.rolling_at)):
         args.rates = args.rates or [args.rate]
         result = curve_main(args)
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -93,6 +93,9 @@ class BundleRanker:
         names = bundle.folder / "brand_names.json"
         self.brand_names: list[str] = json.loads(names.read_text()) if names.is_file() else [""]
         self.stage: RankingStage | None = bundle.ranking_stage() if ranking_stage else None
+        #: set by a worker that is far behind (streams.batch_runner.StageShedding): rank by the
+        #: sequential model alone until it has caught up
+        self.shed_stage = False
 
     @property
     def version(self) -> str:
@@ -135,7 +138,7 @@ class BundleRanker:
         if known:
             vectors = self.bundle.user_vectors(histories, types)
             longest = max(len(h) for h in histories) if self.policy.exclude_seen else 0
-            if self.stage is not None:
+            if self.stage is not None and not self.shed_stage:
                 want = max(self.stage.config.seq_top, k) + longest + self._slack()
                 rows, _ = self.retriever.search(vectors, want)
                 b = self.bundle

@@ -1,6 +1,7 @@
 """The Kafka worker's batch loop, without faust: batch N+1 is prepared while batch N is written, a
 batch is acked only after its own write and its dead letters are confirmed, progress and lag are
-reported, live items reach the ranker, and a rebalance invalidates the state cache.
+reported, live items reach the ranker, a rebalance invalidates the state cache, and a worker far
+behind ranks without its ranking stage until it has caught up (`StageShedding`).
 
 The runtime adapter (`streams.faust_worker`) feeds it batches of delivered events and hands it three
 narrow callables: `ack`, `send_dead_letter` and `highwater`.
@@ -31,6 +32,7 @@ __all__ = [
     "Progress",
     "ReadySensor",
     "SendDeadLetter",
+    "StageShedding",
     "StagedPipeline",
     "TopicPartition",
     "batch_limit",
@@ -203,6 +205,31 @@ def batch_limit(lag: int, base: int, max_factor: int = 4) -> int:
     return min(lag, base * max_factor)
 
 
+class StageShedding:
+    """Freshness before the last bit of quality: a worker behind by more than `on_lag` records (a start,
+    a restart, a burst, more traffic than it can rank fully) ranks with the sequential model alone
+    (the ranker's `shed_stage`), which is about twice as fast, until the backlog is under a quarter
+    of that again; then the learned ranking stage is back. 0: never shed."""
+
+    def __init__(self, on_lag: int) -> None:
+        self.on_lag = on_lag
+        self.active = False
+        self.batches = 0  # batches ranked without the stage
+
+    def update(self, behind: int, ranker: object) -> None:
+        if self.on_lag <= 0 or not hasattr(ranker, "shed_stage"):
+            return
+        was = self.active
+        if not was and behind > self.on_lag:
+            self.active = True
+        elif was and behind <= self.on_lag // 4:
+            self.active = False
+        if self.active != was:
+            log.info("stage_shedding %s behind=%d threshold=%d", "on" if self.active else "off", behind, self.on_lag)
+        ranker.shed_stage = self.active  # the pipeline thread reads it per batch
+        self.batches += self.active
+
+
 class BatchRunner:
     """Runs the pipeline over taken (unacked) batches on two threads: `pipeline` (decode, fold, rank,
     and the live index's updates) and `writer` (store writes, one batch at a time, in order)."""
@@ -217,9 +244,11 @@ class BatchRunner:
         batches_in_flight: int = 2,
         log_every_s: float = 5.0,
         drain_factor: int = 1,
+        stage_shed_lag: int = 0,
     ) -> None:
         """`drain_factor` > 1: behind by more than a batch, up to that many taken batches are merged
-        into one (`batch_limit`); 1 keeps each taken batch as it came."""
+        into one (`batch_limit`); 1 keeps each taken batch as it came. `stage_shed_lag` > 0: behind by
+        more records than that, rank without the ranking stage (`StageShedding`)."""
         self.pipeline = pipeline
         self.drain_factor = drain_factor
         self.send_dead_letter = send_dead_letter
@@ -227,6 +256,7 @@ class BatchRunner:
         self.sensor = sensor
         self.batches_in_flight = batches_in_flight  # taken but not yet being processed (beyond the two in the pipeline)
         self.progress = Progress(log_every_s)
+        self.shedding = StageShedding(stage_shed_lag)
         self.lag: dict[str, int] = {}  # partition -> records behind, as of its last written batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
@@ -258,7 +288,9 @@ class BatchRunner:
         previous: asyncio.Future[None] | None = None
         while True:
             events = await queue.get()
-            limit = batch_limit(sum(self.lag.values()), len(events), self.drain_factor)
+            behind = sum(self.lag.values())
+            self.shedding.update(behind, self.pipeline.ranker)
+            limit = batch_limit(behind, len(events), self.drain_factor)
             while len(events) < limit and not queue.empty():
                 events += queue.get_nowait()  # behind: taken batches merged (see `batch_limit`)
             self.progress.begin()
@@ -350,7 +382,7 @@ class BatchRunner:
             log.info("state_cache_invalidated reason=%s generation=%d", reason, cache.generation)
 
     def log_stop(self) -> None:
-        log.info("worker_stop %s", self.progress.line())
+        log.info("worker_stop %s stage_shed_batches=%d", self.progress.line(), self.shedding.batches)
 
     def close(self) -> None:
         """Shuts the two threads down once their current work is done."""

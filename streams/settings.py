@@ -131,6 +131,12 @@ class WorkerSettings(Frozen):
     ranking_stage: bool = Field(
         True, description="re-rank with the bundle's learned ranking stage when it has one (costs throughput)"
     )
+    stage_shed_lag: int = Field(
+        1000,
+        ge=0,
+        description="records behind above which the worker ranks without the ranking stage (about twice "
+        "as fast) until under a quarter of that: fresh lists first after a start or a burst; 0: never",
+    )
     batch_within_s: float = Field(0.05, gt=0, description="max wait to fill a micro-batch")
     k: int = Field(20, ge=1, le=1000, description="length of each stored list")
     commit_interval_s: float = Field(1.0, gt=0, description="how often acked offsets are committed")

@@ -94,7 +94,7 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 VARIANTS = (("weighted-b0.5", "weighted", 0.5), ("gated", "gated", 0.5))
-SMALL = {"dim": 32, "layers": 1, "heads": 2, "max_len": 20}
+SMALL = {"dim": 32, "layers": 1, "heads": 2, "max_len": 20, "item_dropout": 0.3}  # item_dropout: `train`'s default
 
 
 def _write_shop(root: Path) -> Path:

@@ -232,12 +232,13 @@ def worker(
     ensure_topics(kafka, {kafka.topic: kafka.partitions, kafka.dead_letter_topic: 1, kafka.items_topic: 1})
     if bundle and data:
         log.warning("data_ignored data=%s reason=the bundle carries its own catalog and popularity", data)
-    ranker = (
-        build_ranker(bundle=bundle, ranking_stage=s.worker.ranking_stage) if bundle else build_ranker(load_data(s.data))
-    )
     results: ResultsStore = open_results_store(s)
     if s.worker.writer_process and not results.url.startswith("memory:"):
         results = OffloadedWrites(results, replication=s.cassandra.replication())
+        results.begin()  # the writer process starts while the model loads: a restart is back sooner
+    ranker = (
+        build_ranker(bundle=bundle, ranking_stage=s.worker.ranking_stage) if bundle else build_ranker(load_data(s.data))
+    )
     wait_for_store(results)
     sensor = PrometheusSensor()
     if s.worker.metrics_port:

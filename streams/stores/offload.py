@@ -88,19 +88,30 @@ class OffloadedWrites:
         self.start_timeout_s = start_timeout_s
         self._conn: Connection | None = None
         self._proc: Any = None
+        self._pending: tuple[Connection, Any] | None = None  # spawned by begin(), not yet ready
 
     def setup(self) -> None:
         self.local.setup()
         if self._conn is None:
             self._start()
 
-    def _start(self) -> None:
+    def begin(self) -> None:
+        """Spawn the writer process without waiting for it: it imports its driver and connects while
+        the caller goes on (the worker loads its model meanwhile); `setup` waits for it to be ready."""
+        if self._conn is not None or self._pending is not None:
+            return
         ctx = multiprocessing.get_context("spawn")  # no fork: the parent runs driver and ONNX threads
         parent, child = ctx.Pipe()
         access = getattr(self.local, "access", None)  # a CassandraStore's [cassandra] settings (login, TLS)
         proc = ctx.Process(target=_serve, args=(child, self.url, self.replication, access), daemon=True, name="writer")
         proc.start()
         child.close()
+        self._pending = (parent, proc)
+
+    def _start(self) -> None:
+        self.begin()
+        assert self._pending is not None
+        (parent, proc), self._pending = self._pending, None
         if not parent.poll(self.start_timeout_s):
             proc.kill()
             raise StoreUnavailable(f"the writer process for {self.url} did not start in {self.start_timeout_s:.0f} s")
@@ -112,6 +123,9 @@ class OffloadedWrites:
         log.info("writer_process_started pid=%d store=%s", proc.pid, self.url)
 
     def close(self) -> None:
+        if self._pending is not None:  # begun, never waited for
+            self._conn, self._proc = self._pending
+            self._pending = None
         if self._conn is not None:
             self._conn.close()
         if self._proc is not None:

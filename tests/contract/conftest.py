@@ -41,6 +41,7 @@ def _open(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         from streams.stores.offload import OffloadedWrites
 
         s = OffloadedWrites(s)
+        s.begin()  # as the worker does: the writer process starts before setup waits for it
     s.setup()
     s.setup()  # idempotent
     yield s

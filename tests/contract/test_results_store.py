@@ -56,3 +56,16 @@ def test_a_dead_writer_process_is_restarted_and_the_batch_retried(tmp_path: Path
     s.put_results([make_list("u2", ["c"])], [make_state("u2", 1)])  # a fresh writer
     assert s.get_recommendations("u2") is not None and s.get_states(["u1", "u2"]).keys() == {"u1", "u2"}
     s.close()
+
+
+def test_a_writer_process_begun_and_never_used_is_closed(tmp_path: Path) -> None:
+    """begin() spawns the writer without waiting; close() before any setup still ends it."""
+    from streams.stores.offload import OffloadedWrites
+
+    s = OffloadedWrites(SQLiteStore(tmp_path / "w.db", url=f"sqlite:///{tmp_path / 'w.db'}"))
+    s.begin()
+    s.begin()  # once
+    proc = s._pending[1] if s._pending else None
+    assert proc is not None and proc.is_alive()
+    s.close()
+    assert not proc.is_alive()

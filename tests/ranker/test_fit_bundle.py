@@ -20,7 +20,7 @@ from ranker.bundle import ModelBundle, bundle_version
 from ranker.popularity import popular_items
 from schemas.errors import BundleError, ConfigError
 from shopdata.loader import load_dataset
-from tests.conftest import VARIANTS
+from tests.conftest import SMALL, VARIANTS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -176,6 +176,51 @@ def test_onnx_user_encoder_agrees_with_torch(
     agreement = same / len(rows)
     assert agreement >= 0.99
     assert bundle.manifest["onnx_top10_agreement"] == round(agreement, 5)
+
+
+def test_new_items_are_fused_by_the_onnx_graph_as_by_torch(
+    bundles: list[Path], bundle_models: dict[Path, dict[str, Any]]
+) -> None:
+    """The behaviour-trained text path (item dropout): every catalog text fused as a new item (no ID
+    embedding, popularity bucket 0) by item_fusion.onnx equals the torch model's; the live index
+    encodes a new item through it without borrowing a text twin's ID embedding."""
+    from ranker.model import ItemFusion
+    from ranker.online import BundleRanker
+    from schemas.items import Item
+
+    bundle = ModelBundle.load(bundles[0])
+    assert bundle.manifest["model"]["item_dropout"] == SMALL["item_dropout"]
+    model = bundle_models[bundles[0]][bundle.manifest["chosen_variant"]].eval()
+    text = np.load(bundles[0] / "text_vectors.npy").astype(np.float32)
+    n = len(text)
+    brands = model.items.brands[1:].numpy()
+    feed = {
+        "text_vectors": text,
+        "item_rows": np.zeros(n, np.int64),
+        "categories": bundle.item_categories.astype(np.int64),
+        "brands": brands.astype(np.int64),
+        "pop_buckets": np.zeros(n, np.int64),
+    }
+    _, session = bundle.item_fusion()
+    declared = {i.name for i in session.get_inputs()}
+    onnx_new = session.run(None, {k: v for k, v in feed.items() if k in declared})[0]
+    with torch.no_grad():
+        torch_new = ItemFusion(model.items)(*(torch.from_numpy(feed[k]) for k in (
+            "text_vectors", "item_rows", "categories", "brands", "pop_buckets")))  # fmt: skip
+    assert np.allclose(onnx_new, torch_new.numpy(), atol=1e-5)
+
+    ranker = BundleRanker(bundle)
+    assert not ranker._borrows_twin()
+    items = bundle.items()
+    twin = items[3]
+    ranker.add_items([Item(item_id="brand-new", title=twin.title, description=twin.description)])
+    row = ranker.rows["brand-new"]
+    encoder, _ = bundle.item_fusion()
+    vec = encoder.encode([ranker._live_texts["brand-new"]]).astype(np.float32)
+    one = {**{k: v[:1] for k, v in feed.items()}, "text_vectors": vec, "categories": np.zeros(1, np.int64),
+           "brands": np.zeros(1, np.int64)}  # fmt: skip
+    want = session.run(None, {k: v for k, v in one.items() if k in declared})[0][0]
+    assert np.allclose(bundle.item_vectors[row], want, atol=1e-5)
 
 
 def test_same_seed_same_bundle(bundles: list[Path]) -> None:

@@ -145,6 +145,11 @@ def test_offline_and_online_rank_the_same(bundles: list[Path], shop_dir: Path) -
         ]
         assert len(mismatched) <= 2, (split.users[u], mismatched)  # only near-ties may swap
 
+    # a worker far behind sheds the stage (streams.batch_runner.StageShedding): the user encoder's lists
+    ranker.shed_stage = True
+    assert ranker.rank_many(states, 10) == BundleRanker(bundle, ranking_stage=False).rank_many(states, 10)
+    assert ranker.rank_many(states, 10) != online
+
 
 def test_train_stage_cli_adds_a_stage_and_refuses_other_data(
     bundles: list[Path], shop_dir: Path, tmp_path: Path

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from schemas.items import Item
-from streams.batch_runner import BatchRunner
+from streams.batch_runner import BatchRunner, StageShedding
 from streams.core import BatchOutcome, DeadLetterRecord, PreparedBatch, RawRecord
 from streams.state_cache import StateCache
 
@@ -348,3 +348,52 @@ def test_every_rebalance_invalidates_the_state_cache_and_logs_the_assignment(cap
     uncached.on_revoked()
     uncached.on_assigned([TP("clicks", 1)])
     uncached.close()
+
+
+class SheddableRanker:
+    version = "test"
+    shed_stage = False
+
+
+def test_stage_shedding_turns_on_far_behind_and_off_once_caught_up(caplog: pytest.LogCaptureFixture) -> None:
+    ranker = SheddableRanker()
+    shed = StageShedding(1000)
+    caplog.set_level(logging.INFO, logger="fusionrec.worker")
+    for behind, want in ((500, False), (1001, True), (600, True), (251, True), (250, False), (900, False)):
+        shed.update(behind, ranker)
+        assert ranker.shed_stage is want, behind
+    assert shed.batches == 3
+    assert [r.getMessage().split()[1] for r in caplog.records if "stage_shedding" in r.getMessage()] == ["on", "off"]
+    never = StageShedding(0)
+    never.update(10**9, ranker)
+    assert ranker.shed_stage is False and never.batches == 0
+    StageShedding(1000).update(5000, object())  # a ranker without a stage: nothing to shed, no error
+
+
+def test_a_runner_far_behind_ranks_the_next_batch_without_the_stage() -> None:
+    """The lag after batch 1 (high-water 5,000, offset 2) is over the threshold: batch 2 is prepared
+    with the ranker's stage shed."""
+    ranker = SheddableRanker()
+    seen: list[bool] = []
+
+    class Recording(FakePipeline):
+        def prepare(self, records: Sequence[RawRecord]) -> PreparedBatch:
+            seen.append(ranker.shed_stage)
+            return super().prepare(records)
+
+    pipeline, dead = Recording(ranker=ranker), DeadLetters()
+    runner = BatchRunner(pipeline, dead.send, lambda tp: 5000, stage_shed_lag=1000)
+    acked: list[int] = []
+
+    async def ack(e: Ev) -> None:
+        acked.append(e.message.offset)
+
+    async def feed() -> AsyncIterator[list[Ev]]:
+        yield _batch(0, 3)
+        await _until(lambda: len(acked) == 3)  # batch 1 written: its lag is known
+        yield _batch(3, 3)
+        await _until(lambda: len(acked) == 6)
+
+    _run(runner.consume(feed(), ack))
+    runner.close()
+    assert seen == [False, True]
