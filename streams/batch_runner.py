@@ -1,7 +1,7 @@
 """The Kafka worker's batch loop, without faust: batch N+1 is prepared while batch N is written, a
 batch is acked only after its own write and its dead letters are confirmed, progress and lag are
-reported, live items reach the ranker, a rebalance invalidates the state cache, and a worker far
-behind ranks without its ranking stage until it has caught up (`StageShedding`).
+reported, live items reach the ranker, a rebalance invalidates the state cache, and a batch whose
+events are already late is ranked without the ranking stage (`StageShedding`).
 
 The runtime adapter (`streams.faust_worker`) feeds it batches of delivered events and hands it three
 narrow callables: `ack`, `send_dead_letter` and `highwater`.
@@ -80,6 +80,11 @@ class Message(Protocol):
     def value(self) -> bytes | None: ...
 
     @property
+    def timestamp(self) -> float | None:
+        """Seconds since the epoch: when the record entered Kafka (its create or append time)."""
+        ...
+
+    @property
     def tp(self) -> TopicPartition: ...
 
 
@@ -150,6 +155,7 @@ class Progress:
     def __init__(self, every_s: float) -> None:
         self.every_s = every_s
         self.records = self.applied = self.duplicates = self.dead = self.batches = 0
+        self.stage_shed = 0  # batches ranked without the ranking stage (StageShedding)
         self.started = self.last = time.monotonic()
         self.first_batch: float | None = None  # when records first arrived: startup is not throughput
         self.last_batch_end = self.started
@@ -160,7 +166,7 @@ class Progress:
         return (
             f"records={self.records} applied={self.applied} duplicates={self.duplicates} "
             f"dead_letters={self.dead} batches={self.batches} elapsed_s={elapsed:.1f} "
-            f"active_s={active:.2f} active_eps={self.records / active:.0f}"
+            f"active_s={active:.2f} active_eps={self.records / active:.0f} stage_shed_batches={self.stage_shed}"
         )
 
     def begin(self) -> None:
@@ -206,27 +212,22 @@ def batch_limit(lag: int, base: int, max_factor: int = 4) -> int:
 
 
 class StageShedding:
-    """Freshness before the last bit of quality: a worker behind by more than `on_lag` records (a start,
-    a restart, a burst, more traffic than it can rank fully) ranks with the sequential model alone
-    (the ranker's `shed_stage`), which is about twice as fast, until the backlog is under a quarter
-    of that again; then the learned ranking stage is back. 0: never shed."""
+    """Freshness before the last bit of quality: a batch whose oldest event has already waited more
+    than `budget_s` since it entered Kafka (a start, a restart, a burst, more traffic than the worker
+    can rank fully) is ranked by the sequential model alone (the ranker's `shed_stage`), about twice
+    as fast; the next batch that is on time gets the learned ranking stage again. Decided per batch
+    from the records' own timestamps, so it follows any rate. 0: never shed."""
 
-    def __init__(self, on_lag: int) -> None:
-        self.on_lag = on_lag
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
         self.active = False
         self.batches = 0  # batches ranked without the stage
 
-    def update(self, behind: int, ranker: object) -> None:
-        if self.on_lag <= 0 or not hasattr(ranker, "shed_stage"):
+    def update(self, oldest_age_s: float, ranker: object) -> None:
+        if self.budget_s <= 0 or not hasattr(ranker, "shed_stage"):
             return
-        was = self.active
-        if not was and behind > self.on_lag:
-            self.active = True
-        elif was and behind <= self.on_lag // 4:
-            self.active = False
-        if self.active != was:
-            log.info("stage_shedding %s behind=%d threshold=%d", "on" if self.active else "off", behind, self.on_lag)
-        ranker.shed_stage = self.active  # the pipeline thread reads it per batch
+        self.active = oldest_age_s > self.budget_s
+        ranker.shed_stage = self.active  # the pipeline thread reads it for this batch
         self.batches += self.active
 
 
@@ -244,11 +245,11 @@ class BatchRunner:
         batches_in_flight: int = 2,
         log_every_s: float = 5.0,
         drain_factor: int = 1,
-        stage_shed_lag: int = 0,
+        stage_budget_s: float = 0.0,
     ) -> None:
         """`drain_factor` > 1: behind by more than a batch, up to that many taken batches are merged
-        into one (`batch_limit`); 1 keeps each taken batch as it came. `stage_shed_lag` > 0: behind by
-        more records than that, rank without the ranking stage (`StageShedding`)."""
+        into one (`batch_limit`); 1 keeps each taken batch as it came. `stage_budget_s` > 0: a batch
+        whose oldest event waited longer than that is ranked without the ranking stage (`StageShedding`)."""
         self.pipeline = pipeline
         self.drain_factor = drain_factor
         self.send_dead_letter = send_dead_letter
@@ -256,7 +257,7 @@ class BatchRunner:
         self.sensor = sensor
         self.batches_in_flight = batches_in_flight  # taken but not yet being processed (beyond the two in the pipeline)
         self.progress = Progress(log_every_s)
-        self.shedding = StageShedding(stage_shed_lag)
+        self.shedding = StageShedding(stage_budget_s)
         self.lag: dict[str, int] = {}  # partition -> records behind, as of its last written batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
@@ -288,11 +289,12 @@ class BatchRunner:
         previous: asyncio.Future[None] | None = None
         while True:
             events = await queue.get()
-            behind = sum(self.lag.values())
-            self.shedding.update(behind, self.pipeline.ranker)
-            limit = batch_limit(behind, len(events), self.drain_factor)
+            limit = batch_limit(sum(self.lag.values()), len(events), self.drain_factor)
             while len(events) < limit and not queue.empty():
                 events += queue.get_nowait()  # behind: taken batches merged (see `batch_limit`)
+            stamps = [t for t in (e.message.timestamp for e in events) if t]
+            self.shedding.update(time.time() - min(stamps) if stamps else 0.0, self.pipeline.ranker)
+            self.progress.stage_shed = self.shedding.batches
             self.progress.begin()
             records = [
                 RawRecord(
@@ -382,7 +384,7 @@ class BatchRunner:
             log.info("state_cache_invalidated reason=%s generation=%d", reason, cache.generation)
 
     def log_stop(self) -> None:
-        log.info("worker_stop %s stage_shed_batches=%d", self.progress.line(), self.shedding.batches)
+        log.info("worker_stop %s", self.progress.line())
 
     def close(self) -> None:
         """Shuts the two threads down once their current work is done."""

@@ -114,7 +114,7 @@ def build_app(
         batches_in_flight=worker.batches_in_flight,
         log_every_s=worker.log_every_s,
         drain_factor=DRAIN_FACTOR,
-        stage_shed_lag=worker.stage_shed_lag if worker.ranking_stage else 0,
+        stage_budget_s=worker.stage_budget_ms / 1000 if worker.ranking_stage else 0.0,
     )
     app.fusionrec_runner = runner
 

@@ -131,11 +131,12 @@ class WorkerSettings(Frozen):
     ranking_stage: bool = Field(
         True, description="re-rank with the bundle's learned ranking stage when it has one (costs throughput)"
     )
-    stage_shed_lag: int = Field(
+    stage_budget_ms: int = Field(
         1000,
         ge=0,
-        description="records behind above which the worker ranks without the ranking stage (about twice "
-        "as fast) until under a quarter of that: fresh lists first after a start or a burst; 0: never",
+        description="a batch whose oldest event has waited longer than this since it entered Kafka is ranked "
+        "without the ranking stage (about twice as fast): fresh lists first after a start, a restart or a "
+        "burst; 0: never",
     )
     batch_within_s: float = Field(0.05, gt=0, description="max wait to fill a micro-batch")
     k: int = Field(20, ge=1, le=1000, description="length of each stored list")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import count
@@ -35,6 +36,7 @@ class Msg:
     partition: int
     offset: int
     value: bytes | None
+    timestamp: float | None = None
 
     @property
     def tp(self) -> TP:
@@ -355,24 +357,21 @@ class SheddableRanker:
     shed_stage = False
 
 
-def test_stage_shedding_turns_on_far_behind_and_off_once_caught_up(caplog: pytest.LogCaptureFixture) -> None:
+def test_stage_shedding_follows_how_long_each_batch_has_waited() -> None:
     ranker = SheddableRanker()
-    shed = StageShedding(1000)
-    caplog.set_level(logging.INFO, logger="fusionrec.worker")
-    for behind, want in ((500, False), (1001, True), (600, True), (251, True), (250, False), (900, False)):
-        shed.update(behind, ranker)
-        assert ranker.shed_stage is want, behind
+    shed = StageShedding(1.0)
+    for age, want in ((0.2, False), (1.5, True), (0.9, False), (3.0, True), (1.01, True), (0.0, False)):
+        shed.update(age, ranker)
+        assert ranker.shed_stage is want, age
     assert shed.batches == 3
-    assert [r.getMessage().split()[1] for r in caplog.records if "stage_shedding" in r.getMessage()] == ["on", "off"]
-    never = StageShedding(0)
-    never.update(10**9, ranker)
+    never = StageShedding(0.0)
+    never.update(1e9, ranker)
     assert ranker.shed_stage is False and never.batches == 0
-    StageShedding(1000).update(5000, object())  # a ranker without a stage: nothing to shed, no error
+    StageShedding(1.0).update(5.0, object())  # a ranker without a stage: nothing to shed, no error
 
 
-def test_a_runner_far_behind_ranks_the_next_batch_without_the_stage() -> None:
-    """The lag after batch 1 (high-water 5,000, offset 2) is over the threshold: batch 2 is prepared
-    with the ranker's stage shed."""
+def test_a_late_batch_is_ranked_without_the_stage_and_an_on_time_one_with_it() -> None:
+    """Batch 1's records entered Kafka 5 s ago (a backlog): shed. Batch 2's just now: the stage again."""
     ranker = SheddableRanker()
     seen: list[bool] = []
 
@@ -382,18 +381,22 @@ def test_a_runner_far_behind_ranks_the_next_batch_without_the_stage() -> None:
             return super().prepare(records)
 
     pipeline, dead = Recording(ranker=ranker), DeadLetters()
-    runner = BatchRunner(pipeline, dead.send, lambda tp: 5000, stage_shed_lag=1000)
+    runner = BatchRunner(pipeline, dead.send, lambda tp: 100, stage_budget_s=1.0)
     acked: list[int] = []
 
     async def ack(e: Ev) -> None:
         acked.append(e.message.offset)
 
+    def stamped(start: int, age_s: float) -> list[Ev]:
+        return [Ev(Msg("clicks", 0, o, b"ok", time.time() - age_s)) for o in range(start, start + 3)]
+
     async def feed() -> AsyncIterator[list[Ev]]:
-        yield _batch(0, 3)
-        await _until(lambda: len(acked) == 3)  # batch 1 written: its lag is known
-        yield _batch(3, 3)
+        yield stamped(0, 5.0)
+        await _until(lambda: len(acked) == 3)
+        yield stamped(3, 0.0)
         await _until(lambda: len(acked) == 6)
 
     _run(runner.consume(feed(), ack))
     runner.close()
-    assert seen == [False, True]
+    assert seen == [True, False]
+    assert runner.progress.stage_shed == 1 and "stage_shed_batches=1" in runner.progress.line()
