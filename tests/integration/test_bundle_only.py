@@ -89,7 +89,9 @@ def test_worker_and_api_run_from_the_bundle_alone(
         group=group,
         keyspace=store.keyspace,
         batch_size=250,
-        env={"FUSIONREC_DATA": str(shop_dir)},  # a dataset in the settings, which --bundle must leave unread
+        # a dataset in the settings, which --bundle must leave unread; the reference ranks every batch
+        # with the stage, so no batch may shed it for being late (the events wait for the worker's start)
+        env={"FUSIONREC_DATA": str(shop_dir), "FUSIONREC_WORKER__STAGE_BUDGET_MS": "0"},
     )
     worker.args += ["--bundle", str(bundles[1])]  # no --data
     assert "--data" not in worker.args
