@@ -48,6 +48,7 @@ __all__ = [
     "ModelBundle",
     "bundle_files",
     "bundle_version",
+    "fuse_items",
     "write_catalog",
     "write_manifest",
     "write_popularity",
@@ -70,6 +71,13 @@ MODEL_FILES = (
 MAIN_FILES = ("items.jsonl", "popularity.json", "encoder/manifest.json")
 ROLES = ("main", "variant")
 RETRAIN = "retrain it with `fusionrec train` or restore it"
+
+
+def fuse_items(session: Any, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Fused item vectors from item_fusion.onnx for `feed` (text_vectors, item_rows, categories,
+    brands, pop_buckets), passing only the inputs the graph declares (older exports have fewer)."""
+    declared = {i.name for i in session.get_inputs()}
+    return np.asarray(session.run(None, {k: v for k, v in feed.items() if k in declared})[0], dtype=np.float32)
 
 
 def bundle_files(folder: Path) -> dict[str, str]:

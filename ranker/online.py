@@ -26,7 +26,7 @@ import numpy as np
 
 from encoders.session import SessionConfig
 from encoders.topk import OnnxExactRetriever
-from ranker.bundle import ModelBundle
+from ranker.bundle import ModelBundle, fuse_items
 from ranker.popularity import popular_rows
 from ranker.ranking import RankingPolicy, first_unseen, rank_candidates
 from ranker.retrieval import EXACT_UP_TO, Retriever, make_retriever
@@ -93,8 +93,8 @@ class BundleRanker:
         names = bundle.folder / "brand_names.json"
         self.brand_names: list[str] = json.loads(names.read_text()) if names.is_file() else [""]
         self.stage: RankingStage | None = bundle.ranking_stage() if ranking_stage else None
-        #: set by a worker that is far behind (streams.batch_runner.StageShedding): rank by the
-        #: sequential model alone until it has caught up
+        #: set per batch by a worker whose batch is already late (streams.batch_runner.StageShedding):
+        #: rank that batch by the sequential model alone
         self.shed_stage = False
 
     @property
@@ -228,8 +228,7 @@ class BundleRanker:
             "brands": np.array([brands.get(it.brand, 0) for it in items], dtype=np.int64),
             "pop_buckets": np.zeros(len(items), dtype=np.int64),
         }
-        declared = {i.name for i in session.get_inputs()}
-        vectors = session.run(None, {k: v for k, v in feed.items() if k in declared})[0].astype(np.float32)
+        vectors = fuse_items(session, feed)
         b = self.bundle
         new_rows = []
         for it, row, vec, cat in zip(items, existing, vectors, feed["categories"], strict=True):
@@ -281,8 +280,7 @@ class BundleRanker:
         )
         zeros = np.zeros(len(text), dtype=np.int64)
         feed = {"text_vectors": text, "item_rows": id_rows, "categories": zeros, "brands": zeros, "pop_buckets": zeros}
-        declared = {i.name for i in session.get_inputs()}
-        return np.asarray(session.run(None, {k: v for k, v in feed.items() if k in declared})[0], dtype=np.float32)
+        return fuse_items(session, feed)
 
     def _search_list(self, queries: Sequence[str], k: int) -> list[tuple[str, float]]:
         """Hybrid search for a shopper known only by their searches: each of the last

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from encoders.session import create_session
-from ranker.bundle import ModelBundle, write_manifest
+from ranker.bundle import ModelBundle, fuse_items, write_manifest
 from ranker.data import Split, build_catalog, drop_cold_items, leave_one_out, train_all_but_last, user_sequences
 from ranker.stage import FEATURES, CoVisitation, RankingStage, StageConfig
 from shopdata.loader import Dataset
@@ -93,8 +93,7 @@ def _fused_as_new(bundle: ModelBundle, rows: np.ndarray, brands: np.ndarray) -> 
         "brands": brands[rows].astype(np.int64),
         "pop_buckets": np.zeros(len(rows), np.int64),
     }
-    declared = {i.name for i in session.get_inputs()}
-    return np.asarray(session.run(None, {k: v for k, v in feed.items() if k in declared})[0], dtype=np.float32)
+    return fuse_items(session, feed)
 
 
 def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:

@@ -135,7 +135,7 @@ class WorkerSettings(Frozen):
         1000,
         ge=0,
         description="a batch whose oldest event has waited longer than this since it entered Kafka is ranked "
-        "without the ranking stage (about twice as fast): fresh lists first after a start, a restart or a "
+        "without the ranking stage (about 3x as fast): fresh lists first after a start, a restart or a "
         "burst; 0: never",
     )
     batch_within_s: float = Field(0.05, gt=0, description="max wait to fill a micro-batch")
