@@ -161,13 +161,14 @@ def holdout_split(
     )
 
 
-def cold_item_ids(item_ids: Iterable[str], share: float) -> list[str]:
+def cold_item_ids(item_ids: Iterable[str], share: float, salt: bytes = b"") -> list[str]:
     """The `cold-items` protocol's items: those whose id hashes (sha256) below `share` of the hash
-    range. Depends on the id alone, so any shop gets ~share of its items, the same ones every run."""
+    range. Depends on the id alone, so any shop gets ~share of its items, the same ones every run.
+    Another `salt` draws another such share (the ranking stage's pretend-new items)."""
     if not 0.0 <= share < 1.0:
         raise ValueError(f"the cold-item share is in [0, 1), got {share}")
     limit = int(share * 2**64)
-    return [i for i in item_ids if int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big") < limit]
+    return [i for i in item_ids if int.from_bytes(hashlib.sha256(salt + i.encode()).digest()[:8], "big") < limit]
 
 
 def drop_cold_items(data: SplitData, cold: set[int]) -> SplitData:

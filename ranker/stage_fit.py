@@ -21,7 +21,15 @@ import numpy as np
 
 from encoders.session import create_session
 from ranker.bundle import ModelBundle, fuse_items, write_manifest
-from ranker.data import Split, build_catalog, drop_cold_items, leave_one_out, train_all_but_last, user_sequences
+from ranker.data import (
+    Split,
+    build_catalog,
+    cold_item_ids,
+    drop_cold_items,
+    leave_one_out,
+    train_all_but_last,
+    user_sequences,
+)
 from ranker.stage import FEATURES, CoVisitation, RankingStage, StageConfig
 from shopdata.loader import Dataset
 
@@ -76,16 +84,14 @@ def stage_scores(
 def _pretend_new(item_ids: Sequence[str], counts: np.ndarray, share: float) -> np.ndarray:
     """[n] bool: items with events that the ranker learns from as new ones, by a hash of the id (salted:
     not the cold-items protocol's hash, so they are other items than a cold bundle's held-out ones)."""
-    limit = int(share * 2**64)
-    picked = [int.from_bytes(hashlib.sha256(b"stage-new:" + i.encode()).digest()[:8], "big") < limit for i in item_ids]
-    return np.array(picked, dtype=bool) & (counts > 0)
+    picked = set(cold_item_ids(item_ids, share, salt=b"stage-new:"))
+    return np.array([i in picked for i in item_ids], dtype=bool) & (counts > 0)
 
 
-def _fused_as_new(bundle: ModelBundle, rows: np.ndarray, brands: np.ndarray) -> np.ndarray:
-    """The bundle's item vectors for `rows` as the items topic would fuse them new: text, category and
-    brand through item_fusion.onnx, no ID embedding, popularity bucket 0."""
+def _fused_as_new(bundle: ModelBundle, rows: np.ndarray, text: np.ndarray, brands: np.ndarray) -> np.ndarray:
+    """The bundle's item vectors for `rows` as the items topic would fuse them new: text (the bundle's
+    text vectors), category and brand through item_fusion.onnx, no ID embedding, popularity bucket 0."""
     session = create_session(bundle.folder / "item_fusion.onnx")
-    text = np.load(bundle.folder / "text_vectors.npy").astype(np.float32)
     feed = {
         "text_vectors": text[rows],
         "item_rows": np.zeros(len(rows), np.int64),
@@ -145,7 +151,7 @@ def fit_stage(
             threads=threads,
         )
         item_vectors = bundle.item_vectors.copy()
-        item_vectors[pretend] = _fused_as_new(bundle, np.flatnonzero(pretend), np.asarray(brands))
+        item_vectors[pretend] = _fused_as_new(bundle, np.flatnonzero(pretend), text, np.asarray(brands))
     else:
         pretend[:] = False
     groups: dict[bool, tuple[list[np.ndarray], list[np.ndarray], list[int]]] = {False: ([], [], []), True: ([], [], [])}
