@@ -140,10 +140,11 @@ def test_offline_and_online_rank_the_same(bundles: list[Path], shop_dir: Path) -
         scores[[i - 1 for i in split.histories[u]]] = -np.inf  # the worker's policy: no seen items
         top = np.argsort(-scores, kind="stable")[:10]
         assert [s for _, s in items] == pytest.approx(scores[top].tolist(), abs=1e-5), split.users[u]
-        mismatched = [
-            a for a, b in zip([i for i, _ in items], [bundle.item_ids[r] for r in top], strict=True) if a != b
-        ]
-        assert len(mismatched) <= 2, (split.users[u], mismatched)  # only near-ties may swap
+        # the same items: each listed item has, offline, the score the worker gave it, so lists differ
+        # only in the order of (near-)tied items (the trees give many items the same leaves)
+        row = {item: r for r, item in enumerate(bundle.item_ids)}
+        offline = [float(scores[row[item]]) for item, _ in items]
+        assert offline == pytest.approx([s for _, s in items], abs=1e-5), split.users[u]
 
     # a worker far behind sheds the stage (streams.batch_runner.StageShedding): the user encoder's lists
     ranker.shed_stage = True

@@ -1,0 +1,114 @@
+"""The ranking stage's fast paths equal their plain definitions: the block-floor top-k, the ranks by
+binary search, the chunked candidate cosines, the sparse text profile, and the compiled trees
+(ranker.stage_compiled) against LightGBM's own predict, cached and not."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from ranker.bundle import ModelBundle
+from ranker.stage import _cosines_to, _profile_weights, _rank_in, _top
+from ranker.stage_compiled import compiled_predictor
+
+
+def _reference_top(scores: np.ndarray, k: int, positive: bool = False) -> np.ndarray:
+    """The definition: best first, ties by the lower row; with `positive` only scores > 0, -1 after."""
+    out = np.full((scores.shape[0], min(k, scores.shape[1])), -1, dtype=np.int64)
+    for u, row in enumerate(scores):
+        order = np.lexsort((np.arange(len(row)), -row))
+        if positive:
+            order = order[row[order] > 0]
+        out[u, : min(len(order), out.shape[1])] = order[: out.shape[1]]
+    return out
+
+
+@pytest.mark.parametrize("n,k", [(4385, 20), (50, 20), (7, 20), (1000, 1), (33, 33)])
+def test_top_equals_its_definition(n: int, k: int) -> None:
+    rng = np.random.default_rng(n + k)
+    scores = rng.normal(size=(40, n)).astype(np.float32)
+    scores[:, ::3] = np.round(scores[:, ::3], 1)  # many exact ties, at the boundary too
+    scores[5] = 0.25  # a row of one value
+    assert (_top(scores, k) == _reference_top(scores, k)).all()
+    sparse_like = np.where(rng.random((40, n)) < 0.01, np.abs(scores), 0).astype(np.float32)
+    sparse_like[3] = 0  # a user with no co-visits: all -1
+    got = _top(sparse_like, k, positive=True)
+    assert (got == _reference_top(sparse_like, k, positive=True)).all()
+    assert (got[3] == -1).all()
+
+
+def test_rank_in_equals_its_definition() -> None:
+    rng = np.random.default_rng(3)
+    cands = np.sort(rng.integers(0, 300, size=(50, 40)), axis=1)
+    top = rng.integers(-1, 300, size=(50, 12))
+    top[:, 7] = top[:, 2]  # listed twice: the first position counts
+    want = np.full(cands.shape, 12.0, dtype=np.float32)
+    for u in range(len(cands)):
+        for j, c in enumerate(cands[u]):
+            hits = np.flatnonzero(top[u] == c)
+            if len(hits):
+                want[u, j] = hits[0]
+    assert (_rank_in(cands, top) == want).all()
+    assert (_rank_in(cands, top[:, :0]) == 0).all()
+
+
+def test_cosines_and_profiles_equal_their_definitions() -> None:
+    rng = np.random.default_rng(4)
+    text = rng.normal(size=(200, 16)).astype(np.float32)
+    cands = rng.integers(0, 200, size=(37, 9))  # 37 users: chunks of 16, 16 and 5
+    recent = rng.integers(0, 200, size=(37, 3))
+    want = np.einsum("urd,ucd->urc", text[recent], text[cands])
+    assert np.allclose(_cosines_to(text, recent, cands), want, atol=1e-5)
+
+    histories = [[3, 5, 3, 9], [7], [1, 2]]  # a row seen twice sums its weights
+    weights = _profile_weights(histories, 200, 0.8).toarray()
+    for u, h in enumerate(histories):
+        w = 0.8 ** np.arange(len(h) - 1, -1, -1)
+        expect = np.zeros(200)
+        np.add.at(expect, h, w / w.sum())
+        assert np.allclose(weights[u], expect, atol=1e-6)
+
+
+def _trained_model(bundles: list[Path]) -> Path:
+    bundle = ModelBundle.load(bundles[0])
+    assert bundle.has_ranking_stage(), "the test shop's bundle should carry a ranking stage"
+    return bundle.folder / "ranking" / "model.txt"
+
+
+def test_compiled_trees_score_as_lightgbm(bundles: list[Path], tmp_path: Path) -> None:
+    model = _trained_model(bundles)
+    booster = lgb.Booster(model_file=str(model))
+    rng = np.random.default_rng(5)
+    feats = rng.normal(size=(3000, booster.num_feature())).astype(np.float32) * 5
+    want = booster.predict(feats, num_threads=1)
+
+    predict = compiled_predictor(model, threads=1, cache=tmp_path / "cache")
+    assert predict is not None, "lleaves is a dependency: the compiled path should be taken"
+    assert np.allclose(predict(feats), want, atol=1e-9)
+    cached = list((tmp_path / "cache").glob("*.o"))
+    assert len(cached) == 1 and not list((tmp_path / "cache").glob(".*.tmp"))
+    again = compiled_predictor(model, threads=2, cache=tmp_path / "cache")  # loads the cached object
+    assert again is not None and np.allclose(again(feats), want, atol=1e-9)
+    assert predict(feats[:0]).shape == (0,)
+
+
+def test_compiled_trees_without_a_writable_cache(bundles: list[Path], tmp_path: Path) -> None:
+    model = _trained_model(bundles)
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")  # a cache folder that cannot be created: compiled in memory instead
+    predict = compiled_predictor(model, threads=1, cache=blocked / "cache")
+    assert predict is not None
+    feats = np.zeros((4, lgb.Booster(model_file=str(model)).num_feature()), np.float32)
+    assert np.allclose(predict(feats), lgb.Booster(model_file=str(model)).predict(feats), atol=1e-9)
+
+
+def test_a_model_that_does_not_compile_falls_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    broken = tmp_path / "model.txt"
+    broken.write_text("tree\nversion=v4\nnot a model\n")
+    assert compiled_predictor(broken, cache=tmp_path / "cache") is None
+    assert "LightGBM predicts" in caplog.text
+    assert os.listdir(tmp_path) == ["model.txt"] or not list((tmp_path / "cache").glob("*.o"))
