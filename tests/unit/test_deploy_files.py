@@ -294,6 +294,8 @@ def k8s_port_problems(deploy: Path, scratch: Path) -> list[str]:
                 problems.append(f"{where}: {kind} port {action.get('port')!r} is not a container port")
             if "httpGet" in probe and role == "serve" and action["path"] not in _api_routes():
                 problems.append(f"{where}: {kind} path {action['path']} is no route of serving/app.py")
+            if "httpGet" in probe and role == "worker" and action["path"] not in ("/ready", "/metrics"):
+                problems.append(f"{where}: {kind} path {action['path']} is not served by streams/metrics.py")
     objs = _k8s(deploy)
     services = _kind(objs, "Service")
     for svc in services:

@@ -4,6 +4,7 @@ authentication, so exposing it is an explicit choice (`worker.metrics_host`)."""
 from __future__ import annotations
 
 import socket
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -43,3 +44,19 @@ def test_metrics_bind_loopback_by_default(host: str | None, expected: str) -> No
     assert _listening_addresses(port) == {expected}
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "fusionrec_events_total" in body
+
+
+def test_ready_answers_503_until_warmed_up_then_200() -> None:
+    """/ready is what a rolling deploy waits for (deploy/k8s/worker.yaml's readinessProbe) before it
+    stops the worker being replaced."""
+    port = _free_port()
+    sensor = PrometheusSensor()
+    sensor.serve(port)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5)
+    assert refused.value.code == 503
+    sensor.set_ready(True)
+    answer = urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5)
+    assert answer.status == 200 and answer.read() == b"ready\n"
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "fusionrec_worker_ready 1.0" in body
