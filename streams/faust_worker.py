@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from threadpoolctl import threadpool_limits
+
 from streams.batch_runner import BatchRunner, LagSensor, ReadySensor, TopicPartition, warm_up
 from streams.core import Pipeline
 from streams.gc_tuning import tune_gc
@@ -153,6 +155,10 @@ def run_worker(
     `sensor` receives consumer lag per partition (serving it, on worker.metrics_host, is the caller's).
     `warm`: warm the ranker and the store's read path before joining the group (`warm_up`), so the
     first batches after a deploy or restart are not the slow ones."""
+    # One BLAS thread: the ranking stage's matrix products run on the pipeline thread beside Kafka's,
+    # the writer process and (on a small host) the brokers; OpenBLAS's spinning helper threads on
+    # busy cores made its first batches after a start take 0.3-1 s instead of tens of ms
+    threadpool_limits(1)
     stopping = threading.Event()
     pipeline = pipeline_factory(stopping)
     tune_gc()
