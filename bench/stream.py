@@ -338,10 +338,11 @@ def freshness(
         visible = new_item_visible(p, topic, items_topic, store, dataset, last_users, tag) if live else None
         if live:
             print(f"live items: {w.last_line('live_items')}; visible_s={visible}", file=sys.stderr)
-        for line in w.log().splitlines():
-            if any(k in line for k in ("worker_progress", "worker_ready", "worker_start", "partitions_assigned",
-                                       "batch_first")):  # fmt: skip
-                print(line, file=sys.stderr)
+        for name, proc in (("", w), ("second worker: ", second)):
+            for line in proc.log().splitlines() if proc is not None else []:
+                if any(k in line for k in ("worker_progress", "worker_ready", "worker_start", "partitions_assigned",
+                                           "batch_first", "worker_stop", "Traceback", "Error")):  # fmt: skip
+                    print(name + line, file=sys.stderr)
         w.stop()
         if second is not None:
             second.stop()

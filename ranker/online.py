@@ -6,7 +6,10 @@ bundle's own (popularity.json, from its training events).
 The fallback chain, one per user, first that applies (the list's `source` names it):
   1. personal  the user has at least one item the bundle knows: the user encoder over that history,
                and, when the bundle has one, the learned ranking stage (ranker.stage) over the
-               candidates of every retriever;
+               candidates of every retriever. When the user's latest event is a search (after
+               their last item event), the hybrid search results for that query re-ranked by the
+               user's taste (`personal+search`, as /v1/search ranks for a known caller): what they
+               just asked for, in the order they would like it; their next item event ends it;
   2. search    no known item but recent search queries: hybrid search (BM25 + the text encoder,
                ranker.search) for the latest queries, the latest weighted most; with
                `search_users="encoder"`, the queries fused like items and fed to the user encoder
@@ -145,9 +148,43 @@ class BundleRanker:
                 rows, scores = self.stage.rerank(vectors, b.item_vectors, b.item_categories, histories, types, rows)
             else:
                 rows, scores = self.retriever.search(vectors, k + longest + self._slack())
-            for n, ranked in zip(known, self._select(rows, _rounded(scores), k, histories), strict=True):
-                out[n] = (ranked, "personal")
+            searching = self._blends()
+            for j, (n, ranked) in enumerate(
+                zip(known, self._select(rows, _rounded(scores), k, histories), strict=True)
+            ):
+                if searching and self._just_searched(states[n]):
+                    query = states[n].recent_queries[-1]
+                    out[n] = (self._searched_list(query, vectors[j], histories[j], k), "personal+search")
+                else:
+                    out[n] = (ranked, "personal")
         return [o for o in out if o is not None]
+
+    def _blends(self) -> bool:
+        return self.search_users == "hybrid" and self._can_fuse()
+
+    @staticmethod
+    def _just_searched(state: UserState) -> bool:
+        """The user's latest event is a search: its time is after their last item event's."""
+        return bool(state.recent_queries) and bool(state.recent_ts) and state.last_ts > state.recent_ts[-1]
+
+    def _searched_list(
+        self, query: str, user_vector: np.ndarray, history: list[int], k: int
+    ) -> list[tuple[str, float]]:
+        """A shopper with a history whose latest event is a search: the hybrid search results for that
+        query re-ranked by the user's taste (ranker.search, mode "personal": BM25 + dense text score
+        plus SearchWeights.personal x their z-scored affinity, the user encoder's score of each
+        candidate), as /v1/search ranks for a known caller; seen items out when the policy says so.
+        What they asked for, in the order they would like it; their next item event ends it."""
+        index = self._hybrid_index()
+        encoder, _ = self._item_fusion()
+        n = len(index.item_ids)
+        scored = self.bundle.item_vectors[:n] @ user_vector
+        affinity = np.full(n, float(scored.min()) if len(scored) else 0.0, dtype=np.float32)
+        affinity[: len(scored)] = scored
+        seen = set(history) if self.policy.exclude_seen else set()
+        found = index.rank(query, encoder.encode([query])[0], k + len(seen), mode="personal", affinity=affinity)
+        picks = [(r, s) for r, s in found if r not in seen][:k]
+        return [(self.bundle.item_ids[r], round(s, 6)) for r, s in picks]
 
     def warm_up(self, batch_sizes: Sequence[int] = (1, 16, 128, 512), k: int = 20) -> float:
         """Runs every ONNX session the first real batches need (user encoder, retrieval, and the text

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -365,3 +366,55 @@ def test_variants_are_screened_then_the_best_go_on(shop_dir: Path, tiny_encoder:
     assert all(first_epoch >= s - 1e-5 for s in screening.values())  # it led after the screening epoch
     assert all(v["epochs_run"] == 1 for v in manifest["screened_out"].values())
     assert not (tmp_path / "b" / "variants").exists()
+
+
+def test_a_shopper_who_just_searched_gets_the_search_results_in_their_taste(bundles: list[Path]) -> None:
+    """A user with a history whose latest event is a search: the hybrid search results for the query
+    re-ranked by their taste (mode "personal", affinity = the user encoder's scores), seen items out;
+    once an item event follows, the plain personal list again."""
+    from ranker.online import BundleRanker
+    from ranker.search import HybridIndex
+    from ranker.state import UserState
+    from schemas.events import EVENT_TYPE_INDEX
+
+    bundle = ModelBundle.load(bundles[0])
+    ranker = BundleRanker(bundle)
+    items = bundle.items()
+    history = tuple(it.item_id for it in items[:3])
+    target = items[len(items) // 2]
+    base = UserState(
+        user_id="h1", recent_items=history, recent_types=("view",) * 3, recent_ts=(1000, 2000, 3000), last_ts=3000
+    )
+    plain, source = ranker.rank(base, 10)
+    assert source == "personal"
+
+    searched = replace(base, recent_queries=(target.title,), last_ts=4000)
+    listed, source = ranker.rank(searched, 10)
+    assert source == "personal+search"
+    assert listed[0][0] == target.item_id  # what they asked for, by its own title, first
+    assert not set(history) & {i for i, _ in listed}  # seen items stay out
+    assert listed != plain
+
+    encoder, _ = bundle.item_fusion()
+    texts = {it.item_id: it.text() for it in items}
+    index = HybridIndex(
+        bundle.item_ids, [texts.get(i, "") for i in bundle.item_ids], ranker._text_rows(len(bundle.item_ids))
+    )
+    rows = [bundle.item_ids.index(i) for i in history]
+    user = bundle.user_vectors([rows], [[EVENT_TYPE_INDEX["view"]] * 3])[0]
+    affinity = bundle.item_vectors @ user
+    want = index.rank(target.title, encoder.encode([target.title])[0], 13, mode="personal", affinity=affinity)
+    want = [(bundle.item_ids[r], s) for r, s in want if r not in rows][:10]
+    assert [i for i, _ in listed] == [i for i, _ in want]
+    assert [s for _, s in listed] == pytest.approx([s for _, s in want], abs=1e-5)
+    taste_free = index.rank(target.title, encoder.encode([target.title])[0], 13, mode="hybrid")
+    assert [i for i, _ in listed] != [bundle.item_ids[r] for r, _ in taste_free if r not in rows][:10]
+
+    # an item event after the search: the personal list again (the query is still in the state)
+    after = replace(
+        searched, recent_items=(*history, items[4].item_id), recent_types=("view",) * 4,
+        recent_ts=(1000, 2000, 3000, 5000), last_ts=5000,
+    )  # fmt: skip
+    again, source = ranker.rank(after, 10)
+    assert source == "personal"
+    assert again == ranker.rank(replace(after, recent_queries=()), 10)[0]
