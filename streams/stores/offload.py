@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -46,9 +47,30 @@ def _write(store: Any, payload: bytes) -> None:
         store.put_results(*results_from_rows(rows))
 
 
+#: after a SIGTERM/SIGINT, the writer exits once no batch came for this long (or the parent hangs up)
+IDLE_AFTER_STOP_S = 5.0
+
+
+class _StopLatch:
+    """SIGTERM / SIGINT to the writer only note the request. A signal to the whole process group
+    (Ctrl-C, `kill -- -PGID`, a service manager's control-group stop) reaches the writer while its
+    parent is still writing the in-flight batches of its own shutdown; dying then left the parent's
+    last write failing and its consumer waiting for those events until it was killed."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+
 def _serve(conn: Connection, url: str, replication: str | None, access: Any = None) -> None:
     """The child: open the store (with the parent's Cassandra login/TLS settings, `access`), then answer
-    one reply per batch until the parent hangs up."""
+    one reply per batch until the parent hangs up (or, once asked to stop, stays idle for
+    IDLE_AFTER_STOP_S: what lets multiprocessing's exit handler, which terminates and joins, finish)."""
+    stop = _StopLatch()
     try:
         store = open_store(url, replication=replication, cassandra=access)
         store.setup()
@@ -58,8 +80,15 @@ def _serve(conn: Connection, url: str, replication: str | None, access: Any = No
     tune_gc()  # the writer allocates a batch's worth of rows per call, like the worker
     conn.send_bytes(orjson.dumps(["ready", ""]))
     try:
+        idle = 0.0
         while True:
             try:
+                if not conn.poll(1.0):
+                    idle += 1.0
+                    if stop.requested and idle >= IDLE_AFTER_STOP_S:
+                        return
+                    continue
+                idle = 0.0
                 payload = conn.recv_bytes()
             except (EOFError, OSError):
                 return

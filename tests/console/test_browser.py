@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 try:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError as exc:  # a failure that says what to install, never a skip
@@ -57,7 +58,14 @@ def load(browser: Any, base: str, route: str) -> None:
 
 
 def wait(browser: Any, ready: Callable[[Any], Any], what: str, timeout: float = 60) -> Any:
-    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(ready, message=f"waiting for {what}")
+    """Polls `ready` until it holds. An element the page re-rendered between finding it and reading
+    it (a live chart redraws every poll) is looked for again, not a failure (seen in CI)."""
+    return WebDriverWait(
+        browser,
+        timeout,
+        poll_frequency=0.2,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    ).until(ready, message=f"waiting for {what}")
 
 
 def one(browser: Any, css: str) -> Any:

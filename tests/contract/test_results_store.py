@@ -69,3 +69,36 @@ def test_a_writer_process_begun_and_never_used_is_closed(tmp_path: Path) -> None
     assert proc is not None and proc.is_alive()
     s.close()
     assert not proc.is_alive()
+
+
+def test_a_stop_signal_to_the_writer_waits_for_its_parent(tmp_path: Path) -> None:
+    """SIGTERM / SIGINT reaching the writer (a signal to the whole process group: Ctrl-C, a service
+    manager's stop) while its parent still writes: the writer answers the parent's next batches, and
+    ends once the parent hangs up, or after IDLE_AFTER_STOP_S without a batch. Dying at once left a
+    busy worker's last write failing and its shutdown hanging until it was killed."""
+    import os
+    import signal
+    import time
+
+    from streams.stores.offload import IDLE_AFTER_STOP_S, OffloadedWrites
+
+    s = OffloadedWrites(SQLiteStore(tmp_path / "w.db", url=f"sqlite:///{tmp_path / 'w.db'}"))
+    s.setup()
+    proc = s._proc
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        os.kill(proc.pid, sig)
+    time.sleep(0.5)
+    assert proc.is_alive()
+    s.put_results([make_list("u1", ["a"])], [make_state("u1", 1)])  # the shutdown's in-flight batch
+    assert s.get_recommendations("u1") is not None
+    proc.join(IDLE_AFTER_STOP_S + 5)  # no parent call follows: it ends by itself
+    assert not proc.is_alive() and proc.exitcode == 0
+    s.close()
+
+    hung_up = OffloadedWrites(SQLiteStore(tmp_path / "v.db", url=f"sqlite:///{tmp_path / 'v.db'}"))
+    hung_up.setup()
+    proc = hung_up._proc
+    os.kill(proc.pid, signal.SIGTERM)
+    started = time.monotonic()
+    hung_up.close()  # the parent hangs up: the writer ends without waiting out its idle time
+    assert not proc.is_alive() and time.monotonic() - started < IDLE_AFTER_STOP_S
