@@ -16,6 +16,7 @@ the call raises `StoreUnavailable`, so the batch is retried, never dropped.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import signal
@@ -118,6 +119,7 @@ class OffloadedWrites:
         self._conn: Connection | None = None
         self._proc: Any = None
         self._pending: tuple[Connection, Any] | None = None  # spawned by begin(), not yet ready
+        self._hangs_up_at_exit = False
 
     def setup(self) -> None:
         self.local.setup()
@@ -136,6 +138,17 @@ class OffloadedWrites:
         proc.start()
         child.close()
         self._pending = (parent, proc)
+        if not self._hangs_up_at_exit:
+            atexit.register(self._hang_up)
+            self._hangs_up_at_exit = True
+
+    def _hang_up(self) -> None:
+        """At interpreter exit, before multiprocessing's own exit handler (atexit runs the handlers
+        registered last first): the writer sees its pipe close and ends at once, instead of taking
+        that handler's SIGTERM as a stop request and waiting out IDLE_AFTER_STOP_S."""
+        for conn in (self._conn, self._pending[0] if self._pending else None):
+            if conn is not None:
+                conn.close()
 
     def _start(self) -> None:
         self.begin()

@@ -11,6 +11,8 @@ from streams.stores import SQLiteStore
 from streams.stores.base import ResultsStore
 from tests.contract.conftest import make_list, make_state
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def test_put_results_writes_lists_and_states_together(results_store: ResultsStore) -> None:
     store = results_store
@@ -102,3 +104,27 @@ def test_a_stop_signal_to_the_writer_waits_for_its_parent(tmp_path: Path) -> Non
     started = time.monotonic()
     hung_up.close()  # the parent hangs up: the writer ends without waiting out its idle time
     assert not proc.is_alive() and time.monotonic() - started < IDLE_AFTER_STOP_S
+
+
+def test_a_process_that_exits_without_closing_its_writer_ends_it_at_once(tmp_path: Path) -> None:
+    """The worker exits without closing its store: its exit hook hangs up on the writer first, so
+    multiprocessing's own exit handler (SIGTERM, then join) does not wait out IDLE_AFTER_STOP_S."""
+    import subprocess
+    import sys
+    import time
+
+    from streams.stores.offload import IDLE_AFTER_STOP_S
+
+    db = tmp_path / "x.db"
+    code = (
+        "from streams.stores import SQLiteStore\n"
+        "from streams.stores.offload import OffloadedWrites\n"
+        f"s = OffloadedWrites(SQLiteStore({str(db)!r}, url='sqlite:///{db}'))\n"
+        "s.setup()\n"
+        "print(s._proc.pid, flush=True)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    elapsed = time.monotonic() - started
+    assert elapsed < IDLE_AFTER_STOP_S, f"exit took {elapsed:.1f} s: the writer waited out its idle time"
