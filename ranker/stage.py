@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-__all__ = ["FEATURES", "CoVisitation", "RankingStage", "StageConfig", "history_matrix"]
+__all__ = ["FEATURES", "CoVisitation", "RankingStage", "StageConfig", "history_matrix", "top_rows"]
 
 log = logging.getLogger("fusionrec.stage")
 
@@ -164,7 +164,7 @@ def history_matrix(histories: Sequence[Sequence[int]], width: int) -> np.ndarray
     return out
 
 
-def _top(scores: np.ndarray, k: int, positive: bool = False) -> np.ndarray:
+def top_rows(scores: np.ndarray, k: int, positive: bool = False) -> np.ndarray:
     """[users, k] rows of the k highest scores per user, best first (ties: lower row first). With
     `positive`, only scores above 0 count and a user with fewer gets -1 padding (a co-visit list is
     the items bought near the user's, not zeros in catalogue order).
@@ -304,12 +304,12 @@ class RankingStage:
         users = len(histories)
         seq_top = seq_rows[:, : cfg.seq_top].astype(np.int64)
         cov = self.covisit.scores(histories, n, cfg.recent, cfg.decay)
-        cov_top = _top(cov, cfg.cov_top, positive=True)
+        cov_top = top_rows(cov, cfg.cov_top, positive=True)
         text = self.text[:n]
         profiles = np.asarray(_profile_weights(histories, n, cfg.text_decay) @ text, dtype=np.float32)
         profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-9)
         text_all = profiles @ text.T
-        text_top = _top(text_all, cfg.text_top)
+        text_top = top_rows(text_all, cfg.text_top)
         new_top = self._new_top(text_all, n)
         hist = history_matrix(histories, cfg.history_window)
         own = hist[:, -cfg.history_top :]
@@ -381,7 +381,7 @@ class RankingStage:
         k = min(self.config.new_top, len(new))
         if k <= 0:
             return np.zeros((text_all.shape[0], 0), dtype=np.int64)
-        return new[_top(text_all[:, new], k)]
+        return new[top_rows(text_all[:, new], k)]
 
     def predict(self, feats: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """[U, C] model scores, -inf for invalid (duplicate) candidates."""

@@ -30,7 +30,7 @@ from ranker.data import (
     train_all_but_last,
     user_sequences,
 )
-from ranker.stage import FEATURES, CoVisitation, RankingStage, StageConfig
+from ranker.stage import FEATURES, CoVisitation, RankingStage, StageConfig, top_rows
 from shopdata.loader import Dataset
 
 __all__ = ["add_ranking_stage", "fit_stage", "stage_scores"]
@@ -69,7 +69,7 @@ def stage_scores(
         vectors = bundle.user_vectors(hist, types)
         seq = vectors @ bundle.item_vectors.T
         seq_all[lo : lo + len(hist)] = seq
-        seq_rows = _top_rows(seq, stage.config.seq_top)
+        seq_rows = top_rows(seq, stage.config.seq_top)
         rows, scores = stage.rerank(vectors, bundle.item_vectors, bundle.item_categories, hist, types, seq_rows)
         block = seq - 1e4  # below any model score
         finite = np.isfinite(scores)
@@ -100,13 +100,6 @@ def _fused_as_new(bundle: ModelBundle, rows: np.ndarray, text: np.ndarray, brand
         "pop_buckets": np.zeros(len(rows), np.int64),
     }
     return fuse_items(session, feed)
-
-
-def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(scores, part, axis=1)
-    return np.take_along_axis(part, np.lexsort((part, -vals), axis=1), axis=1)
 
 
 def fit_stage(
@@ -160,7 +153,7 @@ def fit_stage(
         hist = [[i - 1 for i in h] for h in valid.histories[lo : lo + CHUNK]]
         types = valid.history_types[lo : lo + CHUNK]
         vectors = bundle.encoder.encode_rows(item_vectors, hist, types, batch_size=512)
-        seq_rows = _top_rows(vectors @ item_vectors.T, config.seq_top)
+        seq_rows = top_rows(vectors @ item_vectors.T, config.seq_top)
         cands, ok, feats = learn.features(vectors, item_vectors, bundle.item_categories, hist, types, seq_rows)
         targets = valid.targets[lo : lo + CHUNK] - 1
         for u in range(len(hist)):

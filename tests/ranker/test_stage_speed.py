@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ranker.bundle import ModelBundle
-from ranker.stage import _cosines_to, _profile_weights, _rank_in, _top
+from ranker.stage import _cosines_to, _profile_weights, _rank_in, top_rows
 from ranker.stage_compiled import compiled_predictor
 
 
@@ -33,10 +33,10 @@ def test_top_equals_its_definition(n: int, k: int) -> None:
     scores = rng.normal(size=(40, n)).astype(np.float32)
     scores[:, ::3] = np.round(scores[:, ::3], 1)  # many exact ties, at the boundary too
     scores[5] = 0.25  # a row of one value
-    assert (_top(scores, k) == _reference_top(scores, k)).all()
+    assert (top_rows(scores, k) == _reference_top(scores, k)).all()
     sparse_like = np.where(rng.random((40, n)) < 0.01, np.abs(scores), 0).astype(np.float32)
     sparse_like[3] = 0  # a user with no co-visits: all -1
-    got = _top(sparse_like, k, positive=True)
+    got = top_rows(sparse_like, k, positive=True)
     assert (got == _reference_top(sparse_like, k, positive=True)).all()
     assert (got[3] == -1).all()
 
