@@ -67,6 +67,17 @@ class _StopLatch:
         self.requested = True
 
 
+def _reply(conn: Connection, message: list[str]) -> bool:
+    """Send one reply; False when the parent already hung up. A parent that fails on its own (its
+    store refused the same login, say) exits while the writer still starts: the writer then ends
+    quietly, since the parent printed the one error line the person needs."""
+    try:
+        conn.send_bytes(orjson.dumps(message))
+    except (BrokenPipeError, EOFError, OSError):
+        return False
+    return True
+
+
 def _serve(conn: Connection, url: str, replication: str | None, access: Any = None) -> None:
     """The child: open the store (with the parent's Cassandra login/TLS settings, `access`), then answer
     one reply per batch until the parent hangs up (or, once asked to stop, stays idle for
@@ -76,10 +87,12 @@ def _serve(conn: Connection, url: str, replication: str | None, access: Any = No
         store = open_store(url, replication=replication, cassandra=access)
         store.setup()
     except Exception as exc:  # reported to the parent, which decides
-        conn.send_bytes(orjson.dumps(["unavailable", f"{type(exc).__name__}: {exc}"]))
+        _reply(conn, ["unavailable", f"{type(exc).__name__}: {exc}"])
         return
     tune_gc()  # the writer allocates a batch's worth of rows per call, like the worker
-    conn.send_bytes(orjson.dumps(["ready", ""]))
+    if not _reply(conn, ["ready", ""]):
+        store.close()
+        return
     try:
         idle = 0.0
         while True:
@@ -100,7 +113,8 @@ def _serve(conn: Connection, url: str, replication: str | None, access: Any = No
                 reply = ["unavailable", str(exc)]
             except Exception as exc:
                 reply = ["error", f"{type(exc).__name__}: {exc}"]
-            conn.send_bytes(orjson.dumps(reply))
+            if not _reply(conn, reply):
+                return
     finally:
         store.close()
 

@@ -128,3 +128,25 @@ def test_a_process_that_exits_without_closing_its_writer_ends_it_at_once(tmp_pat
     assert done.returncode == 0, done.stderr
     elapsed = time.monotonic() - started
     assert elapsed < IDLE_AFTER_STOP_S, f"exit took {elapsed:.1f} s: the writer waited out its idle time"
+
+
+def test_a_writer_whose_parent_gave_up_ends_without_a_traceback(tmp_path: Path) -> None:
+    """The worker's own store refuses it (a wrong password: the writer is refused too) and it exits
+    with its one error line while the writer still starts: the writer's report finds the pipe closed,
+    and it ends quietly instead of printing a BrokenPipeError traceback after that line (seen in CI).
+    Run in this process (the writer's body) so the order of events is fixed, not raced."""
+    import multiprocessing
+    import signal
+
+    from streams.stores.offload import _serve
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    missing = tmp_path / "no-such-dir" / "x.db"
+    for url in (f"sqlite:///{missing}", f"sqlite:///{tmp_path / 'ok.db'}"):  # setup fails / succeeds
+        parent, child = multiprocessing.Pipe()
+        parent.close()  # the parent already exited
+        try:
+            _serve(child, url, None)  # returns; raising BrokenPipeError here is the bug
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
