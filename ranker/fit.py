@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from encoders import SessionConfig, TextEncoder
+from ranker.budget import plan_training
 from ranker.bundle import ModelBundle, write_catalog, write_manifest, write_popularity
 from ranker.data import (
     Catalog,
@@ -60,6 +61,8 @@ DEFAULT_VARIANTS: tuple[tuple[str, str, float], ...] = (
 #: successive halving over the variants: every one trains this many epochs, then the best KEEP go on
 SCREEN_EPOCHS = 8
 KEEP_VARIANTS = 2
+#: share of a time budget kept for what follows training: export, ONNX agreement, the ranking stage
+AFTER_TRAINING_SHARE = 0.15
 
 
 def encode_texts(catalog: Catalog, encoder_dir: Path, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
@@ -105,6 +108,7 @@ def fit(
     ranking_stage: bool = True,
     screen_epochs: int = SCREEN_EPOCHS,
     keep: int = KEEP_VARIANTS,
+    time_budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Train, choose and write the bundle to `out`; returns its manifest. `trained_models`, when
     given, receives each variant's trained torch model by name (to check the ONNX export against).
@@ -114,7 +118,10 @@ def fit(
     also fit the learned ranking stage (ranker.stage) on the validation targets, into ranking/.
     With more than `keep` variants, every variant trains `screen_epochs` epochs first and only the
     `keep` best by validation NDCG@10 go on (successive halving; the others are recorded in the
-    manifest's "screened_out"); `keep=0` trains every variant to the end."""
+    manifest's "screened_out"); `keep=0` trains every variant to the end. `time_budget_s` bounds the
+    whole call: the first epoch is timed and ranker.budget plans the variants, screening epochs and
+    finalists that fit (the defaults where they do), and no finalist starts an epoch it cannot end in
+    time; the plan and whether it bound are in the manifest's "time_budget"."""
     started = time.perf_counter()
     catalog = build_catalog(dataset)
     text, encoder_info = encode_texts(catalog, encoder_dir, progress)
@@ -139,12 +146,28 @@ def fit(
         name: TrainRun(replace(base, fusion=fusion, beta=beta), train_cfg, data, tensors, f"train {name}")
         for name, fusion, beta in variants
     }
+    deadline = None
+    first = next(iter(runs.values()))
+    if time_budget_s:
+        # what follows training (export, ONNX agreement, the ranking stage) keeps a share of the budget
+        deadline = started + time_budget_s * (1.0 - AFTER_TRAINING_SHARE)
+        first.run(1, progress)  # timed: the plan follows from it
+        plan = plan_training(
+            len(runs), screen_epochs, keep, first.epoch_seconds, max(deadline - time.perf_counter(), 0.0)
+        )
+    else:
+        plan = plan_training(len(runs), screen_epochs, keep, 0.0, None)
+    skipped = list(runs)[plan.variants :]
+    for name in skipped:
+        del runs[name]
+    if skipped:
+        log.warning("time budget: %s not trained (one epoch takes %.0f s)", ", ".join(skipped), first.epoch_seconds)
     finalists = list(runs)
     screened: dict[str, dict[str, Any]] = {}
-    if 0 < keep < len(runs) and screen_epochs > 0:  # successive halving: all briefly, the best on
+    if plan.screen_epochs > 0:  # successive halving: all briefly, the best on
         for run in runs.values():
-            run.run(screen_epochs, progress)
-        finalists = sorted(runs, key=lambda n: (-runs[n].best, n))[:keep]
+            run.run(plan.screen_epochs, progress)
+        finalists = sorted(runs, key=lambda n: (-runs[n].best, n))[: plan.keep]
         for name in runs:
             if name not in finalists:
                 r = runs[name]
@@ -152,13 +175,16 @@ def fit(
         log.info(
             "screened %d variants over %d epochs: going on with %s; dropped %s",
             len(runs),
-            screen_epochs,
+            plan.screen_epochs,
             ", ".join(finalists),
             ", ".join(f"{n} ({v['valid_ndcg@10_alpha1']:.4f})" for n, v in screened.items()),
         )
-    for name in finalists:
+    for i, name in enumerate(finalists):
         run = runs[name]
-        run.run(train_cfg.epochs, progress)
+        # the time left is shared by the finalists still to train (one that stops early leaves its rest)
+        now = time.perf_counter()
+        share = None if deadline is None else now + (deadline - now) / (len(finalists) - i)
+        run.run(train_cfg.epochs, progress, deadline=share)
         res = run.result()
         alpha, decay, valid = choose_alpha(res.model, data.valid, train_cfg.eval_batch)
         results[name] = {
@@ -170,6 +196,7 @@ def fit(
             "valid_ndcg@10_alpha1": round(res.best_valid_ndcg10, 6),
             "best_epoch": res.best_epoch,
             "epochs_run": res.epochs_run,
+            "stopped_by": run.stopped_by,
             "train_seconds": round(res.seconds, 1),
             "valid_curve": [round(c, 5) for c in res.curve],
         }
@@ -235,7 +262,16 @@ def fit(
     agreement = onnx_agreement(trained[best], ModelBundle.load(out), data)
     # outside "files" and "version": numbers about the run, not inputs of serving
     manifest.update(
-        {"onnx_top10_agreement": round(agreement, 5), "fit_seconds": round(time.perf_counter() - started, 1)}
+        {
+            "onnx_top10_agreement": round(agreement, 5),
+            "fit_seconds": round(time.perf_counter() - started, 1),
+            "time_budget": {
+                "seconds": time_budget_s or 0,
+                "plan": plan.to_dict(),
+                "not_trained": skipped,
+                "stopped_by_time": sorted(n for n, r in results.items() if r["stopped_by"] == "time budget"),
+            },
+        }
     )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     log.info(

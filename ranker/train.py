@@ -33,6 +33,9 @@ __all__ = [
 
 log = logging.getLogger("fusionrec.train")
 
+#: an epoch longer than this reports its steps too (a progress line every 10 s instead of none)
+SLOW_EPOCH_S = 30.0
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -208,21 +211,43 @@ class TrainRun:
         self.curve: list[float] = []
         self.epoch = 0
         self.stopped = False  # early stopping, or the epoch budget spent
+        self.stopped_by = ""  # "early stopping", "epochs" or "time budget" once stopped
+        self._last_epoch_s = 0.0
         self.seconds = 0.0
 
-    def run(self, until: int, progress: bool = True) -> None:
-        """Train epochs self.epoch+1 .. min(until, tcfg.epochs), stopping early on validation."""
+    @property
+    def epoch_seconds(self) -> float:
+        """Mean seconds of one epoch so far (training and validation), 0 before the first."""
+        return self.seconds / self.epoch if self.epoch else 0.0
+
+    def run(self, until: int, progress: bool = True, deadline: float | None = None) -> None:
+        """Train epochs self.epoch+1 .. min(until, tcfg.epochs), stopping early on validation, or
+        before an epoch that would end after `deadline` (time.perf_counter() seconds; the first
+        epoch always runs, so there is a model)."""
         last = min(until, self.tcfg.epochs)
         if self.stopped or last <= self.epoch:
             return
         started = time.perf_counter()
+        spent_before = self.seconds
         model = self.model
         bar = progress_bar(range(self.epoch + 1, last + 1), desc=self.desc, unit="epoch", enabled=progress)
         for epoch in bar:
+            if deadline is not None and self.epoch > 0:
+                per_epoch = (spent_before + time.perf_counter() - started) / self.epoch
+                if time.perf_counter() + per_epoch > deadline:
+                    self.stopped, self.stopped_by = True, "time budget"
+                    log.info("%s: stopped by the time budget after %d epochs", self.desc, self.epoch)
+                    break
             self.epoch = epoch
             model.train()
             total, steps = 0.0, 0
-            for chunk in _length_buckets(self.windows, self.tcfg.batch_size, self.rng):
+            epoch_started = time.perf_counter()
+            batches = _length_buckets(self.windows, self.tcfg.batch_size, self.rng)
+            # steps reported within an epoch only where epochs are long (a shop with many events):
+            # the first epoch, and any after one that took over SLOW_EPOCH_S
+            slow = epoch == 1 or self._last_epoch_s > SLOW_EPOCH_S
+            steps_bar = progress_bar(batches, desc=f"{self.desc} epoch {epoch}", unit="step", enabled=progress and slow)
+            for chunk in steps_bar:
                 seq = pad_left([w[0] for w in chunk])
                 typ = pad_left([w[1] for w in chunk])
                 loss = _loss(model, seq[:, :-1], typ[:, :-1], seq[:, 1:], self.tcfg.sampled_negatives, self.gen)
@@ -232,6 +257,7 @@ class TrainRun:
                 total += float(loss.detach())
                 steps += 1
             score = valid_ndcg(model, self.data.valid, self.tcfg.eval_batch)
+            self._last_epoch_s = time.perf_counter() - epoch_started
             self.curve.append(score)
             bar.set_postfix(loss=f"{total / max(steps, 1):.3f}", valid_ndcg10=f"{score:.4f}")
             if score > self.best:
@@ -240,11 +266,11 @@ class TrainRun:
             else:
                 self.bad += 1
                 if self.bad >= self.tcfg.patience:
-                    self.stopped = True
+                    self.stopped, self.stopped_by = True, "early stopping"
                     break
         bar.close()
-        if self.epoch >= self.tcfg.epochs:
-            self.stopped = True
+        if self.epoch >= self.tcfg.epochs and not self.stopped:
+            self.stopped, self.stopped_by = True, "epochs"
         self.seconds += time.perf_counter() - started
 
     def result(self) -> TrainResult:

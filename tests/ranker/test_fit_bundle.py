@@ -418,3 +418,58 @@ def test_a_shopper_who_just_searched_gets_the_search_results_in_their_taste(bund
     again, source = ranker.rank(after, 10)
     assert source == "personal"
     assert again == ranker.rank(replace(after, recent_queries=()), 10)[0]
+
+
+def test_a_time_budget_too_short_for_the_defaults_still_gives_a_bundle(
+    shop_dir: Path, tiny_encoder: Path, tmp_path: Path
+) -> None:
+    """A budget spent before the first epoch ends: one variant trains (the first epoch always runs, to
+    time it), the others are named as not trained, the finalist stops by time, not by early stopping,
+    and the bundle loads and ranks."""
+    from ranker.fit import fit
+    from ranker.train import TrainConfig
+
+    three = (*VARIANTS, ("weighted-b0.3", "weighted", 0.3))
+    manifest = fit(
+        load_dataset(shop_dir),
+        tmp_path / "b",
+        tiny_encoder,
+        variants=three,
+        model_overrides={"dim": 32, "layers": 1, "heads": 2, "max_len": 20},
+        train_cfg=TrainConfig(epochs=50, patience=50, seed=7, batch_size=128),
+        progress=False,
+        ranking_stage=False,
+        screen_epochs=2,
+        keep=1,
+        time_budget_s=0.01,
+    )
+    budget = manifest["time_budget"]
+    first = three[0][0]
+    assert budget["plan"] == {"variants": 1, "screen_epochs": 0, "keep": 0, "binding": True}
+    assert budget["not_trained"] == [n for n, _, _ in three[1:]]
+    assert budget["stopped_by_time"] == [first]
+    assert list(manifest["variants"]) == [first] and manifest["variants"][first]["epochs_run"] == 1
+    assert manifest["variants"][first]["stopped_by"] == "time budget"
+    bundle = ModelBundle.load(tmp_path / "b")
+    assert bundle.scores([[0, 1]], [[0, 0]]).shape == (1, len(bundle.item_ids))
+
+
+def test_a_budget_that_does_not_bind_changes_nothing(shop_dir: Path, tiny_encoder: Path, tmp_path: Path) -> None:
+    """Same seed, same bundle with and without a budget that the training fits in: the plan is the
+    defaults and no finalist is stopped by the clock."""
+    from ranker.fit import fit
+    from ranker.train import TrainConfig
+
+    args: dict[str, Any] = {
+        "variants": VARIANTS,
+        "model_overrides": {"dim": 32, "layers": 1, "heads": 2, "max_len": 20},
+        "train_cfg": TrainConfig(epochs=3, patience=3, seed=7, batch_size=128),
+        "progress": False,
+        "ranking_stage": False,
+        "screen_epochs": 1,
+        "keep": 1,
+    }
+    free = fit(load_dataset(shop_dir), tmp_path / "free", tiny_encoder, **args)
+    budgeted = fit(load_dataset(shop_dir), tmp_path / "budget", tiny_encoder, time_budget_s=3600.0, **args)
+    assert budgeted["time_budget"]["plan"]["binding"] is False and budgeted["time_budget"]["stopped_by_time"] == []
+    assert budgeted["version"] == free["version"]
