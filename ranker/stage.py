@@ -30,7 +30,16 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-__all__ = ["FEATURES", "CoVisitation", "RankingStage", "StageConfig", "history_matrix", "top_rows"]
+__all__ = [
+    "FEATURES",
+    "RETRIEVERS",
+    "CoVisitation",
+    "RankingStage",
+    "StageConfig",
+    "choose_quotas",
+    "history_matrix",
+    "top_rows",
+]
 
 log = logging.getLogger("fusionrec.stage")
 
@@ -55,6 +64,40 @@ FEATURES = (
     "category_share",
     "last_type",
 )
+
+
+#: the retrievers whose candidate counts (seq_top, cov_top) are chosen per shop (choose_quotas); the
+#: text retriever keeps its count: it is how items without events (new ones) become candidates, and
+#: validation targets, all items with events, cannot say what it is worth to them
+RETRIEVERS = ("seq", "cov")
+
+
+def choose_quotas(
+    ranks: np.ndarray, total: int, covered: np.ndarray | None = None, step: int = 5, minimum: int = 5
+) -> tuple[int, ...]:
+    """Candidate counts for RETRIEVERS summing to `total`: the ones under which the most validation
+    targets are among some retriever's candidates (the union's recall), `step` slots at a time to
+    whichever retriever adds the most, each at least `minimum`. `ranks` [users, len(RETRIEVERS)]:
+    the target's 0-based rank in each retriever's list (inf where it cannot be found); `covered`
+    [users]: targets the other candidates (text, popular, own, new) already hold.
+
+    Why: which retriever finds the next purchase depends on the shop. On Scientific's short histories
+    the sequential model finds most; on a shop with long, repetitive histories co-visits do, and with
+    the counts fixed at 30/20 the candidates missed targets that item-kNN alone ranks."""
+    quotas = [minimum] * ranks.shape[1]
+    left = total - sum(quotas)
+    done = np.zeros(len(ranks), bool) if covered is None else covered
+    while left >= step:
+        hit = done | (ranks < np.array(quotas)[None, :]).any(axis=1)
+        gains = []
+        for r in range(len(quotas)):
+            widened = (ranks[:, r] >= quotas[r]) & (ranks[:, r] < quotas[r] + step)
+            gains.append(int((widened & ~hit).sum()))
+        best = int(np.argmax(gains))  # ties: the first (the sequential model's)
+        quotas[best] += step
+        left -= step
+    quotas[0] += max(left, 0)  # a remainder below one step goes to the sequential model
+    return tuple(quotas)
 
 
 @dataclass(frozen=True)
@@ -373,6 +416,36 @@ class RankingStage:
         ]
         feats = np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=2)
         return cands, valid, feats
+
+    def target_ranks(
+        self,
+        user_vectors: np.ndarray,
+        item_vectors: np.ndarray,
+        histories: Sequence[Sequence[int]],
+        targets: np.ndarray,
+    ) -> np.ndarray:
+        """[users, 3] each target's 0-based rank in the sequential, co-visit and text retrievers' full
+        lists as `features` builds them (inf where co-visits never reach it): what choose_quotas reads.
+        Ties count against the target."""
+        cfg = self.config
+        histories = [h[-cfg.history_window :] for h in histories]
+        n = min(self.n_rows, len(item_vectors))
+        users = np.arange(len(histories))
+        t = np.asarray(targets, dtype=np.int64)
+        inside = t < n
+        t = np.where(inside, t, 0)
+        out = np.full((len(histories), 3), np.inf)
+        seq = user_vectors @ item_vectors[:n].T
+        cov = self.covisit.scores(histories, n, cfg.recent, cfg.decay)
+        text = self.text[:n]
+        profiles = np.asarray(_profile_weights(histories, n, cfg.text_decay) @ text, dtype=np.float32)
+        profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-9)
+        for r, scores in enumerate((seq, cov, profiles @ text.T)):
+            at = scores[users, t][:, None]
+            rank = (scores > at).sum(axis=1) + (scores == at).sum(axis=1) - 1
+            found = inside & ((at[:, 0] > 0) if r == 1 else True)
+            out[:, r] = np.where(found, rank, np.inf)
+        return out
 
     def _new_top(self, text_all: np.ndarray, n: int) -> np.ndarray:
         """[users, <= new_top] rows of the items without events (popularity 0) by text score, best

@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from ranker.data import (
     train_all_but_last,
     user_sequences,
 )
-from ranker.stage import FEATURES, CoVisitation, RankingStage, StageConfig, top_rows
+from ranker.stage import FEATURES, RETRIEVERS, CoVisitation, RankingStage, StageConfig, choose_quotas, top_rows
 from shopdata.loader import Dataset
 
 __all__ = ["add_ranking_stage", "fit_stage", "stage_scores"]
@@ -48,6 +49,11 @@ CHUNK = 512
 #: fused without their ID embedding): every validation target is an item with events, so without them
 #: the ranker would learn that an item without events never wins, and bury every new item
 NEW_ITEM_SHARE = 0.2
+
+#: the sequential and co-visit candidate counts move from their defaults only when counts chosen on
+#: validation find this much more of its targets (relative): Scientific +3.6% (kept), a shop with long
+#: repetitive histories (bench/long_shop.py) +41% (moved)
+QUOTA_MIN_GAIN = 0.1
 
 
 def _held_out(user: str, share: float = 0.15) -> bool:
@@ -113,13 +119,16 @@ def fit_stage(
     threads: int = 0,
     rounds: int = 500,
     new_item_share: float = NEW_ITEM_SHARE,
+    choose: bool = True,
 ) -> tuple[RankingStage, dict[str, Any]]:
     """The stage for `bundle`: co-visitation from `train` (1-based sequences), the ranker from
     `valid`'s targets. `brands`: brand index per bundle row. Returns (stage, info for stage.json).
 
     The ranker learns from features where `new_item_share` of the items look new (_pretend_new:
     popularity 0, out of the co-visitation, fused as new items, in users' histories too); the stage
-    it returns has every item's real popularity and co-visits."""
+    it returns has every item's real popularity and co-visits. With `choose`, the candidate counts of
+    the sequential, co-visit and text retrievers (their sum as in `config`) are chosen on the same
+    validation targets (ranker.stage.choose_quotas) and saved with the stage."""
     import lightgbm as lgb
 
     started = time.perf_counter()
@@ -147,12 +156,45 @@ def fit_stage(
         item_vectors[pretend] = _fused_as_new(bundle, np.flatnonzero(pretend), text, np.asarray(brands))
     else:
         pretend[:] = False
-    groups: dict[bool, tuple[list[np.ndarray], list[np.ndarray], list[int]]] = {False: ([], [], []), True: ([], [], [])}
-    found = 0
+    chunks = []
+    ranks = []
     for lo in range(0, len(valid.users), CHUNK):
         hist = [[i - 1 for i in h] for h in valid.histories[lo : lo + CHUNK]]
         types = valid.history_types[lo : lo + CHUNK]
         vectors = bundle.encoder.encode_rows(item_vectors, hist, types, batch_size=512)
+        chunks.append((lo, hist, types, vectors))
+        if choose:
+            ranks.append(learn.target_ranks(vectors, item_vectors, hist, valid.targets[lo : lo + CHUNK] - 1))
+    quota_info: dict[str, Any] = {}
+    if choose and ranks:
+        every = np.vstack(ranks)
+        text_hit = every[:, 2] < config.text_top
+        default = (config.seq_top, config.cov_top)
+        chosen = choose_quotas(every[:, :2], sum(default), covered=text_hit)
+        recall = {
+            q: float((text_hit | (every[:, :2] < np.array(q)[None, :]).any(axis=1)).mean()) for q in (default, chosen)
+        }
+        # the defaults stay unless the shop's validation says they miss much: a small gain in candidate
+        # recall is within what the ranker's own noise gives and costs items without events their places
+        quotas = chosen if recall[chosen] >= recall[default] * (1.0 + QUOTA_MIN_GAIN) else default
+        config = replace(config, **{f"{r}_top": q for r, q in zip(RETRIEVERS, quotas, strict=True)})
+        stage.config = learn.config = config
+        quota_info = {
+            "quotas": dict(zip(RETRIEVERS, quotas, strict=True)),
+            "quota_recall": {"default": round(recall[default], 5), "best": round(recall[chosen], 5)},
+        }
+        log.info(
+            "ranking_stage candidate counts %s: validation targets among the candidates %.3f with the "
+            "defaults %s, %.3f with the best counts %s",
+            quotas,
+            recall[default],
+            default,
+            recall[chosen],
+            chosen,
+        )
+    groups: dict[bool, tuple[list[np.ndarray], list[np.ndarray], list[int]]] = {False: ([], [], []), True: ([], [], [])}
+    found = 0
+    for lo, hist, types, vectors in chunks:
         seq_rows = top_rows(vectors @ item_vectors.T, config.seq_top)
         cands, ok, feats = learn.features(vectors, item_vectors, bundle.item_categories, hist, types, seq_rows)
         targets = valid.targets[lo : lo + CHUNK] - 1
@@ -202,6 +244,7 @@ def fit_stage(
         "users": len(valid.users),
         "users_with_target_in_candidates": found,
         "candidate_recall": round(found / max(len(valid.users), 1), 5),
+        **quota_info,
         "learned_as_new_items": int(pretend.sum()),
         "learned_as_new_targets": int(sum(bool(pretend[t - 1]) for t in valid.targets)),
         "train_users": len(gt),
@@ -219,7 +262,9 @@ def fit_stage(
     return stage, info
 
 
-def add_ranking_stage(dataset: Dataset, out: Path, seed: int | None = None) -> dict[str, Any]:
+def add_ranking_stage(
+    dataset: Dataset, out: Path, seed: int | None = None, config: StageConfig = StageConfig()
+) -> dict[str, Any]:
     """(Re)fit the ranking stage of the bundle at `out` on the data it was trained on (same split,
     same cold items), without retraining the sequential model; rewrites ranking/ and the manifest
     (a new version). ValueError when `dataset` is not the bundle's training data."""
@@ -237,7 +282,12 @@ def add_ranking_stage(dataset: Dataset, out: Path, seed: int | None = None) -> d
     index = catalog.index()
     data = drop_cold_items(data, {index[i] for i in info.get("cold_items", {}).get("items", [])})
     stage, stage_info = fit_stage(
-        bundle, data.train, data.valid, catalog.brands[1:], seed=info.get("seed", 0) if seed is None else seed
+        bundle,
+        data.train,
+        data.valid,
+        catalog.brands[1:],
+        config=config,
+        seed=info.get("seed", 0) if seed is None else seed,
     )
     if (out / "ranking").exists():
         shutil.rmtree(out / "ranking")

@@ -202,3 +202,41 @@ def test_items_without_events_are_candidates_by_text() -> None:
     stage.config = replace(only_one, new_top=0)
     cands, valid, _ = stage.features(vectors[[1]], vectors, categories, [[7]], [[1]], seq_rows)
     assert not {n, n + 1} & set(cands[valid].tolist())
+
+
+def test_candidate_counts_go_where_the_validation_targets_are() -> None:
+    """choose_quotas: the slots go, step by step, to the retriever that finds the most targets not
+    yet found; targets the fixed retrievers hold count as found; every retriever keeps its minimum."""
+    from ranker.stage import choose_quotas
+
+    inf = np.inf
+    # co-visits find targets at ranks 5..24, the sequential model only at rank 0
+    ranks = np.array([[0, inf]] * 10 + [[inf, r] for r in range(5, 25)] * 2)
+    assert choose_quotas(ranks, 30) == (5, 25)
+    shorter = np.array([[0, inf]] * 10 + [[inf, r] for r in range(5, 20)] * 2)  # nothing past rank 19
+    assert choose_quotas(shorter, 30) == (10, 20)  # once no step gains, the rest goes to the first
+    # the same targets already held by the text retriever: nothing to gain, the rest to the first
+    assert choose_quotas(ranks, 30, covered=np.ones(len(ranks), bool)) == (25, 5)
+    assert choose_quotas(ranks, 12) == (7, 5)  # below one step: the remainder to the sequential model
+    assert sum(choose_quotas(np.full((4, 2), inf), 50)) == 50
+
+
+def test_target_ranks_are_the_retrievers_orders() -> None:
+    """target_ranks: the target's 0-based rank in the sequential scores, the co-visit scores (inf where
+    no co-visit reaches it) and the text profile's cosines, as `features` computes them."""
+    stage = _stage()
+    n = stage.n_rows
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(n, 5)).astype(np.float32)
+    user = rng.normal(size=(2, 5)).astype(np.float32)
+    histories = [[0, 1], [4, 5]]
+    targets = np.array([2, 11])
+    ranks = stage.target_ranks(user, vectors, histories, targets)
+    seq = user @ vectors.T
+    cov = stage.covisit.scores(histories, n, stage.config.recent, stage.config.decay)
+    for u, t in enumerate(targets):
+        assert ranks[u, 0] == (seq[u] >= seq[u, t]).sum() - 1
+        assert (ranks[u, 1] == (cov[u] >= cov[u, t]).sum() - 1) if cov[u, t] > 0 else np.isinf(ranks[u, 1])
+    assert ranks[0, 1] == 0  # 2 follows 0 and 1 in the co-visits: the best-voted item
+    assert np.isinf(ranks[1, 1])  # nothing co-visited with 4 or 5 reaches 11
+    assert 0 <= ranks[0, 2] < n
