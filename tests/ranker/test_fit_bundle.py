@@ -337,28 +337,38 @@ def test_search_only_shopper_gets_the_hybrid_search_list(bundles: list[Path]) ->
         BundleRanker(bundle, search_users="magic")
 
 
+THREE = (*VARIANTS, ("weighted-b0.3", "weighted", 0.3))
+
+
+def _fit_three(
+    shop_dir: Path, encoder: Path, out: Path, epochs: int, screen_epochs: int, time_budget_s: float | None = None
+) -> dict[str, Any]:
+    """The small shop's bundle from three variants, one kept after screening, no ranking stage."""
+    from ranker.fit import fit
+    from ranker.train import TrainConfig
+
+    return fit(
+        load_dataset(shop_dir),
+        out,
+        encoder,
+        variants=THREE,
+        model_overrides={"dim": 32, "layers": 1, "heads": 2, "max_len": 20},
+        train_cfg=TrainConfig(epochs=epochs, patience=epochs, seed=7, batch_size=128),
+        progress=False,
+        ranking_stage=False,
+        screen_epochs=screen_epochs,
+        keep=1,
+        time_budget_s=time_budget_s,
+    )
+
+
 def test_variants_are_screened_then_the_best_go_on(shop_dir: Path, tiny_encoder: Path, tmp_path: Path) -> None:
     """Successive halving: every variant trains `screen_epochs`, only the `keep` best by validation
     go on to the end; the rest are named in the manifest with their screening score and never
     written. A finalist goes on from where screening left it (one curve, not a restart)."""
-    from ranker.fit import fit
-    from ranker.train import TrainConfig
-
-    three = (*VARIANTS, ("weighted-b0.3", "weighted", 0.3))
-    manifest = fit(
-        load_dataset(shop_dir),
-        tmp_path / "b",
-        tiny_encoder,
-        variants=three,
-        model_overrides={"dim": 32, "layers": 1, "heads": 2, "max_len": 20},
-        train_cfg=TrainConfig(epochs=3, patience=3, seed=7, batch_size=128),
-        progress=False,
-        ranking_stage=False,
-        screen_epochs=1,
-        keep=1,
-    )
+    manifest = _fit_three(shop_dir, tiny_encoder, tmp_path / "b", epochs=3, screen_epochs=1)
     (kept,) = manifest["variants"]
-    assert set(manifest["screened_out"]) == {n for n, _, _ in three} - {kept}
+    assert set(manifest["screened_out"]) == {n for n, _, _ in THREE} - {kept}
     assert manifest["chosen_variant"] == kept
     assert manifest["variants"][kept]["epochs_run"] == 3 and len(manifest["variants"][kept]["valid_curve"]) == 3
     screening = {n: v["valid_ndcg@10_alpha1"] for n, v in manifest["screened_out"].items()}
@@ -426,27 +436,11 @@ def test_a_time_budget_too_short_for_the_defaults_still_gives_a_bundle(
     """A budget spent before the first epoch ends: one variant trains (the first epoch always runs, to
     time it), the others are named as not trained, the finalist stops by time, not by early stopping,
     and the bundle loads and ranks."""
-    from ranker.fit import fit
-    from ranker.train import TrainConfig
-
-    three = (*VARIANTS, ("weighted-b0.3", "weighted", 0.3))
-    manifest = fit(
-        load_dataset(shop_dir),
-        tmp_path / "b",
-        tiny_encoder,
-        variants=three,
-        model_overrides={"dim": 32, "layers": 1, "heads": 2, "max_len": 20},
-        train_cfg=TrainConfig(epochs=50, patience=50, seed=7, batch_size=128),
-        progress=False,
-        ranking_stage=False,
-        screen_epochs=2,
-        keep=1,
-        time_budget_s=0.01,
-    )
+    manifest = _fit_three(shop_dir, tiny_encoder, tmp_path / "b", epochs=50, screen_epochs=2, time_budget_s=0.01)
     budget = manifest["time_budget"]
-    first = three[0][0]
+    first = THREE[0][0]
     assert budget["plan"] == {"variants": 1, "screen_epochs": 0, "keep": 0, "binding": True}
-    assert budget["not_trained"] == [n for n, _, _ in three[1:]]
+    assert budget["not_trained"] == [n for n, _, _ in THREE[1:]]
     assert budget["stopped_by_time"] == [first]
     assert list(manifest["variants"]) == [first] and manifest["variants"][first]["epochs_run"] == 1
     assert manifest["variants"][first]["stopped_by"] == "time budget"
