@@ -140,24 +140,38 @@ class BundleRanker:
                 out[n] = (ranked, "search")
         if known:
             vectors = self.bundle.user_vectors(histories, types)
-            longest = max(len(h) for h in histories) if self.policy.exclude_seen else 0
-            if self.stage is not None and not self.shed_stage:
-                want = max(self.stage.config.seq_top, k) + longest + self._slack()
-                rows, _ = self.retriever.search(vectors, want)
-                b = self.bundle
-                rows, scores = self.stage.rerank(vectors, b.item_vectors, b.item_categories, histories, types, rows)
-            else:
-                rows, scores = self.retriever.search(vectors, k + longest + self._slack())
+            # a shopper whose latest event is a search gets the search list: their personal list (the
+            # retrieval and the ranking stage, the costly part) is not computed only to be discarded
             searching = self._blends()
-            for j, (n, ranked) in enumerate(
-                zip(known, self._select(rows, _rounded(scores), k, histories), strict=True)
-            ):
-                if searching and self._just_searched(states[n]):
-                    query = states[n].recent_queries[-1]
-                    out[n] = (self._searched_list(query, vectors[j], histories[j], k), "personal+search")
-                else:
-                    out[n] = (ranked, "personal")
+            searched_now = [j for j, n in enumerate(known) if searching and self._just_searched(states[n])]
+            for j in searched_now:
+                n = known[j]
+                query = states[n].recent_queries[-1]
+                out[n] = (self._searched_list(query, vectors[j], histories[j], k), "personal+search")
+            taken = set(searched_now)
+            personal = [j for j in range(len(known)) if j not in taken]
+            if personal:
+                if taken:
+                    vectors = vectors[personal]
+                    histories = [histories[j] for j in personal]
+                    types = [types[j] for j in personal]
+                for j, ranked in zip(personal, self._personal(vectors, histories, types, k), strict=True):
+                    out[known[j]] = (ranked, "personal")
         return [o for o in out if o is not None]
+
+    def _personal(
+        self, vectors: np.ndarray, histories: list[list[int]], types: list[list[int]], k: int
+    ) -> list[list[tuple[str, float]]]:
+        """Personal lists: the sequential model's retrieval, re-ranked by the stage (unless shed)."""
+        longest = max(len(h) for h in histories) if self.policy.exclude_seen else 0
+        if self.stage is not None and not self.shed_stage:
+            want = max(self.stage.config.seq_top, k) + longest + self._slack()
+            rows, _ = self.retriever.search(vectors, want)
+            b = self.bundle
+            rows, scores = self.stage.rerank(vectors, b.item_vectors, b.item_categories, histories, types, rows)
+        else:
+            rows, scores = self.retriever.search(vectors, k + longest + self._slack())
+        return self._select(rows, _rounded(scores), k, histories)
 
     def _blends(self) -> bool:
         return self.search_users == "hybrid" and self._can_fuse()

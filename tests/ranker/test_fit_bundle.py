@@ -467,3 +467,39 @@ def test_a_budget_that_does_not_bind_changes_nothing(shop_dir: Path, tiny_encode
     budgeted = fit(load_dataset(shop_dir), tmp_path / "budget", tiny_encoder, time_budget_s=3600.0, **args)
     assert budgeted["time_budget"]["plan"]["binding"] is False and budgeted["time_budget"]["stopped_by_time"] == []
     assert budgeted["version"] == free["version"]
+
+
+def test_a_batch_ranks_personal_lists_only_for_those_who_get_them(bundles: list[Path]) -> None:
+    """In a batch, a shopper whose latest event is a search gets the search list, and their personal
+    list (retrieval and ranking stage) is not computed; the others' lists are what they are alone."""
+    from ranker.online import BundleRanker
+    from ranker.state import UserState
+
+    bundle = ModelBundle.load(bundles[0])
+    ranker = BundleRanker(bundle)
+    items = bundle.items()
+    users = [
+        UserState(
+            user_id=f"u{n}",
+            recent_items=tuple(it.item_id for it in items[n : n + 3]),
+            recent_types=("view",) * 3,
+            recent_ts=(1000, 2000, 3000),
+            last_ts=3000,
+        )
+        for n in range(4)
+    ]
+    alone = [ranker.rank(u, 10) for u in users]
+    users[1] = replace(users[1], recent_queries=(items[-1].title,), last_ts=4000)
+    searched_alone = ranker.rank(users[1], 10)
+    sizes: list[int] = []
+    search = ranker.retriever.search
+
+    def counted(vectors: np.ndarray, k: int) -> Any:
+        sizes.append(len(vectors))
+        return search(vectors, k)
+
+    ranker.retriever.search = counted  # type: ignore[method-assign]
+    batch = ranker.rank_many(users, 10)
+    assert sizes == [3]  # one retrieval, for the three personal lists
+    assert batch[1] == searched_alone and batch[1][1] == "personal+search"
+    assert [batch[n] for n in (0, 2, 3)] == [alone[n] for n in (0, 2, 3)]
