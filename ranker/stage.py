@@ -349,9 +349,7 @@ class RankingStage:
         cov = self.covisit.scores(histories, n, cfg.recent, cfg.decay)
         cov_top = top_rows(cov, cfg.cov_top, positive=True)
         text = self.text[:n]
-        profiles = np.asarray(_profile_weights(histories, n, cfg.text_decay) @ text, dtype=np.float32)
-        profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-9)
-        text_all = profiles @ text.T
+        text_all = self._text_profiles(histories, n) @ text.T
         text_top = top_rows(text_all, cfg.text_top)
         new_top = self._new_top(text_all, n)
         hist = history_matrix(histories, cfg.history_window)
@@ -437,15 +435,19 @@ class RankingStage:
         out = np.full((len(histories), 3), np.inf)
         seq = user_vectors @ item_vectors[:n].T
         cov = self.covisit.scores(histories, n, cfg.recent, cfg.decay)
-        text = self.text[:n]
-        profiles = np.asarray(_profile_weights(histories, n, cfg.text_decay) @ text, dtype=np.float32)
-        profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-9)
-        for r, scores in enumerate((seq, cov, profiles @ text.T)):
+        for r, scores in enumerate((seq, cov, self._text_profiles(histories, n) @ self.text[:n].T)):
             at = scores[users, t][:, None]
             rank = (scores > at).sum(axis=1) + (scores == at).sum(axis=1) - 1
             found = inside & ((at[:, 0] > 0) if r == 1 else True)
             out[:, r] = np.where(found, rank, np.inf)
         return out
+
+    def _text_profiles(self, histories: Sequence[Sequence[int]], n: int) -> np.ndarray:
+        """[users, dim] unit recency-weighted means of the history items' text vectors (rows < n)."""
+        text = self.text[:n]
+        profiles = np.asarray(_profile_weights(histories, n, self.config.text_decay) @ text, dtype=np.float32)
+        profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-9)
+        return profiles
 
     def _new_top(self, text_all: np.ndarray, n: int) -> np.ndarray:
         """[users, <= new_top] rows of the items without events (popularity 0) by text score, best
