@@ -227,17 +227,13 @@ class TrainRun:
         last = min(until, self.tcfg.epochs)
         if self.stopped or last <= self.epoch:
             return
-        started = time.perf_counter()
-        spent_before = self.seconds
         model = self.model
         bar = progress_bar(range(self.epoch + 1, last + 1), desc=self.desc, unit="epoch", enabled=progress)
         for epoch in bar:
-            if deadline is not None and self.epoch > 0:
-                per_epoch = (spent_before + time.perf_counter() - started) / self.epoch
-                if time.perf_counter() + per_epoch > deadline:
-                    self.stopped, self.stopped_by = True, "time budget"
-                    log.info("%s: stopped by the time budget after %d epochs", self.desc, self.epoch)
-                    break
+            if deadline is not None and self.epoch > 0 and time.perf_counter() + self.epoch_seconds > deadline:
+                self.stopped, self.stopped_by = True, "time budget"
+                log.info("%s: stopped by the time budget after %d epochs", self.desc, self.epoch)
+                break
             self.epoch = epoch
             model.train()
             total, steps = 0.0, 0
@@ -258,6 +254,7 @@ class TrainRun:
                 steps += 1
             score = valid_ndcg(model, self.data.valid, self.tcfg.eval_batch)
             self._last_epoch_s = time.perf_counter() - epoch_started
+            self.seconds += self._last_epoch_s
             self.curve.append(score)
             bar.set_postfix(loss=f"{total / max(steps, 1):.3f}", valid_ndcg10=f"{score:.4f}")
             if score > self.best:
@@ -271,7 +268,6 @@ class TrainRun:
         bar.close()
         if self.epoch >= self.tcfg.epochs and not self.stopped:
             self.stopped, self.stopped_by = True, "epochs"
-        self.seconds += time.perf_counter() - started
 
     def result(self) -> TrainResult:
         """The model at its best validation epoch so far (in eval mode)."""

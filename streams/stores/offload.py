@@ -73,7 +73,7 @@ def _reply(conn: Connection, message: list[str]) -> bool:
     quietly, since the parent printed the one error line the person needs."""
     try:
         conn.send_bytes(orjson.dumps(message))
-    except (BrokenPipeError, EOFError, OSError):
+    except (EOFError, OSError):  # BrokenPipeError is an OSError
         return False
     return True
 
@@ -90,10 +90,9 @@ def _serve(conn: Connection, url: str, replication: str | None, access: Any = No
         _reply(conn, ["unavailable", f"{type(exc).__name__}: {exc}"])
         return
     tune_gc()  # the writer allocates a batch's worth of rows per call, like the worker
-    if not _reply(conn, ["ready", ""]):
-        store.close()
-        return
     try:
+        if not _reply(conn, ["ready", ""]):
+            return
         idle = 0.0
         while True:
             try:
