@@ -12,18 +12,43 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "PooledEncoder"]
+__all__ = ["SUPPORTED_MODEL_TYPES", "PooledEncoder", "TorchAdapter"]
 
+from encoders.adapter import TokenAdapter
 from encoders.onnx_build import SUPPORTED_MODEL_TYPES  # one list for both exporters
 
 
-class PooledEncoder(nn.Module):
-    """(input_ids, attention_mask, token_type_ids) -> unit-length sentence vectors [batch, hidden]."""
+class TorchAdapter(nn.Module):
+    """encoders.adapter.TokenAdapter in torch: trainable, and the reference its ONNX export is held to."""
 
-    def __init__(self, hf_model: Any) -> None:
+    def __init__(self, adapter: TokenAdapter) -> None:
+        super().__init__()
+        self.down = nn.Linear(adapter.dim, adapter.rank)
+        self.up = nn.Linear(adapter.rank, adapter.dim)
+        with torch.no_grad():
+            for layer, w, b in ((self.down, adapter.down_w, adapter.down_b), (self.up, adapter.up_w, adapter.up_b)):
+                layer.weight.copy_(torch.from_numpy(np.asarray(w, np.float32)))
+                layer.bias.copy_(torch.from_numpy(np.asarray(b, np.float32)))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.up(nn.functional.gelu(self.down(hidden)))
+
+    def to_numpy(self) -> TokenAdapter:
+        def arr(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().numpy().astype(np.float32)
+
+        return TokenAdapter(arr(self.down.weight), arr(self.down.bias), arr(self.up.weight), arr(self.up.bias))
+
+
+class PooledEncoder(nn.Module):
+    """(input_ids, attention_mask, token_type_ids) -> unit-length sentence vectors [batch, hidden];
+    with `adapter`, the tuned tower (the adapter between the last layer and the pooling)."""
+
+    def __init__(self, hf_model: Any, adapter: TokenAdapter | None = None) -> None:
         super().__init__()
         cfg = hf_model.config
         if cfg.model_type not in SUPPORTED_MODEL_TYPES:
@@ -44,6 +69,7 @@ class PooledEncoder(nn.Module):
             (cfg.pad_token_id + 1) if cfg.model_type in {"roberta", "xlm-roberta", "camembert"} else 0
         )
         self.embedding_project = getattr(hf_model, "embeddings_project", None)
+        self.adapter = TorchAdapter(adapter) if adapter is not None else None
 
     def _activation(self, x: torch.Tensor) -> torch.Tensor:
         if self.act == "relu":
@@ -55,6 +81,17 @@ class PooledEncoder(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
     ) -> torch.Tensor:
+        x = self.hidden(input_ids, attention_mask, token_type_ids)
+        if self.adapter is not None:
+            x = self.adapter(x)
+        mask = attention_mask.unsqueeze(-1).to(x.dtype)
+        pooled = (x * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    def hidden(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """The last layer's token states [batch, seq, hidden] (what an adapter is trained on)."""
         seq = input_ids.shape[1]
         positions = torch.arange(seq, device=input_ids.device).unsqueeze(0) + self.position_offset
         x = (
@@ -79,6 +116,4 @@ class PooledEncoder(nn.Module):
             x = att.output.LayerNorm(att.output.dense(ctx) + x)
             h = self._activation(layer.intermediate.dense(x))
             x = layer.output.LayerNorm(layer.output.dense(h) + x)
-        mask = attention_mask.unsqueeze(-1).to(x.dtype)
-        pooled = (x * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return nn.functional.normalize(pooled, p=2.0, dim=1)
+        return x

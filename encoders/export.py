@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from encoders.adapter import TokenAdapter
 from encoders.manifest import EncoderManifest, file_digest
 from encoders.onnx_build import INPUTS, ExportError, build_graph, read_config
 
@@ -245,17 +246,17 @@ class _Raw:
     versions: dict[str, str]
 
 
-def _numpy_raw(src: Path, out: Path, tmp: Path, opset: int) -> _Raw:
+def _numpy_raw(src: Path, out: Path, tmp: Path, opset: int, adapter: TokenAdapter | None) -> _Raw:
     import onnx
 
-    model, _ = build_graph(src, opset)
+    model, _ = build_graph(src, opset, adapter)
     raw = tmp / "raw.onnx"
     onnx.save(model, str(raw))
     _save_tokenizer(src, out / "tokenizer.json")
     return _Raw(raw, {"exporter": "numpy", "onnx": onnx.__version__})
 
 
-def _torch_raw(src: Path, out: Path, tmp: Path, opset: int) -> _Raw:
+def _torch_raw(src: Path, out: Path, tmp: Path, opset: int, adapter: TokenAdapter | None) -> _Raw:
     try:
         import onnx
         import torch
@@ -269,7 +270,7 @@ def _torch_raw(src: Path, out: Path, tmp: Path, opset: int) -> _Raw:
         ) from exc
 
     model, tokenizer = load_hf(src)
-    graph = PooledEncoder(model).eval()
+    graph = PooledEncoder(model, adapter).eval()
     sample = tokenizer(
         ["fusionrec export", "a somewhat longer sample sentence for tracing"],
         padding=True,
@@ -370,10 +371,12 @@ def export_encoder(
     variant: Variant = "fp32",
     opset: int = DEFAULT_OPSET,
     backend: Backend = "auto",
+    adapter: TokenAdapter | None = None,
 ) -> EncoderManifest:
     """Export `model_dir` (default: all-MiniLM-L6-v2) to `out_dir`: model.onnx, tokenizer.json,
     source_config.json and manifest.json. ExportError (a ConfigError and a ValueError) names what
-    cannot be exported and how to get there."""
+    cannot be exported and how to get there. `adapter`: a behaviour-tuned tower (encoders.adapter),
+    written inside the graph before the pooling and recorded in the manifest."""
     try:
         import onnxruntime
     except ImportError as exc:
@@ -394,7 +397,7 @@ def export_encoder(
     target = out / "model.onnx"
     with tempfile.TemporaryDirectory() as tmp:
         build = _numpy_raw if chosen == "numpy" else _torch_raw
-        raw = build(src, out, Path(tmp), opset)
+        raw = build(src, out, Path(tmp), opset, adapter)
         source = _describe(src, out / "tokenizer.json")
         try:
             fusions = _optimize(raw, target, Path(tmp), variant, source)
@@ -423,6 +426,7 @@ def export_encoder(
         inputs=list(INPUTS),
         fusions=fusions,
         versions=raw.versions | {"onnxruntime": onnxruntime.__version__},
+        adapter={} if adapter is None else {"rank": adapter.rank, "digest": adapter.digest()},
     )
     manifest.write(out)
     log.info(

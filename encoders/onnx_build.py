@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from encoders.adapter import TokenAdapter
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -338,9 +339,22 @@ def _pool_and_normalize(b: _Builder, x: str) -> str:
     return b.op("Div", [pooled, norm], "/norm/Div")
 
 
-def build_graph(model_dir: Path, opset: int) -> tuple[Any, EncoderConfig]:
+def _adapter(b: _Builder, x: str, adapter: TokenAdapter) -> str:
+    """x + U·gelu(D·x + d) + u per token (encoders.adapter), in Linear's exported layout."""
+
+    def linear(inp: str, weight: np.ndarray, bias: np.ndarray, module: str) -> str:
+        w = b.init(f"{module}.weight_t", np.ascontiguousarray(np.asarray(weight, np.float32).T))
+        mm = b.op("MatMul", [inp, w], f"/{module}/MatMul")
+        return b.op("Add", [b.init(f"{module}.bias", np.asarray(bias, np.float32)), mm], f"/{module}/Add")
+
+    h = _activation(b, linear(x, adapter.down_w, adapter.down_b, "adapter.down"), "gelu", "/adapter/act")
+    return b.op("Add", [linear(h, adapter.up_w, adapter.up_b, "adapter.up"), x], "/adapter/residual")
+
+
+def build_graph(model_dir: Path, opset: int, adapter: TokenAdapter | None = None) -> tuple[Any, EncoderConfig]:
     """(onnx ModelProto, its config): (input_ids, attention_mask, token_type_ids) int64 with dynamic
-    batch and sequence -> `embedding` [batch, hidden] float32 unit vectors."""
+    batch and sequence -> `embedding` [batch, hidden] float32 unit vectors. `adapter`: a tuned
+    token adapter between the last layer and the pooling (encoders.adapter)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -357,6 +371,10 @@ def build_graph(model_dir: Path, opset: int) -> tuple[Any, EncoderConfig]:
     heads_shape = b.ints("/heads_shape", [0, -1, cfg.num_heads, cfg.head_dim])
     for i in range(cfg.num_layers):
         x = _layer(b, w, cfg, i, x, mask, heads_shape)
+    if adapter is not None:
+        if adapter.dim != cfg.hidden_size:
+            raise ExportError(f"the adapter is for width {adapter.dim}, the model's is {cfg.hidden_size}")
+        x = _adapter(b, x, adapter)
     _pool_and_normalize(b, x)
     b.nodes[-1].output[0] = "embedding"  # the last Div
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in INPUTS]

@@ -45,6 +45,7 @@ __all__ = [
     "BUNDLE_FORMAT",
     "MAIN_FILES",
     "MODEL_FILES",
+    "PRETRAINED_TEXT",
     "ModelBundle",
     "bundle_files",
     "bundle_version",
@@ -70,6 +71,9 @@ MODEL_FILES = (
 #: the main bundle also carries what a worker or the API needs instead of the training files
 MAIN_FILES = ("items.jsonl", "popularity.json", "encoder/manifest.json")
 ROLES = ("main", "variant")
+#: the pretrained encoder's item vectors, in a bundle whose encoder is a behaviour-tuned tower
+#: (evaluate's text-only baseline stays the pretrained encoder's)
+PRETRAINED_TEXT = "text_vectors_pretrained.npy"
 RETRAIN = "retrain it with `fusionrec train` or restore it"
 
 

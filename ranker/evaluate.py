@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ranker.baselines import ItemKNN, popularity_scores, text_profile_scores
-from ranker.bundle import ModelBundle
+from ranker.bundle import PRETRAINED_TEXT, ModelBundle
 from ranker.data import Catalog, Split, SplitData, build_catalog, holdout_split, leave_one_out, user_sequences
 from ranker.metrics import summarize, target_ranks
 from ranker.stage import RankingStage
@@ -140,6 +140,13 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
                 stage.config.decay,
             ),
         )
+    pretrained = bundle_dir / PRETRAINED_TEXT
+    if pretrained.is_file():  # a tuned tower: text-only stays the pretrained encoder, the tuned one beside it
+        tuned = text
+        text = np.load(pretrained)
+        if tuned is not None:
+            tuned_padded = np.vstack([np.zeros((1, tuned.shape[1]), np.float32), tuned])
+            scorers["text-only:tuned"] = lambda: text_profile_scores(split.histories, tuned_padded)
     if text is not None:
         padded = np.vstack([np.zeros((1, text.shape[1]), np.float32), text])
         scorers["text-only"] = lambda: text_profile_scores(split.histories, padded)

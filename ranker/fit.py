@@ -11,17 +11,18 @@ import json
 import logging
 import platform
 import shutil
+import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from encoders import SessionConfig, TextEncoder
+from encoders import EncoderManifest, SessionConfig, TextEncoder
 from ranker.budget import plan_training
-from ranker.bundle import ModelBundle, write_catalog, write_manifest, write_popularity
+from ranker.bundle import PRETRAINED_TEXT, ModelBundle, write_catalog, write_manifest, write_popularity
 from ranker.data import (
     Catalog,
     SplitData,
@@ -78,6 +79,53 @@ def encode_texts(catalog: Catalog, encoder_dir: Path, progress: bool = True) -> 
     return vectors, {**info, "source_model": m.source_model, "dim": m.dim}
 
 
+TextTower = str  # "auto" (validation chooses) | "pretrained" | "tuned"
+TEXT_TOWERS = ("auto", "pretrained", "tuned")
+
+
+@dataclass
+class _Tower:
+    """The text encoder the bundle ships and the vectors it gave: the pretrained one, or the
+    behaviour-tuned tower (ranker.tower), exported to a scratch folder, when validation chose it."""
+
+    text: np.ndarray
+    encoder_dir: Path
+    info: dict[str, Any]
+    pretrained_text: np.ndarray | None = None
+
+
+def _text_tower(
+    catalog: Catalog, encoder_dir: Path, text: np.ndarray, data: SplitData, mode: str, progress: bool, scratch: Path
+) -> _Tower:
+    """Tune the encoder's adapter on the training sequences (mode auto/tuned) and, when validation
+    chooses it (or mode is tuned), export it as the encoder was (same variant) and re-encode the
+    catalog with that export, so the bundle's vectors are what the worker computes for a new item."""
+    if mode not in TEXT_TOWERS:
+        raise ValueError(f"text tower must be one of {TEXT_TOWERS}, not {mode!r}")
+    if mode == "pretrained":
+        return _Tower(text, encoder_dir, {"chosen": "pretrained", "reason": "--text-tower pretrained"})
+    manifest = EncoderManifest.read(encoder_dir)
+    source = Path(manifest.source_model)
+    if manifest.adapter:
+        return _Tower(text, encoder_dir, {"chosen": "given", "reason": f"{encoder_dir} is a tuned tower already"})
+    if not (source / "config.json").is_file():
+        reason = f"the encoder's source model folder {source} is not here: nothing to tune"
+        if mode == "tuned":
+            raise ValueError(reason)
+        log.warning("text tower: %s", reason)
+        return _Tower(text, encoder_dir, {"chosen": "pretrained", "reason": reason})
+    from encoders.export import export_encoder
+    from ranker.tower import token_states, tune_tower
+
+    states = token_states(source, catalog.texts, manifest.max_length, progress=progress)
+    adapter, info = tune_tower(states, catalog.ids, data.train, data.valid, progress=progress, force=mode == "tuned")
+    if adapter is None:
+        return _Tower(text, encoder_dir, info)
+    export_encoder(source, scratch, manifest.variant, opset=manifest.opset, adapter=adapter)  # type: ignore[arg-type]
+    tuned, tuned_info = encode_texts(catalog, scratch, progress)
+    return _Tower(tuned, scratch, info | {"encoder": tuned_info}, pretrained_text=text)
+
+
 def onnx_agreement(model: Any, bundle: ModelBundle, data: SplitData, k: int = 10) -> float:
     """Share of validation users whose top-k from the ONNX bundle equals torch's (history excluded)."""
     split = data.valid
@@ -109,6 +157,7 @@ def fit(
     screen_epochs: int = SCREEN_EPOCHS,
     keep: int = KEEP_VARIANTS,
     time_budget_s: float | None = None,
+    text_tower: TextTower = "auto",
 ) -> dict[str, Any]:
     """Train, choose and write the bundle to `out`; returns its manifest. `trained_models`, when
     given, receives each variant's trained torch model by name (to check the ONNX export against).
@@ -130,156 +179,165 @@ def fit(
     cold = cold_item_ids(catalog.ids, cold_items) if cold_items > 0 else []
     index = catalog.index()
     data = drop_cold_items(data, {index[i] for i in cold})
-    tensors = catalog_tensors(catalog, text, data.train)
-    overrides = dict(model_overrides or {})
-    overrides.setdefault("max_len", auto_max_len(data.train))
-    base = ModelConfig(
-        n_items=catalog.n_items,
-        n_categories=len(catalog.category_names) - 1,
-        n_brands=int(catalog.brands.max()),
-        text_dim=text.shape[1],
-        **overrides,
-    )
-    results: dict[str, dict[str, Any]] = {}
-    trained: dict[str, Any] = {}
-    runs = {
-        name: TrainRun(replace(base, fusion=fusion, beta=beta), train_cfg, data, tensors, f"train {name}")
-        for name, fusion, beta in variants
-    }
-    deadline = None
-    first = next(iter(runs.values()))
-    if time_budget_s:
-        # what follows training (export, ONNX agreement, the ranking stage) keeps a share of the budget
-        deadline = started + time_budget_s * (1.0 - AFTER_TRAINING_SHARE)
-        first.run(1, progress)  # timed: the plan follows from it
-        plan = plan_training(
-            len(runs), screen_epochs, keep, first.epoch_seconds, max(deadline - time.perf_counter(), 0.0)
+    with tempfile.TemporaryDirectory(prefix="fusionrec-tower-") as scratch:
+        tower = _text_tower(catalog, encoder_dir, text, data, text_tower, progress, Path(scratch))
+        text = tower.text
+        tensors = catalog_tensors(catalog, text, data.train)
+        overrides = dict(model_overrides or {})
+        overrides.setdefault("max_len", auto_max_len(data.train))
+        base = ModelConfig(
+            n_items=catalog.n_items,
+            n_categories=len(catalog.category_names) - 1,
+            n_brands=int(catalog.brands.max()),
+            text_dim=text.shape[1],
+            **overrides,
         )
-    else:
-        plan = plan_training(len(runs), screen_epochs, keep, 0.0, None)
-    skipped = list(runs)[plan.variants :]
-    for name in skipped:
-        del runs[name]
-    if skipped:
-        log.warning("time budget: %s not trained (one epoch takes %.0f s)", ", ".join(skipped), first.epoch_seconds)
-    finalists = list(runs)
-    screened: dict[str, dict[str, Any]] = {}
-    if plan.screen_epochs > 0:  # successive halving: all briefly, the best on
-        for run in runs.values():
-            run.run(plan.screen_epochs, progress)
-        finalists = sorted(runs, key=lambda n: (-runs[n].best, n))[: plan.keep]
-        for name in runs:
-            if name not in finalists:
-                r = runs[name]
-                screened[name] = {"valid_ndcg@10_alpha1": round(r.best, 6), "epochs_run": r.epoch}
-        log.info(
-            "screened %d variants over %d epochs: going on with %s; dropped %s",
-            len(runs),
-            plan.screen_epochs,
-            ", ".join(finalists),
-            ", ".join(f"{n} ({v['valid_ndcg@10_alpha1']:.4f})" for n, v in screened.items()),
-        )
-    for i, name in enumerate(finalists):
-        run = runs[name]
-        # the time left is shared by the finalists still to train (one that stops early leaves its rest)
-        now = time.perf_counter()
-        share = None if deadline is None else now + (deadline - now) / (len(finalists) - i)
-        run.run(train_cfg.epochs, progress, deadline=share)
-        res = run.result()
-        alpha, decay, valid = choose_alpha(res.model, data.valid, train_cfg.eval_batch)
-        results[name] = {
-            "fusion": run.cfg.fusion,
-            "beta": run.cfg.beta,
-            "alpha": alpha,
-            "decay": decay,
-            "valid_ndcg@10": round(valid, 6),
-            "valid_ndcg@10_alpha1": round(res.best_valid_ndcg10, 6),
-            "best_epoch": res.best_epoch,
-            "epochs_run": res.epochs_run,
-            "stopped_by": run.stopped_by,
-            "train_seconds": round(res.seconds, 1),
-            "valid_curve": [round(c, 5) for c in res.curve],
+        results: dict[str, dict[str, Any]] = {}
+        trained: dict[str, Any] = {}
+        runs = {
+            name: TrainRun(replace(base, fusion=fusion, beta=beta), train_cfg, data, tensors, f"train {name}")
+            for name, fusion, beta in variants
         }
-        trained[name] = res.model
-    runs.clear()  # the finalists are in `trained`; the screened-out models go
-    best = max(results, key=lambda n: (results[n]["valid_ndcg@10"], n))
-    if out.exists():
-        shutil.rmtree(out)
-    common = {
-        "protocol": data.protocol,
-        "seed": train_cfg.seed,
-        "train": asdict(train_cfg),
-        "encoder": encoder_info,
-        "data": {
-            "name": dataset.name,
-            "digest": dataset.digest(),
-            "users": len(seqs),
-            "items": catalog.n_items,
-            "train_sequences": len(data.train),
-            "train_windows": len(training_windows(data.train, data.train_types, base.max_len)),
-        },
-        "cold_items": {"share": cold_items, "items": cold},
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-    }
-    if trained_models is not None:
-        trained_models.update(trained)
-    for name in sorted(results, key=lambda n: n == best):  # variants first: the main manifest digests theirs
-        target = out if name == best else out / "variants" / name
-        # a variant's manifest is digested by the main one: no wall-clock time in it (same seed, same version)
-        validation = results[name] if name == best else {k: v for k, v in results[name].items() if k != "train_seconds"}
-        info = {**common, "variant": name, "validation": validation}
-        export_bundle(
-            trained[name], catalog, target, info, text_vectors=text, role="main" if name == best else "variant"
-        )
-    shutil.copytree(encoder_dir, out / "encoder")  # live items are encoded with the same text encoder
-    write_catalog(out, dataset.items)  # row order = catalog order = item_ids.json
-    write_popularity(out, dataset.item_counts())
-    info = json.loads((out / "manifest.json").read_text())  # the main model's, from export_bundle
-    manifest = write_manifest(out, {**info, "chosen_variant": best, "variants": results, "screened_out": screened})
-    stage_fit: tuple[Any, dict[str, Any]] | None = None
-    if ranking_stage:
-        try:
-            stage_fit = fit_stage(
-                ModelBundle.load(out), data.train, data.valid, catalog.brands[1:], seed=train_cfg.seed
+        deadline = None
+        first = next(iter(runs.values()))
+        if time_budget_s:
+            # what follows training (export, ONNX agreement, the ranking stage) keeps a share of the budget
+            deadline = started + time_budget_s * (1.0 - AFTER_TRAINING_SHARE)
+            first.run(1, progress)  # timed: the plan follows from it
+            plan = plan_training(
+                len(runs), screen_epochs, keep, first.epoch_seconds, max(deadline - time.perf_counter(), 0.0)
             )
-        except ValueError as exc:  # too little data: a bundle without the stage still serves
-            log.warning("no ranking stage: %s", exc)
-    if stage_fit is not None:
-        stage, stage_info = stage_fit
-        stage.save(out / "ranking", {k: v for k, v in stage_info.items() if k != "seconds"})
-        # outside the digests: how long it took is about the run, not an input of serving
-        manifest = write_manifest(
-            out,
-            {
-                **info,
-                "chosen_variant": best,
-                "variants": results,
-                "screened_out": screened,
-                "ranking": {k: v for k, v in stage_info.items() if k != "seconds"},
+        else:
+            plan = plan_training(len(runs), screen_epochs, keep, 0.0, None)
+        skipped = list(runs)[plan.variants :]
+        for name in skipped:
+            del runs[name]
+        if skipped:
+            log.warning("time budget: %s not trained (one epoch takes %.0f s)", ", ".join(skipped), first.epoch_seconds)
+        finalists = list(runs)
+        screened: dict[str, dict[str, Any]] = {}
+        if plan.screen_epochs > 0:  # successive halving: all briefly, the best on
+            for run in runs.values():
+                run.run(plan.screen_epochs, progress)
+            finalists = sorted(runs, key=lambda n: (-runs[n].best, n))[: plan.keep]
+            for name in runs:
+                if name not in finalists:
+                    r = runs[name]
+                    screened[name] = {"valid_ndcg@10_alpha1": round(r.best, 6), "epochs_run": r.epoch}
+            log.info(
+                "screened %d variants over %d epochs: going on with %s; dropped %s",
+                len(runs),
+                plan.screen_epochs,
+                ", ".join(finalists),
+                ", ".join(f"{n} ({v['valid_ndcg@10_alpha1']:.4f})" for n, v in screened.items()),
+            )
+        for i, name in enumerate(finalists):
+            run = runs[name]
+            # the time left is shared by the finalists still to train (one that stops early leaves its rest)
+            now = time.perf_counter()
+            share = None if deadline is None else now + (deadline - now) / (len(finalists) - i)
+            run.run(train_cfg.epochs, progress, deadline=share)
+            res = run.result()
+            alpha, decay, valid = choose_alpha(res.model, data.valid, train_cfg.eval_batch)
+            results[name] = {
+                "fusion": run.cfg.fusion,
+                "beta": run.cfg.beta,
+                "alpha": alpha,
+                "decay": decay,
+                "valid_ndcg@10": round(valid, 6),
+                "valid_ndcg@10_alpha1": round(res.best_valid_ndcg10, 6),
+                "best_epoch": res.best_epoch,
+                "epochs_run": res.epochs_run,
+                "stopped_by": run.stopped_by,
+                "train_seconds": round(res.seconds, 1),
+                "valid_curve": [round(c, 5) for c in res.curve],
+            }
+            trained[name] = res.model
+        runs.clear()  # the finalists are in `trained`; the screened-out models go
+        best = max(results, key=lambda n: (results[n]["valid_ndcg@10"], n))
+        if out.exists():
+            shutil.rmtree(out)
+        common = {
+            "protocol": data.protocol,
+            "seed": train_cfg.seed,
+            "train": asdict(train_cfg),
+            "encoder": tower.info.get("encoder", encoder_info),
+            "text_tower": {k: v for k, v in tower.info.items() if k not in ("encoder", "seconds")}
+            | ({"pretrained_encoder": encoder_info} if tower.pretrained_text is not None else {}),
+            "data": {
+                "name": dataset.name,
+                "digest": dataset.digest(),
+                "users": len(seqs),
+                "items": catalog.n_items,
+                "train_sequences": len(data.train),
+                "train_windows": len(training_windows(data.train, data.train_types, base.max_len)),
             },
-        )
-        manifest["ranking_seconds"] = stage_info["seconds"]
-    agreement = onnx_agreement(trained[best], ModelBundle.load(out), data)
-    # outside "files" and "version": numbers about the run, not inputs of serving
-    manifest.update(
-        {
-            "onnx_top10_agreement": round(agreement, 5),
-            "fit_seconds": round(time.perf_counter() - started, 1),
-            "time_budget": {
-                "seconds": time_budget_s or 0,
-                "plan": plan.to_dict(),
-                "not_trained": skipped,
-                "stopped_by_time": sorted(n for n, r in results.items() if r["stopped_by"] == "time budget"),
-            },
+            "cold_items": {"share": cold_items, "items": cold},
+            "versions": {"torch": torch.__version__, "python": platform.python_version()},
         }
-    )
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    log.info(
-        "bundle version=%s variant=%s valid_ndcg10=%.4f onnx_top10_agreement=%.4f seconds=%.0f",
-        manifest["version"],
-        best,
-        results[best]["valid_ndcg@10"],
-        agreement,
-        manifest["fit_seconds"],
-    )
-    return manifest
+        if trained_models is not None:
+            trained_models.update(trained)
+        for name in sorted(results, key=lambda n: n == best):  # variants first: the main manifest digests theirs
+            target = out if name == best else out / "variants" / name
+            # a variant's manifest is digested by the main one: no wall-clock time in it (same seed, same version)
+            validation = results[name]
+            if name != best:
+                validation = {k: v for k, v in validation.items() if k != "train_seconds"}
+            info = {**common, "variant": name, "validation": validation}
+            export_bundle(
+                trained[name], catalog, target, info, text_vectors=text, role="main" if name == best else "variant"
+            )
+        shutil.copytree(tower.encoder_dir, out / "encoder")  # live items are encoded with the same text encoder
+        if tower.pretrained_text is not None:  # evaluate's text-only baseline is the pretrained encoder's
+            np.save(out / PRETRAINED_TEXT, tower.pretrained_text.astype(np.float32))
+        write_catalog(out, dataset.items)  # row order = catalog order = item_ids.json
+        write_popularity(out, dataset.item_counts())
+        info = json.loads((out / "manifest.json").read_text())  # the main model's, from export_bundle
+        manifest = write_manifest(out, {**info, "chosen_variant": best, "variants": results, "screened_out": screened})
+        stage_fit: tuple[Any, dict[str, Any]] | None = None
+        if ranking_stage:
+            try:
+                stage_fit = fit_stage(
+                    ModelBundle.load(out), data.train, data.valid, catalog.brands[1:], seed=train_cfg.seed
+                )
+            except ValueError as exc:  # too little data: a bundle without the stage still serves
+                log.warning("no ranking stage: %s", exc)
+        if stage_fit is not None:
+            stage, stage_info = stage_fit
+            stage.save(out / "ranking", {k: v for k, v in stage_info.items() if k != "seconds"})
+            # outside the digests: how long it took is about the run, not an input of serving
+            manifest = write_manifest(
+                out,
+                {
+                    **info,
+                    "chosen_variant": best,
+                    "variants": results,
+                    "screened_out": screened,
+                    "ranking": {k: v for k, v in stage_info.items() if k != "seconds"},
+                },
+            )
+            manifest["ranking_seconds"] = stage_info["seconds"]
+        agreement = onnx_agreement(trained[best], ModelBundle.load(out), data)
+        # outside "files" and "version": numbers about the run, not inputs of serving
+        manifest.update(
+            {
+                "onnx_top10_agreement": round(agreement, 5),
+                "fit_seconds": round(time.perf_counter() - started, 1),
+                "time_budget": {
+                    "seconds": time_budget_s or 0,
+                    "plan": plan.to_dict(),
+                    "not_trained": skipped,
+                    "stopped_by_time": sorted(n for n, r in results.items() if r["stopped_by"] == "time budget"),
+                },
+            }
+        )
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        log.info(
+            "bundle version=%s variant=%s valid_ndcg10=%.4f onnx_top10_agreement=%.4f seconds=%.0f",
+            manifest["version"],
+            best,
+            results[best]["valid_ndcg@10"],
+            agreement,
+            manifest["fit_seconds"],
+        )
+        return manifest

@@ -27,6 +27,7 @@ Variant = Literal["fp32", "int8", "fp16"]
 ExportBackend = Literal["auto", "numpy", "torch"]
 Provider = Literal["auto", "cpu", "cuda"]
 Protocol = Literal["leave-one-out", "all-but-last"]
+TextTowerChoice = Literal["auto", "pretrained", "tuned"]
 
 
 def export_encoder(
@@ -157,6 +158,15 @@ def train(
             "what it changed.",
         ),
     ] = 15.0,
+    text_tower: Annotated[
+        TextTowerChoice,
+        typer.Option(
+            help="auto: tune an adapter on the text encoder's last token states with users' next items as "
+            "the supervision, and ship it (new items are then encoded straight into the tuned space) when "
+            "it beats the pretrained encoder on validation targets among items it never trained on; "
+            "tuned: ship it regardless; pretrained: do not tune. The manifest's text_tower gives both figures.",
+        ),
+    ] = "auto",
 ) -> None:
     """Train the text-fused sequential recommender and write a versioned model bundle (train extra).
 
@@ -191,6 +201,7 @@ def train(
         screen_epochs=screen_epochs,
         keep=finalists,
         time_budget_s=time_budget * 60.0 or None,
+        text_tower=text_tower,
         train_cfg=TrainConfig(epochs=epochs, patience=patience, seed=seed, threads=threads, batch_size=512, lr=2e-3),
     )
     best = manifest["chosen_variant"]
@@ -205,6 +216,17 @@ def train(
             else ""
         )
         + f"{time.perf_counter() - started:.0f}s"
+    )
+    tower = manifest.get("text_tower", {})
+    figures = tower.get("valid_recall50_heldout")
+    typer.echo(
+        f"text tower: {tower.get('chosen', 'pretrained')}"
+        + (
+            f" (validation Recall@50 on held-out items: pretrained {figures['pretrained']:.4f}, "
+            f"tuned {figures['tuned']:.4f})"
+            if figures
+            else (f" ({tower['reason']})" if tower.get("reason") else "")
+        )
     )
     budget = manifest.get("time_budget", {})
     if budget.get("plan", {}).get("binding") or budget.get("stopped_by_time"):
