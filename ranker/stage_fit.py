@@ -34,7 +34,7 @@ from ranker.data import (
 from ranker.stage import FEATURES, RETRIEVERS, CoVisitation, RankingStage, StageConfig, choose_quotas, top_rows
 from shopdata.loader import Dataset
 
-__all__ = ["add_ranking_stage", "fit_stage", "stage_scores"]
+__all__ = ["add_ranking_stage", "fewest_rounds", "fit_stage", "stage_scores"]
 
 log = logging.getLogger("fusionrec.stage")
 
@@ -54,6 +54,10 @@ NEW_ITEM_SHARE = 0.2
 #: validation find this much more of its targets (relative): Scientific +7% (0.257 -> 0.276, kept), a shop
 #: with long repetitive histories (bench/long_shop.py) +32% (0.496 -> 0.654, moved)
 QUOTA_MIN_GAIN = 0.1
+#: the ranker keeps the fewest boosting rounds whose held-out NDCG@10 is within this share of the best:
+#: the worker evaluates every tree for every candidate, and the curve is flat near its top (one fit of
+#: the same data stopped at 47 rounds, another at 102, for the same quality)
+ROUND_TOLERANCE = 0.005
 
 
 def _held_out(user: str, share: float = 0.15) -> bool:
@@ -85,6 +89,14 @@ def stage_scores(
         if progress:
             log.info("stage_scores users=%d/%d", min(lo + CHUNK, len(split.users)), len(split.users))
     return full, seq_all
+
+
+def fewest_rounds(curve: Sequence[float], tolerance: float) -> int:
+    """The fewest rounds (1-based) whose score is within `tolerance` (a share) of the curve's best."""
+    if not curve:
+        raise ValueError("an empty validation curve")
+    floor = max(curve) * (1.0 - tolerance)
+    return next(i + 1 for i, score in enumerate(curve) if score >= floor)
 
 
 def _pretend_new(item_ids: Sequence[str], counts: np.ndarray, share: float) -> np.ndarray:
@@ -233,10 +245,16 @@ def fit_stage(
     }
     train_set = lgb.Dataset(np.vstack(xt), np.concatenate(yt), group=gt, feature_name=list(FEATURES))
     valid_set = lgb.Dataset(np.vstack(xv), np.concatenate(yv), group=gv, reference=train_set)
+    curve: dict[str, Any] = {}
     booster = lgb.train(
-        params, train_set, rounds, valid_sets=[valid_set], callbacks=[lgb.early_stopping(40, verbose=False)]
+        params,
+        train_set,
+        rounds,
+        valid_sets=[valid_set],
+        callbacks=[lgb.early_stopping(40, verbose=False), lgb.record_evaluation(curve)],
     )
-    best = int(booster.best_iteration or booster.current_iteration())
+    at_best = int(booster.best_iteration or booster.current_iteration())
+    best = fewest_rounds(curve["valid_0"]["ndcg@10"][:at_best], ROUND_TOLERANCE)
     # keep only the rounds that early stopping chose, so every caller predicts with the same model
     stage.booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
     stage.threads = 1
@@ -251,7 +269,9 @@ def fit_stage(
         "train_users": len(gt),
         "early_stopping_users": len(gv),
         "rounds": best,
-        "early_stopping_ndcg@10": round(float(booster.best_score["valid_0"]["ndcg@10"]), 6),
+        "rounds_at_best": at_best,
+        "early_stopping_ndcg@10": round(float(curve["valid_0"]["ndcg@10"][best - 1]), 6),
+        "early_stopping_ndcg@10_best": round(float(booster.best_score["valid_0"]["ndcg@10"]), 6),
         "seconds": round(time.perf_counter() - started, 1),
         "importance_gain": {
             f: round(float(v), 1) for f, v in zip(FEATURES, stage.booster.feature_importance("gain"), strict=True)

@@ -19,7 +19,7 @@ from ranker.bundle import ModelBundle
 from ranker.data import build_catalog, leave_one_out, user_sequences
 from ranker.online import BundleRanker
 from ranker.stage import FEATURES, CoVisitation, RankingStage, StageConfig
-from ranker.stage_fit import stage_scores
+from ranker.stage_fit import ROUND_TOLERANCE, fewest_rounds, stage_scores
 from ranker.state import UserState
 from schemas.events import EVENT_TYPE_INDEX
 from shopdata.loader import load_dataset
@@ -240,3 +240,19 @@ def test_target_ranks_are_the_retrievers_orders() -> None:
     assert ranks[0, 1] == 0  # 2 follows 0 and 1 in the co-visits: the best-voted item
     assert np.isinf(ranks[1, 1])  # nothing co-visited with 4 or 5 reaches 11
     assert 0 <= ranks[0, 2] < n
+
+
+def test_the_ranker_keeps_the_fewest_rounds_within_the_tolerance_of_the_best() -> None:
+    curve = [0.30, 0.35, 0.399, 0.40, 0.401, 0.3985]
+    assert fewest_rounds(curve, 0.005) == 3  # 0.399 >= 0.401 * 0.995 = 0.398995
+    assert fewest_rounds(curve, 0.0) == 5  # no tolerance: the best round itself
+    assert fewest_rounds([0.2], 0.005) == 1
+    with pytest.raises(ValueError, match="empty"):
+        fewest_rounds([], 0.005)
+
+
+def test_a_fitted_stage_records_the_rounds_it_kept_and_the_best(bundles: list[Path]) -> None:
+    ranking = ModelBundle.load(bundles[0]).manifest["ranking"]
+    assert 1 <= ranking["rounds"] <= ranking["rounds_at_best"]
+    assert ranking["early_stopping_ndcg@10"] >= ranking["early_stopping_ndcg@10_best"] * (1 - ROUND_TOLERANCE) - 1e-6
+    assert ModelBundle.load(bundles[0]).ranking_stage().booster.current_iteration() == ranking["rounds"]  # type: ignore[union-attr]
