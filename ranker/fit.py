@@ -64,6 +64,9 @@ SCREEN_EPOCHS = 8
 KEEP_VARIANTS = 2
 #: share of a time budget kept for what follows training: export, ONNX agreement, the ranking stage
 AFTER_TRAINING_SHARE = 0.15
+#: share of a time budget the text tower may spend reading the catalogue's token states and tuning
+#: (Scientific: about 105 s of the default 15 minutes' 225 s); past it the pretrained encoder stays
+TOWER_SHARE = 0.25
 
 
 def encode_texts(catalog: Catalog, encoder_dir: Path, progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
@@ -95,11 +98,19 @@ class _Tower:
 
 
 def _text_tower(
-    catalog: Catalog, encoder_dir: Path, text: np.ndarray, data: SplitData, mode: str, progress: bool, scratch: Path
+    catalog: Catalog,
+    encoder_dir: Path,
+    text: np.ndarray,
+    data: SplitData,
+    mode: str,
+    progress: bool,
+    scratch: Path,
+    deadline: float | None = None,
 ) -> _Tower:
     """Tune the encoder's adapter on the training sequences (mode auto/tuned) and, when validation
     chooses it (or mode is tuned), export it as the encoder was (same variant) and re-encode the
-    catalog with that export, so the bundle's vectors are what the worker computes for a new item."""
+    catalog with that export, so the bundle's vectors are what the worker computes for a new item.
+    `deadline` bounds reading the token states and tuning (mode auto: past it, no tower)."""
     if mode not in TEXT_TOWERS:
         raise ValueError(f"text tower must be one of {TEXT_TOWERS}, not {mode!r}")
     if mode == "pretrained":
@@ -115,10 +126,19 @@ def _text_tower(
         log.warning("text tower: %s", reason)
         return _Tower(text, encoder_dir, {"chosen": "pretrained", "reason": reason})
     from encoders.export import export_encoder
-    from ranker.tower import token_states, tune_tower
+    from ranker.tower import TowerOverBudget, token_states, tune_tower
 
-    states = token_states(source, catalog.texts, manifest.max_length, progress=progress)
-    adapter, info = tune_tower(states, catalog.ids, data.train, data.valid, progress=progress, force=mode == "tuned")
+    force = mode == "tuned"
+    try:
+        states = token_states(
+            source, catalog.texts, manifest.max_length, progress=progress, deadline=None if force else deadline
+        )
+    except TowerOverBudget as exc:
+        log.warning("text tower: %s; the pretrained encoder stays", exc)
+        return _Tower(text, encoder_dir, {"chosen": "pretrained", "reason": f"time budget: {exc}"})
+    adapter, info = tune_tower(
+        states, catalog.ids, data.train, data.valid, progress=progress, force=force, deadline=deadline
+    )
     if adapter is None:
         return _Tower(text, encoder_dir, info)
     export_encoder(source, scratch, manifest.variant, opset=manifest.opset, adapter=adapter)  # type: ignore[arg-type]
@@ -180,7 +200,8 @@ def fit(
     index = catalog.index()
     data = drop_cold_items(data, {index[i] for i in cold})
     with tempfile.TemporaryDirectory(prefix="fusionrec-tower-") as scratch:
-        tower = _text_tower(catalog, encoder_dir, text, data, text_tower, progress, Path(scratch))
+        tower_deadline = started + time_budget_s * TOWER_SHARE if time_budget_s else None
+        tower = _text_tower(catalog, encoder_dir, text, data, text_tower, progress, Path(scratch), tower_deadline)
         text = tower.text
         tensors = catalog_tensors(catalog, text, data.train)
         overrides = dict(model_overrides or {})

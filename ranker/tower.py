@@ -32,7 +32,16 @@ from encoders.export import load_hf
 from ranker.data import Split, cold_item_ids
 from schemas.progress import progress as progress_bar
 
-__all__ = ["HELDOUT_SHARE", "TokenStates", "TowerConfig", "pooled", "profile_recall", "token_states", "tune_tower"]
+__all__ = [
+    "HELDOUT_SHARE",
+    "TokenStates",
+    "TowerConfig",
+    "TowerOverBudget",
+    "pooled",
+    "profile_recall",
+    "token_states",
+    "tune_tower",
+]
 
 log = logging.getLogger("fusionrec.tower")
 
@@ -75,14 +84,28 @@ class TokenStates:
         return int(self.counts.shape[0])
 
 
+class TowerOverBudget(RuntimeError):
+    """The catalogue's token states would not be done by the tower's deadline."""
+
+
 def token_states(
-    model_dir: Path, texts: Sequence[str], max_length: int, batch: int = 64, progress: bool = True
+    model_dir: Path,
+    texts: Sequence[str],
+    max_length: int,
+    batch: int = 64,
+    progress: bool = True,
+    deadline: float | None = None,
 ) -> TokenStates:
-    """The pretrained encoder's last token states for `texts` (length-sorted batches, pads dropped)."""
+    """The pretrained encoder's last token states for `texts` (length-sorted batches, pads dropped).
+    `deadline` (time.perf_counter() seconds): TowerOverBudget as soon as the tokens done so far
+    project the rest past it (a large catalogue is not encoded for minutes only to be dropped)."""
+    started = time.perf_counter()
     model, tokenizer = load_hf(model_dir)
     encoder = PooledEncoder(model).eval()
     ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    order = np.argsort([len(x) for x in ids], kind="stable")
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    total, done = int(lengths.sum()), 0
     parts: list[torch.Tensor] = [torch.empty(0)] * len(texts)
     starts = range(0, len(order), batch)
     with torch.inference_mode():
@@ -95,6 +118,13 @@ def token_states(
             hidden = encoder.hidden(enc["input_ids"], enc["attention_mask"], types)
             for row, item in enumerate(idx):
                 parts[item] = hidden[row, : int(enc["attention_mask"][row].sum())].clone()
+            done += int(lengths[idx].sum())
+            now = time.perf_counter()
+            if deadline is not None and done < total and now + (now - started) * (total - done) / done > deadline:
+                raise TowerOverBudget(
+                    f"the catalogue's {total} tokens would take about {(now - started) * total / done:.0f} s "
+                    "to read, past the tower's share of the time budget"
+                )
     counts = torch.tensor([len(p) for p in parts], dtype=torch.long)
     owner = torch.repeat_interleave(torch.arange(len(parts)), counts)
     return TokenStates(torch.cat(parts), owner, counts)
@@ -141,10 +171,13 @@ def tune_tower(
     cfg: TowerConfig = TowerConfig(),
     progress: bool = True,
     force: bool = False,
+    deadline: float | None = None,
 ) -> tuple[TokenAdapter | None, dict[str, Any]]:
     """(the adapter when validation chooses it, else None; what was measured). `train` and `valid`
     hold 1-based catalog rows, as ranker.data's splits do. `force`: the best tuned epoch is taken
-    even where the pretrained encoder validates better (an untrained adapter only without pairs)."""
+    even where the pretrained encoder validates better (an untrained adapter only without pairs).
+    `deadline` (time.perf_counter() seconds): no epoch starts that would end after it (the first
+    always runs); the best epoch so far is what validation chooses from."""
     started = time.perf_counter()
     n = states.n_items
     row_of = {item: r for r, item in enumerate(item_ids)}
@@ -181,7 +214,12 @@ def tune_tower(
     curve = []
     epoch = 0
     bar = progress_bar(range(1, cfg.epochs + 1), desc="tower: tune", unit="epoch", enabled=progress)
+    stopped_by = "epochs"
     for epoch in bar:
+        spent = time.perf_counter() - started
+        if deadline is not None and epoch > 1 and time.perf_counter() + spent / (epoch - 1) > deadline:
+            stopped_by, epoch = "time budget", epoch - 1
+            break
         adapter.train()
         take = rng.permutation(len(pairs))[: cfg.pairs_per_epoch]
         for start in range(0, len(take), cfg.batch):
@@ -204,6 +242,7 @@ def tune_tower(
         else:
             bad += 1
             if bad >= cfg.patience:
+                stopped_by = "early stopping"
                 break
     bar.close()
     adapter.load_state_dict(best_state)
@@ -214,6 +253,7 @@ def tune_tower(
         valid_recall50_heldout={"pretrained": round(pretrained, 5), "tuned": round(best, 5)},
         best_epoch=best_epoch,
         epochs_run=epoch,
+        stopped_by=stopped_by,
         curve=curve,
         train_pairs=len(pairs),
         seconds=round(time.perf_counter() - started, 1),

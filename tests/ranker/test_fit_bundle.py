@@ -444,6 +444,9 @@ def test_a_time_budget_too_short_for_the_defaults_still_gives_a_bundle(
     assert budget["stopped_by_time"] == [first]
     assert list(manifest["variants"]) == [first] and manifest["variants"][first]["epochs_run"] == 1
     assert manifest["variants"][first]["stopped_by"] == "time budget"
+    # the text tower's share of the budget was spent too: no tower, the pretrained encoder ships
+    assert manifest["text_tower"]["chosen"] == "pretrained"
+    assert manifest["text_tower"]["reason"].startswith("time budget: the catalogue's")
     bundle = ModelBundle.load(tmp_path / "b")
     assert bundle.scores([[0, 1]], [[0, 0]]).shape == (1, len(bundle.item_ids))
 

@@ -4,6 +4,7 @@ tuned export ships in the bundle and its vectors are the ones the model trained 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,15 @@ def test_validation_keeps_the_pretrained_encoder_where_tuning_does_not_help() ->
     # asked for regardless, the best tuned epoch is returned
     forced, info = tune_tower(states, ids, train, valid, TowerConfig(rank=16, epochs=2, batch=256), False, force=True)
     assert forced is not None and info["chosen"] == "tuned" and info["forced"] is True
+
+
+def test_no_tuning_epoch_starts_past_the_deadline() -> None:
+    states, ids, train, valid = _shop(noise=1.5)
+    cfg = TowerConfig(rank=16, lr=1e-2, epochs=8, patience=8, batch=256)
+    _, info = tune_tower(states, ids, train, valid, cfg, progress=False, deadline=time.perf_counter())
+    assert info["epochs_run"] == 1 and info["stopped_by"] == "time budget" and len(info["curve"]) == 1
+    _, free = tune_tower(states, ids, train, valid, cfg, progress=False)
+    assert free["epochs_run"] > 1 and free["stopped_by"] in ("epochs", "early stopping")
 
 
 def test_too_few_validation_targets_among_held_out_items_keep_the_pretrained_encoder() -> None:
