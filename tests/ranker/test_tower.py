@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -131,6 +132,25 @@ def _heldout(ids: list[str]) -> set[str]:
     return set(cold_item_ids(ids, HELDOUT_SHARE, salt=b"tower-heldout:"))
 
 
+def _fit_small(shop_dir: Path, encoder: Path, out: Path, tower: str, epochs: int) -> dict[str, Any]:
+    """The small shop's bundle from one variant, no ranking stage, with the text tower as asked."""
+    from ranker.fit import fit
+    from ranker.train import TrainConfig
+    from shopdata.loader import load_dataset
+
+    return fit(
+        load_dataset(shop_dir),
+        out,
+        encoder,
+        variants=(("weighted-b0.5", "weighted", 0.5),),
+        model_overrides={"dim": 32, "layers": 1, "heads": 2, "max_len": 20},
+        train_cfg=TrainConfig(epochs=epochs, patience=epochs, seed=7, batch_size=128),
+        progress=False,
+        ranking_stage=False,
+        text_tower=tower,
+    )
+
+
 def test_a_tuned_tower_ships_in_the_bundle_and_encodes_new_items_as_trained(
     shop_dir: Path, tiny_encoder: Path, tmp_path: Path
 ) -> None:
@@ -140,23 +160,11 @@ def test_a_tuned_tower_ships_in_the_bundle_and_encodes_new_items_as_trained(
     them for evaluate's text-only baseline, which reports the tuned one as its own row."""
     from encoders import EncoderManifest
     from ranker.evaluate import evaluate
-    from ranker.fit import fit
-    from ranker.train import TrainConfig
     from shopdata.loader import load_dataset
 
     dataset = load_dataset(shop_dir)
     out = tmp_path / "b"
-    manifest = fit(
-        dataset,
-        out,
-        tiny_encoder,
-        variants=(("weighted-b0.5", "weighted", 0.5),),
-        model_overrides={"dim": 32, "layers": 1, "heads": 2, "max_len": 20},
-        train_cfg=TrainConfig(epochs=2, patience=2, seed=7, batch_size=128),
-        progress=False,
-        ranking_stage=False,
-        text_tower="tuned",
-    )
+    manifest = _fit_small(shop_dir, tiny_encoder, out, "tuned", epochs=2)
     tower = manifest["text_tower"]
     assert tower["chosen"] == "tuned" and tower["forced"] is True and tower["best_epoch"] >= 1
     encoder = EncoderManifest.read(out / "encoder")
@@ -178,21 +186,7 @@ def test_a_tuned_tower_ships_in_the_bundle_and_encodes_new_items_as_trained(
 
 
 def test_the_pretrained_choice_ships_the_encoder_as_given(shop_dir: Path, tiny_encoder: Path, tmp_path: Path) -> None:
-    from ranker.fit import fit
-    from ranker.train import TrainConfig
-    from shopdata.loader import load_dataset
-
-    manifest = fit(
-        load_dataset(shop_dir),
-        tmp_path / "b",
-        tiny_encoder,
-        variants=(("weighted-b0.5", "weighted", 0.5),),
-        model_overrides={"dim": 32, "layers": 1, "heads": 2, "max_len": 20},
-        train_cfg=TrainConfig(epochs=1, patience=1, seed=7, batch_size=128),
-        progress=False,
-        ranking_stage=False,
-        text_tower="pretrained",
-    )
+    manifest = _fit_small(shop_dir, tiny_encoder, tmp_path / "b", "pretrained", epochs=1)
     assert manifest["text_tower"] == {"chosen": "pretrained", "reason": "--text-tower pretrained"}
     assert (tmp_path / "b" / "encoder" / "model.onnx").read_bytes() == (tiny_encoder / "model.onnx").read_bytes()
     assert not (tmp_path / "b" / PRETRAINED_TEXT).exists()
