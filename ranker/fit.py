@@ -45,6 +45,7 @@ from ranker.train import (
     score_split,
     training_windows,
 )
+from schemas.errors import ConfigError
 from shopdata.loader import Dataset
 
 __all__ = ["DEFAULT_VARIANTS", "encode_texts", "fit", "onnx_agreement", "train_all_but_last"]
@@ -122,7 +123,7 @@ def _text_tower(
     if not (source / "config.json").is_file():
         reason = f"the encoder's source model folder {source} is not here: nothing to tune"
         if mode == "tuned":
-            raise ValueError(reason)
+            raise ConfigError(f"{reason}; --text-tower tuned needs it (or use auto or pretrained)")
         log.warning("text tower: %s", reason)
         return _Tower(text, encoder_dir, {"chosen": "pretrained", "reason": reason})
     from encoders.export import export_encoder

@@ -190,3 +190,22 @@ def test_the_pretrained_choice_ships_the_encoder_as_given(shop_dir: Path, tiny_e
     assert manifest["text_tower"] == {"chosen": "pretrained", "reason": "--text-tower pretrained"}
     assert (tmp_path / "b" / "encoder" / "model.onnx").read_bytes() == (tiny_encoder / "model.onnx").read_bytes()
     assert not (tmp_path / "b" / PRETRAINED_TEXT).exists()
+
+
+def test_an_encoder_whose_source_folder_is_gone_trains_with_it_as_given(
+    shop_dir: Path, tiny_encoder: Path, tmp_path: Path
+) -> None:
+    """auto: a warning and the pretrained encoder (the manifest says why); tuned: one clear error."""
+    import json
+    import shutil
+
+    from schemas.errors import ConfigError
+
+    moved = Path(shutil.copytree(tiny_encoder, tmp_path / "encoder"))
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["source_model"] = str(tmp_path / "gone")
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    info = _fit_small(shop_dir, moved, tmp_path / "b", "auto", epochs=1)["text_tower"]
+    assert info["chosen"] == "pretrained" and "is not here" in info["reason"]
+    with pytest.raises(ConfigError, match="--text-tower tuned needs it"):
+        _fit_small(shop_dir, moved, tmp_path / "c", "tuned", epochs=1)
