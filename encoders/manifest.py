@@ -76,7 +76,7 @@ class EncoderManifest:
     versions: dict[str, str] = field(default_factory=dict)
     fusions: dict[str, int] = field(default_factory=dict)
     tokenizer_digest: str = ""  # exports made before it was recorded have none: then only model.onnx is checked
-    # a behaviour-tuned tower's adapter inside the graph (rank, digest, how it was chosen); {}: the pretrained model
+    # a behaviour-tuned tower's adapter inside the graph (rank, digest); {}: the pretrained model
     adapter: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
 

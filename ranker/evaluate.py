@@ -140,16 +140,18 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
                 stage.config.decay,
             ),
         )
+
+    def text_only(vectors: np.ndarray) -> Callable[[], np.ndarray]:
+        padded = np.vstack([np.zeros((1, vectors.shape[1]), np.float32), vectors])
+        return lambda: text_profile_scores(split.histories, padded)
+
     pretrained = bundle_dir / PRETRAINED_TEXT
     if pretrained.is_file():  # a tuned tower: text-only stays the pretrained encoder, the tuned one beside it
-        tuned = text
+        if text is not None:
+            scorers["text-only:tuned"] = text_only(text)
         text = np.load(pretrained)
-        if tuned is not None:
-            tuned_padded = np.vstack([np.zeros((1, tuned.shape[1]), np.float32), tuned])
-            scorers["text-only:tuned"] = lambda: text_profile_scores(split.histories, tuned_padded)
     if text is not None:
-        padded = np.vstack([np.zeros((1, text.shape[1]), np.float32), text])
-        scorers["text-only"] = lambda: text_profile_scores(split.histories, padded)
+        scorers["text-only"] = text_only(text)
     for name, variant in bundle.variants().items():
         scorers[f"fusion:{name}"] = lambda v=variant: _bundle_scores(v, split, catalog)  # type: ignore[misc]
     cold_rows = [r for r, t in enumerate(split.targets) if int(t) in cold]
