@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,6 +94,7 @@ def _epoch_ms(value: dt.datetime | None) -> int:
 
 DEFAULT_BATCH_BYTES = 5 * 1024  # Cassandra's stock batch_size_warn_threshold
 MAX_AUTO_BATCH_BYTES = 40 * 1024
+SCHEMA_AGREEMENT_S = 60.0  # how long DDL waits for every node to hold the new schema
 _UNITS = {"B": 1, "KiB": 1024, "MiB": 1024 * 1024}
 
 
@@ -251,6 +253,9 @@ def connect(
         sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         auth_provider=auth_provider,
         ssl_context=ssl_context,
+        # the driver's default 10 s was too short on a loaded three-node cluster: a table created on
+        # one node was still missing on another when the worker prepared its statements (CI, stop 21)
+        max_schema_agreement_wait=SCHEMA_AGREEMENT_S,
     )
     where = f"{','.join(hosts)}:{port}"
     try:
@@ -295,6 +300,20 @@ def outdated_columns(session: Session, keyspace: str) -> list[str]:
     return sorted(
         f"{r.table_name}.{r.column_name} {r.type}" for r in rows if r.table_name in ours and r.type.startswith("list<")
     )
+
+
+def _prepare(session: Session, cql: str, *, patient: bool) -> Any:
+    """Prepare `cql`. `patient` (we just created the tables): a node that has not yet applied the new
+    schema answers "does not exist"; ask again for up to `SCHEMA_AGREEMENT_S` before believing it."""
+    deadline = time.monotonic() + (SCHEMA_AGREEMENT_S if patient else 0.0)
+    while True:
+        try:
+            return session.prepare(cql)
+        except InvalidRequest as exc:
+            if "does not exist" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            log.info("prepare_retry reason=%s", exc)
+            time.sleep(0.5)
 
 
 class CassandraStore:
@@ -343,6 +362,8 @@ class CassandraStore:
         try:
             if self.create:
                 migrate(session, self.keyspace, self.replication)
+                if not cluster.control_connection.wait_for_schema_agreement(wait_time=SCHEMA_AGREEMENT_S):
+                    log.warning("schema_disagreement keyspace=%s waited_s=%.0f", self.keyspace, SCHEMA_AGREEMENT_S)
             elif self._stored_keyspace(cluster) is None:
                 raise ConfigError(
                     f"no Cassandra keyspace {self.keyspace!r} at {','.join(self.hosts)}:{self.port}; check the "
@@ -359,7 +380,7 @@ class CassandraStore:
                     ("select_tags", SELECT_ITEM_TAGS),
                 ):
                     try:
-                        stmt = session.prepare(cql.format(ks=self.keyspace))
+                        stmt = _prepare(session, cql.format(ks=self.keyspace), patient=self.create)
                     except InvalidRequest as exc:  # a table the keyspace lacks (not created: create=False)
                         raise ConfigError(
                             f"Cassandra keyspace {self.keyspace!r} is not a fusionrec store ({exc}); "
