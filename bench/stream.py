@@ -340,8 +340,7 @@ def freshness(
             print(f"live items: {w.last_line('live_items')}; visible_s={visible}", file=sys.stderr)
         for name, proc in (("", w), ("second worker: ", second)):
             for line in proc.log().splitlines() if proc is not None else []:
-                if any(k in line for k in ("worker_progress", "worker_ready", "worker_start", "partitions_assigned",
-                                           "batch_first", "worker_stop", "Traceback", "Error")):  # fmt: skip
+                if any(k in line for k in WORKER_LINES):
                     print(name + line, file=sys.stderr)
         w.stop()
         if second is not None:
@@ -350,9 +349,24 @@ def freshness(
     drop_keyspace(ks)
     out = _percentiles([ms for _, ms in latencies])
     out["expected_samples"] = sampled
+    out["timeline"] = _timeline(latencies, start)
     out["censored_at_s"] = CENSOR_S
     out["censored"] = len(censored)
     return {**out, **extra}, visible
+
+
+#: the worker's log lines a freshness run prints after it
+WORKER_LINES = ("worker_progress", "worker_ready", "worker_start", "partitions_assigned", "batch_first", "batch_slow",
+                "worker_stop", "Traceback", "Error")  # fmt: skip
+
+
+def _timeline(latencies: list[tuple[float, float]], start: float) -> list[list[float]]:
+    """Per second of production since the window opened: [second, samples, p50 ms, max ms], so a stall
+    shows where it happened (a slow start, a compaction, a restart) rather than only in the tail."""
+    by_s: dict[int, list[float]] = {}
+    for produced, ms in latencies:
+        by_s.setdefault(int(produced - start), []).append(ms)
+    return [[s, len(v), round(float(np.median(v)), 1), round(max(v), 1)] for s, v in sorted(by_s.items())]
 
 
 def _percentiles(ms: list[float]) -> dict[str, Any]:

@@ -151,6 +151,8 @@ class Progress:
 
     #: the first batches each log their latency: what a cold start costs (see `warm_up`)
     FIRST_BATCHES = 5
+    #: a batch slower than this logs where its time went (`batch_slow`): a freshness tail is found, not guessed
+    SLOW_BATCH_S = 0.5
 
     def __init__(self, every_s: float) -> None:
         self.every_s = every_s
@@ -182,6 +184,17 @@ class Progress:
         self.batches += 1
         if self.batches <= self.FIRST_BATCHES:
             log.info("batch_first n=%d records=%d ms=%.1f", self.batches, o.n_records, o.elapsed_s * 1000)
+        elif o.elapsed_s >= self.SLOW_BATCH_S:
+            log.info(
+                "batch_slow records=%d users=%d ms=%.0f read_ms=%.0f rank_ms=%.0f write_ms=%.0f other_ms=%.0f",
+                o.n_records,
+                o.n_users,
+                o.elapsed_s * 1000,
+                o.read_s * 1000,
+                o.rank_s * 1000,
+                o.write_s * 1000,
+                (o.elapsed_s - o.read_s - o.rank_s - o.write_s) * 1000,
+            )
         now = time.monotonic()
         if now - self.last >= self.every_s:
             self.last = now

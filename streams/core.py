@@ -70,6 +70,10 @@ class BatchOutcome:
     dead_letters: list[DeadLetterRecord] = field(default_factory=list)
     store_retries: int = 0
     elapsed_s: float = 0.0
+    # where the time went (`batch_slow` log lines): state reads, ranking, the store write
+    read_s: float = 0.0
+    rank_s: float = 0.0
+    write_s: float = 0.0
     freshness_ms: list[int] = field(default_factory=list)  # list written - newest event, per touched user
 
 
@@ -206,7 +210,9 @@ class Pipeline:
         else:
             missing = rest
         if missing:
+            t = time.perf_counter()
             stored.update(self._with_retry("get_states", lambda: self.store.get_states(missing), outcome))
+            outcome.read_s = time.perf_counter() - t
         changed: list[UserState] = []
         for user_id, deliveries in by_user.items():
             deliveries.sort(key=lambda d: (d.source, d.offset))
@@ -216,7 +222,9 @@ class Pipeline:
             outcome.n_duplicates += len(deliveries) - applied
             if after is not before:
                 changed.append(after)
+        t = time.perf_counter()
         lists = self._rank(changed, int(self.clock() * 1000))
+        outcome.rank_s = time.perf_counter() - t
         outcome.n_users = len(changed)
         outcome.newest_event_ts = max((s.last_ts for s in changed), default=0)
         with self._unwritten_lock:
@@ -229,7 +237,9 @@ class Pipeline:
         let its states into the cache. Only after this returns may the batch's offsets be committed."""
         outcome = batch.outcome
         if batch.states or batch.lists:
+            t = time.perf_counter()
             self._with_retry("put_results", lambda: self.store.put_results(batch.lists, batch.states), outcome)
+            outcome.write_s = time.perf_counter() - t
             if self.state_cache is not None:
                 self.state_cache.put_many(batch.states, batch.generation)
             with self._unwritten_lock:

@@ -97,6 +97,17 @@ def test_the_first_batches_log_their_latency(caplog: pytest.LogCaptureFixture) -
     assert len(first) == Progress.FIRST_BATCHES
 
 
+def test_a_slow_batch_says_where_its_time_went(caplog: pytest.LogCaptureFixture) -> None:
+    progress = Progress(every_s=3600)
+    with caplog.at_level(logging.INFO, logger="fusionrec.worker"):
+        for _ in range(Progress.FIRST_BATCHES):
+            progress.add(BatchOutcome(n_records=10, elapsed_s=0.9))  # the first ones log as batch_first
+        progress.add(BatchOutcome(n_records=10, elapsed_s=0.1))  # quick: nothing
+        progress.add(BatchOutcome(n_records=50, n_users=40, elapsed_s=0.9, read_s=0.1, rank_s=0.5, write_s=0.2))
+    slow = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch_slow")]
+    assert slow == ["batch_slow records=50 users=40 ms=900 read_ms=100 rank_ms=500 write_ms=200 other_ms=100"]
+
+
 class FakeBundle:
     """What BundleRanker reads of a ModelBundle; `user_vectors` records the shapes it is fed."""
 
