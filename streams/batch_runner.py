@@ -16,6 +16,8 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mappin
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
+import numpy as np
+
 from ranker.state import UserState
 from schemas.codec import decode_item
 from schemas.errors import InvalidItem, StoreUnavailable
@@ -161,6 +163,23 @@ class Progress:
         self.started = self.last = time.monotonic()
         self.first_batch: float | None = None  # when records first arrived: startup is not throughput
         self.last_batch_end = self.started
+        # since the last progress line: event time -> list written, and the longest an event had waited
+        # in Kafka and the take queue when its batch started (the part of freshness before processing)
+        self.fresh_ms: list[int] = []
+        self.waited_max_s = 0.0
+
+    def waited(self, oldest_age_s: float) -> None:
+        self.waited_max_s = max(self.waited_max_s, oldest_age_s)
+
+    def interval(self) -> str:
+        """Freshness since the last line, then a new interval."""
+        fresh = np.array(self.fresh_ms or [0])
+        text = (
+            f"fresh_p50_ms={np.percentile(fresh, 50):.0f} fresh_p99_ms={np.percentile(fresh, 99):.0f} "
+            f"waited_max_ms={self.waited_max_s * 1000:.0f}"
+        )
+        self.fresh_ms, self.waited_max_s = [], 0.0
+        return text
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -182,6 +201,7 @@ class Progress:
         self.duplicates += o.n_duplicates
         self.dead += len(o.dead_letters)
         self.batches += 1
+        self.fresh_ms.extend(o.freshness_ms)
         if self.batches <= self.FIRST_BATCHES:
             log.info("batch_first n=%d records=%d ms=%.1f", self.batches, o.n_records, o.elapsed_s * 1000)
         elif o.elapsed_s >= self.SLOW_BATCH_S:
@@ -198,7 +218,7 @@ class Progress:
         now = time.monotonic()
         if now - self.last >= self.every_s:
             self.last = now
-            log.info("worker_progress %s last_batch_ms=%.1f", self.line(), o.elapsed_s * 1000)
+            log.info("worker_progress %s last_batch_ms=%.1f %s", self.line(), o.elapsed_s * 1000, self.interval())
 
 
 def _dead_letter_headers(reason: str, field: str, source: str, offset: int) -> dict[str, bytes]:
@@ -307,7 +327,9 @@ class BatchRunner:
             while len(events) < limit and not queue.empty():
                 events += queue.get_nowait()  # behind: taken batches merged (see `batch_limit`)
             stamps = [t for t in (e.message.timestamp for e in events) if t]
-            self.shedding.update(time.time() - min(stamps) if stamps else 0.0, self.pipeline.ranker)
+            oldest_age_s = time.time() - min(stamps) if stamps else 0.0
+            self.progress.waited(oldest_age_s)
+            self.shedding.update(oldest_age_s, self.pipeline.ranker)
             self.progress.stage_shed = self.shedding.batches
             self.progress.begin()
             records = [
