@@ -19,7 +19,7 @@ from ranker.bundle import ModelBundle
 from ranker.data import build_catalog, leave_one_out, user_sequences
 from ranker.online import BundleRanker
 from ranker.stage import FEATURES, CoVisitation, RankingStage, StageConfig
-from ranker.stage_fit import ROUND_TOLERANCE, fewest_rounds, stage_scores
+from ranker.stage_fit import CV_FOLDS, ROUND_TOLERANCE, _fold, fewest_rounds, stage_scores
 from ranker.state import UserState
 from schemas.events import EVENT_TYPE_INDEX
 from shopdata.loader import load_dataset
@@ -256,3 +256,14 @@ def test_a_fitted_stage_records_the_rounds_it_kept_and_the_best(bundles: list[Pa
     assert 1 <= ranking["rounds"] <= ranking["rounds_at_best"]
     assert ranking["early_stopping_ndcg@10"] >= ranking["early_stopping_ndcg@10_best"] * (1 - ROUND_TOLERANCE) - 1e-6
     assert ModelBundle.load(bundles[0]).ranking_stage().booster.current_iteration() == ranking["rounds"]  # type: ignore[union-attr]
+    # the rounds come from every cross-validation fold, and the shipped model learned from every user
+    assert ranking["cv_folds"] == CV_FOLDS
+    assert ranking["train_users"] == ranking["users_with_target_in_candidates"]
+
+
+def test_cross_validation_folds_are_stable_and_spread() -> None:
+    users = [f"u{i}" for i in range(2000)]
+    folds = [_fold(u, CV_FOLDS) for u in users]
+    assert folds == [_fold(u, CV_FOLDS) for u in users]  # the same on every run
+    counts = np.bincount(folds, minlength=CV_FOLDS)
+    assert counts.min() > 0.8 * len(users) / CV_FOLDS
