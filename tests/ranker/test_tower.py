@@ -17,7 +17,7 @@ from encoders.adapter import TokenAdapter
 from encoders.bert_graph import TorchAdapter
 from ranker.bundle import PRETRAINED_TEXT
 from ranker.data import Split
-from ranker.tower import TokenStates, TowerConfig, pooled, profile_recall, tune_tower
+from ranker.tower import TokenStates, TowerConfig, TowerOverBudget, _check_budget, pooled, profile_recall, tune_tower
 
 DIM = 32
 
@@ -209,3 +209,15 @@ def test_an_encoder_whose_source_folder_is_gone_trains_with_it_as_given(
     assert info["chosen"] == "pretrained" and "is not here" in info["reason"]
     with pytest.raises(ConfigError, match="--text-tower tuned needs it"):
         _fit_small(shop_dir, moved, tmp_path / "c", "tuned", epochs=1)
+
+
+def test_token_states_project_their_end_only_from_enough_work() -> None:
+    now = time.perf_counter()
+    # 1 s in, 0.3% of the tokens: it projects ~330 s against a 60 s budget, but too early to believe
+    _check_budget(now - 1.0, 600, 200_000, deadline=now + 60)
+    # 4 s in, 10% done: 40 s projected, inside the budget
+    _check_budget(now - 4.0, 20_000, 200_000, deadline=now + 60)
+    with pytest.raises(TowerOverBudget, match="about 80 s"):  # 4 s in, 5% done: 80 s projected, past it
+        _check_budget(now - 4.0, 10_000, 200_000, deadline=now + 60)
+    with pytest.raises(TowerOverBudget):  # the deadline itself has passed: no projection needed
+        _check_budget(now - 1.0, 600, 200_000, deadline=now - 0.1)
