@@ -360,8 +360,8 @@ def freshness(
 
 
 #: the worker's log lines a freshness run prints after it
-WORKER_LINES = ("worker_progress", "worker_ready", "worker_start", "partitions_assigned", "batch_first", "batch_slow",
-                "worker_stop", "Traceback", "Error")  # fmt: skip
+WORKER_LINES = ("worker_progress", "worker_ready", "worker_start", "partitions_assigned", "state_cache", "batch_first",
+                "batch_slow", "worker_stop", "Traceback", "Error")  # fmt: skip
 
 
 def _timeline(latencies: list[tuple[float, float]], start: float) -> list[list[float]]:

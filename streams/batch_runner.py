@@ -295,6 +295,9 @@ class BatchRunner:
         self.lag: dict[str, int] = {}  # partition -> records behind, as of its last written batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        # the partitions of the last assignment and its group generation (None: unknown)
+        self._owned: set[str] = set()
+        self._owned_generation: int | None = None
 
     async def consume(self, batches: AsyncIterable[Sequence[E]], ack: Ack[E]) -> None:
         """Takes each batch off at once and hands it to the two stages: a runtime like faust fills its
@@ -400,18 +403,31 @@ class BatchRunner:
             for e in events:
                 await ack(e)
 
-    def on_assigned(self, partitions: Iterable[TopicPartition]) -> None:
-        """Which partitions this worker owns after each rebalance (operators and tests read it); the
-        cached states of the old assignment are dropped (streams.state_cache)."""
+    def on_assigned(self, partitions: Iterable[TopicPartition], generation: int | None = None) -> None:
+        """Which partitions this worker owns after each rebalance (operators and tests read it). The
+        cached states of partitions it kept are kept when `generation` (the group's) directly follows
+        the one of its last assignment; otherwise all are dropped (streams.state_cache)."""
         owned = sorted(f"{tp.topic}:{tp.partition}" for tp in partitions)
         log.info("partitions_assigned count=%d partitions=%s", len(owned), ",".join(owned))
         self.lag.clear()  # the backlog of partitions no longer owned is not ours to drain
-        self._invalidate("assigned")
+        before, before_generation = self._owned, self._owned_generation
+        self._owned, self._owned_generation = set(owned), generation
+        cache = self.pipeline.state_cache
+        if cache is None:
+            return
+        if generation is not None and before_generation is not None and generation == before_generation + 1:
+            kept = before & self._owned
+            n = cache.retain(kept)
+            log.info("state_cache_kept partitions=%d users=%d group_generation=%d", len(kept), n, generation)
+        else:
+            self._invalidate("assigned")
 
     def on_revoked(self) -> None:
-        """The runtime waits for in-flight (unacked) batches before it revokes, so after this no
-        cached state from the old assignment is used."""
-        self._invalidate("revoked")
+        """The runtime waits for in-flight (unacked) batches before it revokes; from here until the
+        next assignment no cached state is used."""
+        cache = self.pipeline.state_cache
+        if cache is not None:
+            cache.suspend()
 
     def _invalidate(self, reason: str) -> None:
         cache = self.pipeline.state_cache

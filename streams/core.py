@@ -86,6 +86,14 @@ class PreparedBatch:
     states: list[UserState]
     generation: int
     started: float
+    partitions: dict[str, str] = field(default_factory=dict)  # user -> the partition its events came from
+
+
+def _partition_of(deliveries: Sequence[Delivery]) -> str:
+    """The one partition a user's deliveries came from; "" when they came from several (a topic given
+    more partitions moves keys), which no cache entry matches."""
+    sources = {d.source for d in deliveries}
+    return sources.pop() if len(sources) == 1 else ""
 
 
 class Ranker(Protocol):
@@ -204,8 +212,9 @@ class Pipeline:
         with self._unwritten_lock:
             stored = {u: self._unwritten[u] for u in users if u in self._unwritten}
         rest = [u for u in users if u not in stored]
+        partitions = {u: _partition_of(by_user[u]) for u in users}
         if cache is not None:
-            cached, missing = cache.get_many(rest)
+            cached, missing = cache.get_many(rest, partitions)
             stored.update(cached)
         else:
             missing = rest
@@ -230,7 +239,7 @@ class Pipeline:
         with self._unwritten_lock:
             for s in changed:
                 self._unwritten[s.user_id] = s
-        return PreparedBatch(outcome, lists, changed, generation, started)
+        return PreparedBatch(outcome, lists, changed, generation, started, partitions)
 
     def write(self, batch: PreparedBatch) -> BatchOutcome:
         """Store a prepared batch's lists and states (retrying through outages: back-pressure), then
@@ -241,7 +250,7 @@ class Pipeline:
             self._with_retry("put_results", lambda: self.store.put_results(batch.lists, batch.states), outcome)
             outcome.write_s = time.perf_counter() - t
             if self.state_cache is not None:
-                self.state_cache.put_many(batch.states, batch.generation)
+                self.state_cache.put_many(batch.states, batch.generation, batch.partitions)
             with self._unwritten_lock:
                 for s in batch.states:
                     if self._unwritten.get(s.user_id) is s:  # a later batch may have folded onto it already

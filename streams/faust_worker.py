@@ -122,7 +122,11 @@ def build_app(
 
     @app.on_partitions_assigned.connect
     async def on_assigned(_sender: Any, /, *args: Any, **__: Any) -> None:
-        runner.on_assigned(args[0] if args else ())
+        # faust's Kafka driver sets the group generation of this assignment before it signals it
+        generation = getattr(app, "consumer_generation_id", None)
+        runner.on_assigned(
+            args[0] if args else (), generation if isinstance(generation, int) and generation > 0 else None
+        )
 
     @app.on_partitions_revoked.connect
     async def on_revoked(*_: Any, **__: Any) -> None:

@@ -143,7 +143,9 @@ class WorkerSettings(Frozen):
     commit_interval_s: float = Field(1.0, gt=0, description="how often acked offsets are committed")
     store_url: str | None = Field(None, description="overrides the Cassandra store, e.g. sqlite:///x.db")
     state_cache_users: int = Field(
-        200_000, ge=0, description="user states kept in the worker (dropped at every rebalance); 0: always read"
+        200_000,
+        ge=0,
+        description="user states kept in the worker (a rebalance keeps those of partitions still owned); 0: none",
     )
     writer_process: bool = Field(
         True, description="write batches from a child process with its own interpreter lock (Cassandra, SQLite)"

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 import pytest
 
+from ranker.state import UserState
 from schemas.items import Item
 from streams.batch_runner import BatchRunner, StageShedding
 from streams.core import BatchOutcome, DeadLetterRecord, PreparedBatch, RawRecord
@@ -332,24 +333,49 @@ def test_live_items_without_a_live_index_are_acked_and_reported(caplog: pytest.L
     assert "live_items_ignored count=1" in caplog.text
 
 
-def test_every_rebalance_invalidates_the_state_cache_and_logs_the_assignment(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_rebalance_logs_the_assignment_and_without_a_known_generation_drops_the_cache(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="fusionrec.worker")
     cache = StateCache(10)
     runner = _runner(FakePipeline(state_cache=cache), DeadLetters())
     runner.on_assigned([TP("clicks", 3), TP("clicks", 0)])
-    assert cache.generation == 1
     assert "partitions_assigned count=2 partitions=clicks:0,clicks:3" in caplog.text
+    cache.put_many([UserState("a")], cache.generation, {"a": "clicks:0"})
     runner.on_revoked()
-    runner.on_assigned([])
-    assert cache.generation == 3
-    assert "state_cache_invalidated reason=revoked generation=2" in caplog.text
-    assert "partitions_assigned count=0 partitions=" in caplog.text
+    assert cache.get_many(["a"], {"a": "clicks:0"}) == ({}, ["a"])  # suspended: no hit until assigned
+    runner.on_assigned([TP("clicks", 0)])  # no group generation: nothing can be kept
+    assert cache.get_many(["a"], {"a": "clicks:0"}) == ({}, ["a"]) and len(cache) == 0
+    assert "state_cache_invalidated reason=assigned" in caplog.text
+    assert "partitions_assigned count=1 partitions=clicks:0" in caplog.text
     runner.close()
 
     uncached = _runner(FakePipeline(), DeadLetters())  # no cache: rebalances only log
     uncached.on_revoked()
-    uncached.on_assigned([TP("clicks", 1)])
+    uncached.on_assigned([TP("clicks", 1)], 4)
     uncached.close()
+
+
+def test_the_next_generation_keeps_the_states_of_the_partitions_still_owned(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fusionrec.worker")
+    cache = StateCache(10)
+    runner = _runner(FakePipeline(state_cache=cache), DeadLetters())
+    runner.on_assigned([TP("clicks", 0), TP("clicks", 3)], 5)
+    where = {"a": "clicks:0", "b": "clicks:3"}
+    before = cache.generation
+    cache.put_many([UserState("a"), UserState("b")], before, where)
+    runner.on_revoked()
+    cache.put_many([UserState("late")], before, {"late": "clicks:0"})  # a batch from before the revoke
+    runner.on_assigned([TP("clicks", 0), TP("clicks", 1)], 6)  # clicks:3 went to another worker
+    found, missing = cache.get_many(["a", "b", "late"], {**where, "late": "clicks:0"})
+    assert set(found) == {"a"} and missing == ["b", "late"]
+    assert "state_cache_kept partitions=1 users=1 group_generation=6" in caplog.text
+    # the same user's events now from another partition (the topic got more partitions): read again
+    assert cache.get_many(["a"], {"a": "clicks:1"}) == ({}, ["a"])
+    runner.on_revoked()
+    runner.on_assigned([TP("clicks", 0)], 8)  # generation 7 went by without this worker: drop all
+    assert len(cache) == 0
+    runner.close()
 
 
 class SheddableRanker:

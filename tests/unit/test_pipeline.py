@@ -234,6 +234,43 @@ def test_state_cache_skips_reads_and_stays_exact_across_invalidation() -> None:
         assert store.states[user].folded_view() == fresh.folded_view()
 
 
+def test_states_kept_across_a_rebalance_serve_without_reads_and_stay_exact() -> None:
+    """A rebalance that leaves this worker its partition (the next generation) keeps their cached
+    states: the rest of the stream reads nothing, and a replay still double-counts nothing."""
+    from streams.state_cache import StateCache
+
+    shop = generate_shop(n_users=50)
+    store = MemoryStore()
+    reads: list[int] = []
+    real_get = store.get_states
+
+    def counting_get(users: Sequence[str]) -> dict[str, UserState]:
+        reads.append(len(users))
+        return real_get(users)
+
+    store.get_states = counting_get  # type: ignore[method-assign,assignment]
+    cache = StateCache(max_users=1000)
+    pipeline = Pipeline(store, fit_cooccurrence(shop.item_sequences()), k=5, state_cache=cache)
+    recs = _records([encode_event(e) for e in shop.events])
+    half = len(recs) // 2
+    for start in range(0, half, 97):
+        pipeline.process(recs[start : min(start + 97, half)])
+    seen = {e.user_id for e in shop.events[:half]}
+    first_reads = sum(reads)
+    cache.suspend()  # revoked ...
+    assert cache.retain({"t:0"}) == len(seen)  # ... and assigned again in the next generation
+    for start in range(half, len(recs), 97):
+        pipeline.process(recs[start : start + 97])
+    new_users = {e.user_id for e in shop.events[half:]} - seen
+    assert sum(reads) - first_reads == len(new_users)  # only users never seen before are read
+    again = pipeline.process(recs[:half])  # a replay of what was already applied
+    assert again.n_applied == 0
+    for user in {e.user_id for e in shop.events}:
+        deliveries = [Delivery(e, "t:0", i) for i, e in enumerate(shop.events) if e.user_id == user]
+        fresh, _ = apply_events(UserState(user), deliveries)
+        assert store.states[user].folded_view() == fresh.folded_view()
+
+
 def test_state_cache_is_bounded_and_drops_writes_from_an_old_generation() -> None:
     from streams.state_cache import StateCache
 
