@@ -154,10 +154,10 @@ def train(
             help="Minutes the whole run may take (0: no limit). The first epoch is timed; when the "
             "variants, --screen-epochs and --finalists do not fit, fewer variants, screening epochs and "
             "finalists train, and no epoch starts that cannot end in time. On data where they fit it "
-            "changes nothing (the Scientific data trains in about 9). The manifest's time_budget says "
-            "what it changed.",
+            "changes nothing (the Scientific data trains in 11-13.5). The default leaves a minute for "
+            "`fusionrec evaluate`. The manifest's time_budget says what it changed.",
         ),
-    ] = 15.0,
+    ] = 14.0,
     text_tower: Annotated[
         TextTowerChoice,
         typer.Option(
