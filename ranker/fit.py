@@ -142,9 +142,12 @@ def _text_tower(
     )
     if adapter is None:
         return _Tower(text, encoder_dir, info)
-    export_encoder(source, scratch, manifest.variant, opset=manifest.opset, adapter=adapter)  # type: ignore[arg-type]
-    tuned, tuned_info = encode_texts(catalog, scratch, progress)
-    return _Tower(tuned, scratch, info | {"encoder": tuned_info}, pretrained_text=text)
+    # a folder of its own inside the private (0700) scratch: the bundle's copy keeps a new folder's mode,
+    # so a worker or API running as another user can read it
+    tuned_dir = scratch / "encoder"
+    export_encoder(source, tuned_dir, manifest.variant, opset=manifest.opset, adapter=adapter)  # type: ignore[arg-type]
+    tuned, tuned_info = encode_texts(catalog, tuned_dir, progress)
+    return _Tower(tuned, tuned_dir, info | {"encoder": tuned_info}, pretrained_text=text)
 
 
 def onnx_agreement(model: Any, bundle: ModelBundle, data: SplitData, k: int = 10) -> float:

@@ -168,6 +168,10 @@ def test_a_tuned_tower_ships_in_the_bundle_and_encodes_new_items_as_trained(
     tower = manifest["text_tower"]
     assert tower["chosen"] == "tuned" and tower["forced"] is True and tower["best_epoch"] >= 1
     encoder = EncoderManifest.read(out / "encoder")
+    # readable by a worker or API running as another user: the mode of any new folder, not a temp dir's 0700
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert (out / "encoder").stat().st_mode & 0o777 == fresh.stat().st_mode & 0o777
     assert (
         encoder.adapter["rank"] == TowerConfig().rank
         and manifest["encoder"]["digest"] != tower["pretrained_encoder"]["digest"]
