@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 import pytest
@@ -15,6 +15,7 @@ from schemas.events import Event
 from schemas.recommendations import RecommendationList
 from shopdata.synthetic import generate_shop
 from streams.core import Pipeline, RawRecord, RetryPolicy, StoppedError
+from streams.state_cache import StateCache
 from streams.stores.memory import MemoryStore
 
 
@@ -199,9 +200,10 @@ def test_prometheus_sensor_counts_what_the_pipeline_did() -> None:
     assert "fusionrec_freshness_seconds_count 5.0" in text  # one per user whose list was refreshed
 
 
-def test_state_cache_skips_reads_and_stays_exact_across_invalidation() -> None:
-    from streams.state_cache import StateCache
-
+def _through_a_rebalance(rebalance: Callable[[StateCache], object]) -> tuple[int, int, int]:
+    """Half a shop's events through a cached pipeline, `rebalance(cache)`, the other half, then a replay
+    of the first half; asserts the replay applies nothing and every state is its exact fold. Returns
+    (store reads before the rebalance, store reads after it, users first seen after it)."""
     shop = generate_shop(n_users=50)
     store = MemoryStore()
     reads: list[int] = []
@@ -218,61 +220,42 @@ def test_state_cache_skips_reads_and_stays_exact_across_invalidation() -> None:
     half = len(recs) // 2
     for start in range(0, half, 97):
         pipeline.process(recs[start : min(start + 97, half)])
-    first_reads = sum(reads)
-    assert first_reads <= 50  # each user read once (when first seen), then served from the cache
-    cache.invalidate()  # a rebalance: everything is read again, once
+    before = sum(reads)
+    rebalance(cache)
     for start in range(half, len(recs), 97):
         pipeline.process(recs[start : start + 97])
-    assert sum(reads) - first_reads <= 50
-    again = pipeline.process(recs[:half])  # replay after the cache was rebuilt: still no double count
-    assert again.n_applied == 0
-    expected: dict[str, list[Delivery]] = {}
-    for i, e in enumerate(shop.events):
-        expected.setdefault(e.user_id, []).append(Delivery(e, "t:0", i))
-    for user, deliveries in expected.items():
-        fresh, _ = apply_events(UserState(user), deliveries)
-        assert store.states[user].folded_view() == fresh.folded_view()
-
-
-def test_states_kept_across_a_rebalance_serve_without_reads_and_stay_exact() -> None:
-    """A rebalance that leaves this worker its partition (the next generation) keeps their cached
-    states: the rest of the stream reads nothing, and a replay still double-counts nothing."""
-    from streams.state_cache import StateCache
-
-    shop = generate_shop(n_users=50)
-    store = MemoryStore()
-    reads: list[int] = []
-    real_get = store.get_states
-
-    def counting_get(users: Sequence[str]) -> dict[str, UserState]:
-        reads.append(len(users))
-        return real_get(users)
-
-    store.get_states = counting_get  # type: ignore[method-assign,assignment]
-    cache = StateCache(max_users=1000)
-    pipeline = Pipeline(store, fit_cooccurrence(shop.item_sequences()), k=5, state_cache=cache)
-    recs = _records([encode_event(e) for e in shop.events])
-    half = len(recs) // 2
-    for start in range(0, half, 97):
-        pipeline.process(recs[start : min(start + 97, half)])
-    seen = {e.user_id for e in shop.events[:half]}
-    first_reads = sum(reads)
-    cache.suspend()  # revoked ...
-    assert cache.retain({"t:0"}) == len(seen)  # ... and assigned again in the next generation
-    for start in range(half, len(recs), 97):
-        pipeline.process(recs[start : start + 97])
-    new_users = {e.user_id for e in shop.events[half:]} - seen
-    assert sum(reads) - first_reads == len(new_users)  # only users never seen before are read
-    again = pipeline.process(recs[:half])  # a replay of what was already applied
+    after = sum(reads) - before
+    again = pipeline.process(recs[:half])  # a replay of what was already applied: no double count
     assert again.n_applied == 0
     for user in {e.user_id for e in shop.events}:
         deliveries = [Delivery(e, "t:0", i) for i, e in enumerate(shop.events) if e.user_id == user]
         fresh, _ = apply_events(UserState(user), deliveries)
         assert store.states[user].folded_view() == fresh.folded_view()
+    new_users = {e.user_id for e in shop.events[half:]} - {e.user_id for e in shop.events[:half]}
+    return before, after, len(new_users)
+
+
+def test_state_cache_skips_reads_and_stays_exact_across_invalidation() -> None:
+    before, after, _ = _through_a_rebalance(StateCache.invalidate)  # a generation missed: all read again
+    assert before <= 50  # each user read once (when first seen), then served from the cache
+    assert after <= 50  # after the invalidation: each read again, once
+
+
+def test_states_kept_across_a_rebalance_serve_without_reads_and_stay_exact() -> None:
+    """A rebalance that leaves this worker its partition (the next generation) keeps their cached
+    states: the rest of the stream reads only users never seen, and a replay double-counts nothing."""
+
+    def next_generation(cache: StateCache) -> None:
+        cached = len(cache)
+        assert cached > 0
+        cache.suspend()  # revoked ...
+        assert cache.retain({"t:0"}) == cached  # ... and assigned again: every entry kept
+
+    _, after, new_users = _through_a_rebalance(next_generation)
+    assert after == new_users
 
 
 def test_state_cache_is_bounded_and_drops_writes_from_an_old_generation() -> None:
-    from streams.state_cache import StateCache
 
     cache = StateCache(max_users=2)
     cache.put_many([UserState("a"), UserState("b"), UserState("c")], generation=0)
