@@ -299,17 +299,34 @@ class RankingStage:
         booster: Any = None,
         threads: int = 1,
         scorer: Any = None,
+        model_file: Path | None = None,
     ) -> None:
+        """`model_file`: where the LightGBM model is, read only when `booster` is first asked for
+        (LightGBM's import costs 1.3-2 s of a worker's start, and the compiled `scorer` needs none of it)."""
         self.config = config
         self.covisit = covisit
         self.text = np.ascontiguousarray(text, dtype=np.float32)  # [n, d] unit rows (0 for items without text)
         self.log_popularity = log_popularity.astype(np.float32)
         self.brands = brands.astype(np.int64)
-        self.booster = booster
+        self._booster = booster
+        self._model_file = model_file
         self.threads = threads
         #: the booster's trees compiled (ranker.stage_compiled), same scores; None: LightGBM predicts
         self.scorer = scorer
         self._popular = np.argsort(-self.log_popularity, kind="stable")[: config.popular_top]
+
+    @property
+    def booster(self) -> Any:
+        """The LightGBM model (None for a stage not trained yet), loaded on first use."""
+        if self._booster is None and self._model_file is not None:
+            import lightgbm as lgb  # training's library; at run time only when the compiled trees are unavailable
+
+            self._booster = lgb.Booster(model_file=str(self._model_file))
+        return self._booster
+
+    @booster.setter
+    def booster(self, booster: Any) -> None:
+        self._booster = booster
 
     @property
     def n_rows(self) -> int:
@@ -460,7 +477,7 @@ class RankingStage:
 
     def predict(self, feats: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """[U, C] model scores, -inf for invalid (duplicate) candidates."""
-        if self.booster is None:
+        if self.scorer is None and self.booster is None:
             raise RuntimeError("this ranking stage has no trained model")
         out = np.full(valid.shape, -np.inf, dtype=np.float64)
         if valid.any():
@@ -516,8 +533,6 @@ class RankingStage:
     @classmethod
     def load(cls, folder: Path, text: np.ndarray, threads: int = 1) -> RankingStage:
         """From a bundle's ranking/ (files already digest-checked by ModelBundle.load)."""
-        import lightgbm as lgb  # the ranking model's runtime (no torch)
-
         from ranker.stage_compiled import compiled_predictor
 
         doc = json.loads((folder / "stage.json").read_text())
@@ -527,15 +542,19 @@ class RankingStage:
                 f"computes {list(FEATURES)}: retrain the bundle with `fusionrec train`"
             )
         arrays = np.load(folder / "arrays.npz")
-        booster = lgb.Booster(model_file=str(folder / "model.txt"))
         config = {"new_top": 0, **doc["config"]}  # a stage from before the new-items retriever never saw its candidates
-        return cls(
+        scorer = compiled_predictor(folder / "model.txt", threads)
+        stage = cls(
             StageConfig(**config),
             CoVisitation(arrays["neighbours"], arrays["weights"]),
             text,
             arrays["log_popularity"],
             arrays["brands"],
-            booster,
+            None,
             threads,
-            compiled_predictor(folder / "model.txt", threads),
+            scorer,
+            model_file=folder / "model.txt",
         )
+        if scorer is None:  # LightGBM predicts: load it now, so a model it cannot read fails here, not mid-stream
+            _ = stage.booster
+        return stage

@@ -5,6 +5,9 @@ binary search, the chunked candidate cosines, the sparse text profile, and the c
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import lightgbm as lgb
@@ -12,8 +15,10 @@ import numpy as np
 import pytest
 
 from ranker.bundle import ModelBundle
-from ranker.stage import _cosines_to, _profile_weights, _rank_in, top_rows
+from ranker.stage import FEATURES, RankingStage, _cosines_to, _profile_weights, _rank_in, top_rows
 from ranker.stage_compiled import compiled_predictor
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _reference_top(scores: np.ndarray, k: int, positive: bool = False) -> np.ndarray:
@@ -112,3 +117,40 @@ def test_a_model_that_does_not_compile_falls_back(tmp_path: Path, caplog: pytest
     assert compiled_predictor(broken, cache=tmp_path / "cache") is None
     assert "LightGBM predicts" in caplog.text
     assert os.listdir(tmp_path) == ["model.txt"] or not list((tmp_path / "cache").glob("*.o"))
+
+
+def test_a_loaded_stage_reads_lightgbm_only_when_asked(bundles: list[Path]) -> None:
+    """A worker's start does not pay LightGBM's import (1.3-2 s, scikit-learn with it) when the
+    compiled trees score: the booster is read on first use, and scores the same."""
+    code = (
+        "import sys; from ranker.bundle import ModelBundle; "
+        f"stage = ModelBundle.load({str(bundles[0])!r}).ranking_stage(); "
+        "assert stage.scorer is not None; print('lightgbm' in sys.modules, 'sklearn' in sys.modules); "
+        "stage.booster; print('lightgbm' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split() == ["False", "False", "True"]
+
+    stage = ModelBundle.load(bundles[0]).ranking_stage()
+    assert stage is not None and stage.scorer is not None
+    feats = np.random.default_rng(6).normal(size=(50, stage.booster.num_feature())).astype(np.float32)
+    assert np.allclose(stage.scorer(feats), stage.booster.predict(feats), atol=1e-9)
+
+
+def test_a_stage_without_compiled_trees_reads_its_model_at_load(
+    bundles: list[Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Where LightGBM predicts, its model is read at load, so one it cannot read fails there, not mid-stream."""
+    import ranker.stage_compiled
+
+    monkeypatch.setattr(ranker.stage_compiled, "compiled_predictor", lambda *_a, **_k: None)
+    bundle = ModelBundle.load(bundles[0])
+    stage = bundle.ranking_stage()
+    assert stage is not None and stage.scorer is None and stage._booster is not None
+    feats = np.zeros((1, 3, len(FEATURES)), np.float32)
+    assert stage.predict(feats, np.ones((1, 3), bool)).shape == (1, 3)
+
+    broken = shutil.copytree(bundle.folder / "ranking", tmp_path / "ranking")
+    (broken / "model.txt").write_text("tree\nversion=v4\nnot a model\n")
+    with pytest.raises(lgb.basic.LightGBMError, match=r"Model file"):
+        RankingStage.load(broken, stage.text)
