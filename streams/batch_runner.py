@@ -202,11 +202,11 @@ class Progress:
         self.dead += len(o.dead_letters)
         self.batches += 1
         self.fresh_ms.extend(o.freshness_ms)
-        if self.batches <= self.FIRST_BATCHES:
-            log.info("batch_first n=%d records=%d ms=%.1f", self.batches, o.n_records, o.elapsed_s * 1000)
-        elif o.elapsed_s >= self.SLOW_BATCH_S:
+        first = self.batches <= self.FIRST_BATCHES
+        if first or o.elapsed_s >= self.SLOW_BATCH_S:
             log.info(
-                "batch_slow records=%d users=%d ms=%.0f read_ms=%.0f rank_ms=%.0f write_ms=%.0f other_ms=%.0f",
+                "%s records=%d users=%d ms=%.0f read_ms=%.0f rank_ms=%.0f write_ms=%.0f other_ms=%.0f",
+                f"batch_first n={self.batches}" if first else "batch_slow",
                 o.n_records,
                 o.n_users,
                 o.elapsed_s * 1000,

@@ -35,3 +35,41 @@ def test_static_membership_follows_the_setting(tmp_path: Path) -> None:
 def test_an_empty_instance_id_is_refused() -> None:
     with pytest.raises(ValueError, match="instance_id"):
         WorkerSettings(instance_id="")
+
+
+def test_the_table_manager_starts_without_faust_s_one_second_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust's TableManager sleeps 1 s at start for tables to register; this app has none, so its
+    manager goes straight to the channels and recovery (what faust does after the sleep). With a
+    table declared, faust's own start runs, sleep and all."""
+    import asyncio
+
+    from faust.tables import TableManager
+
+    from streams.faust_worker import _TablelessManager
+
+    app = _app(tmp_path, WorkerSettings())
+    manager = app.tables  # type: ignore[attr-defined]
+    assert isinstance(manager, _TablelessManager)
+    calls: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        calls.append(f"sleep {seconds}")
+
+    async def channels() -> None:
+        calls.append("channels")
+
+    async def recovery_start() -> None:
+        calls.append("recovery")
+
+    monkeypatch.setattr(manager, "sleep", sleep)
+    monkeypatch.setattr(manager, "_update_channels", channels)
+    monkeypatch.setattr(type(manager), "recovery", SimpleNamespace(start=recovery_start))
+    asyncio.run(manager.on_start())
+    assert calls == ["channels", "recovery"]
+
+    calls.clear()
+    monkeypatch.setattr(TableManager, "__len__", lambda _self: 1)  # as if a table were declared
+    asyncio.run(manager.on_start())
+    assert calls == ["sleep 1.0", "channels", "recovery"]

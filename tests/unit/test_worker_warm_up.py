@@ -87,13 +87,13 @@ def test_readiness_gauge_follows_set_ready() -> None:
     assert _ready(sensor) == 0
 
 
-def test_the_first_batches_log_their_latency(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_first_batches_log_their_latency_and_where_it_went(caplog: pytest.LogCaptureFixture) -> None:
     progress = Progress(every_s=3600)
     with caplog.at_level(logging.INFO, logger="fusionrec.worker"):
         for _ in range(Progress.FIRST_BATCHES + 3):
-            progress.add(BatchOutcome(n_records=10, elapsed_s=0.25))
+            progress.add(BatchOutcome(n_records=10, n_users=4, elapsed_s=0.25, read_s=0.05, rank_s=0.1, write_s=0.08))
     first = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch_first")]
-    assert first[0] == "batch_first n=1 records=10 ms=250.0"
+    assert first[0] == "batch_first n=1 records=10 users=4 ms=250 read_ms=50 rank_ms=100 write_ms=80 other_ms=20"
     assert len(first) == Progress.FIRST_BATCHES
 
 
