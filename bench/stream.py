@@ -22,17 +22,23 @@ S s in, `--rebalance-at S` adds a second one, `--rolling-at S` is a rolling depl
 joins, then the first leaves with SIGTERM); each reports freshness over the 60 s after and checks
 every user's stored state against its exact fold. `--no-warm-up`: workers start cold.
 `--static-membership`: each worker joins with its own `--instance-id` (Kafka static membership).
+`--spare`: the worker runs as `worker --spare` (a warmed-up second process waits to take over, see
+fusionrec.spare); `--crash-at S` then SIGKILLs the active worker process (and its writer) S s in,
+and the spare takes over; the 60 s after are reported as for a restart.
 
   python bench/stream.py --json out/curve.json --data ../shared/data/scientific --bundle out/bundle \
       --rates 500,1000,2000,4000 --seconds 60 --from-start
   python bench/stream.py --json out/restart.json ... --rates 500 --restart-at 30
+  python bench/stream.py --json out/crash.json ... --rates 500 --crash-at 30 --spare --static-membership
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -61,6 +67,8 @@ from streams.stores.cassandra import CassandraStore, connect  # noqa: E402
 BOOT = "127.0.0.1:9092"
 #: a sample not fresh this many seconds after it was produced stops being polled and counts as this
 CENSOR_S = 10.0
+#: a sample older than poll_s / POLL_SHARE is read every POLL_SHARE of its age (not every poll_s)
+POLL_SHARE = 0.05
 
 
 def io_floor(topic: str, n: int, batch: int = 500) -> float:
@@ -166,11 +174,13 @@ def new_item_visible(
     }
 
 
-def _newest_event_ts(store: CassandraStore, users: list[str]) -> dict[str, int]:
-    """Each user's stored list's newest_event_ts (-1: no list yet), all read concurrently."""
+def _newest_event_ts(store: CassandraStore, users: list[str], stmt: Any) -> dict[str, int]:
+    """Each user's stored list's newest_event_ts (-1: no list yet), all read concurrently; `stmt`
+    reads that one column (the whole list would cost the poller, and the cores it measures, a
+    decode of every list it polls)."""
     from cassandra.concurrent import execute_concurrent_with_args
 
-    rows = execute_concurrent_with_args(store.session, store._stmts["select_recs"], [(u,) for u in users])
+    rows = execute_concurrent_with_args(store.session, stmt, [(u,) for u in users])
     out: dict[str, int] = {}
     for u, (ok, res) in zip(users, rows, strict=True):
         row = res.one() if ok else None
@@ -200,9 +210,11 @@ def freshness(
     restart_at: float | None = None,
     rebalance_at: float | None = None,
     rolling_at: float | None = None,
+    crash_at: float | None = None,
     new_items: bool = True,
     worker_args: tuple[str, ...] = (),
     static: bool = False,
+    spare: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Steady `rate` events/s with ts = production time; poll sampled users' lists until they show
     the event. `from_start`: the window opens when the worker is launched (a deploy), else after a
@@ -212,6 +224,8 @@ def freshness(
     it, and every user's stored
     state is checked against its exact fold at the end. `static`: each worker has its own
     `--instance-id` (static group membership), so a restarted one takes its partitions back at once.
+    `spare`: the worker runs with `--spare`; `crash_at` SIGKILLs its active worker process (the
+    spare takes over).
     About `samples_per_s` events a second are sampled whatever the rate (every 25th at 500/s, every
     50th at 1,000/s): the poller's reads load Cassandra and the cores it measures, and at a fixed
     share of events they grew with the rate (1,600 reads/s at 1,000 events/s and 1 s freshness)."""
@@ -230,20 +244,34 @@ def freshness(
     lock = threading.Lock()
     producing_done = threading.Event()
 
+    newest_stmt = store.session.prepare(f"SELECT newest_event_ts FROM {ks}.recommendations WHERE user_id = ?")
+    polled: dict[str, float] = {}  # user -> when its sample was last read
+
     def poller() -> None:
-        """One thread, one concurrent read of every pending user each `poll_s`: the polling must not
-        itself load the two cores it measures (32 threads polling every 5 ms did: thousands of reads
-        a second, queued behind each other). A reading is late by up to `poll_s`, never early."""
+        """One thread, one concurrent read of the pending users that are due each `poll_s`: the
+        polling must not itself load the two cores it measures (32 threads polling every 5 ms did:
+        thousands of reads a second, queued behind each other). A sample is read every `poll_s`
+        until it is `poll_s / POLL_SHARE` old, then every POLL_SHARE of its age (every 100 ms at
+        2 s): a reading is late by at most max(poll_s, POLL_SHARE x its age), never early, and a
+        backlog (many samples seconds old) no longer multiplies the reads."""
         while True:
+            now = time.time()
             with lock:
-                batch = dict(pending)
+                batch = {
+                    u: v
+                    for u, v in pending.items()
+                    if now - polled.get(u, 0.0) >= max(poll_s, POLL_SHARE * (now - v[1]))
+                }
+                done = not pending and producing_done.is_set()
+            if done:
+                return
             if not batch:
-                if producing_done.is_set():
-                    return
                 time.sleep(poll_s)
                 continue
             users = list(batch)
-            newest = _newest_event_ts(store, users)
+            for u in users:
+                polled[u] = now
+            newest = _newest_event_ts(store, users, newest_stmt)
             now = time.time()
             with lock:
                 for u, seen_ts in newest.items():
@@ -254,15 +282,17 @@ def freshness(
                     if seen_ts >= ts:
                         latencies.append((produced, (now - produced) * 1000))
                         del pending[u]
+                        polled.pop(u, None)
                     elif now - produced > CENSOR_S:
                         # not fresh within CENSOR_S: counted as CENSOR_S (a lower bound), never left out,
                         # so a backlog shows in the percentiles instead of thinning the samples
                         latencies.append((produced, CENSOR_S * 1000))
                         censored.append(u)
                         del pending[u]
+                        polled.pop(u, None)
             time.sleep(poll_s)
 
-    event_at = max(x for x in (restart_at, rebalance_at, rolling_at, -1.0) if x is not None)
+    event_at = max(x for x in (restart_at, rebalance_at, rolling_at, crash_at, -1.0) if x is not None)
     if event_at >= 0:
         seconds = max(seconds, event_at + 60)
     n = int(rate * seconds)
@@ -275,7 +305,7 @@ def freshness(
         live = new_items and bundle is not None and (Path(bundle) / "item_fusion.onnx").is_file()
         if live:
             w.args += ["--items-topic", items_topic]
-        w.args += list(worker_args) + (["--instance-id", f"{tag}-1"] if static else [])
+        w.args += list(worker_args) + (["--instance-id", f"{tag}-1"] if static else []) + (["--spare"] if spare else [])
         launched = time.time()
         w.start()
         if not from_start:
@@ -302,6 +332,8 @@ def freshness(
                 if restart_at is not None:
                     w.kill()
                     w.start()
+                elif crash_at is not None:
+                    extra["crashed_pid"] = _kill_active(w)
                 else:  # a second worker: a rebalance, or the new one of a rolling deploy
                     second = _worker(Path(tmp), topic, group, ks, 500, data, bundle)
                     second.args += list(worker_args) + (["--instance-id", f"{tag}-2"] if static else [])
@@ -330,6 +362,8 @@ def freshness(
         producing_done.set()
         watcher.join()
         if disturbed is not None:
+            if crash_at is not None:
+                extra["takeover"] = w.last_line("cold=0")
             if retiring is not None:
                 retiring.join(60)
             alive = [x for x in (w, second) if x is not None and not (x is w and retiring is not None)]
@@ -361,7 +395,17 @@ def freshness(
 
 #: the worker's log lines a freshness run prints after it
 WORKER_LINES = ("worker_progress", "worker_ready", "worker_start", "partitions_assigned", "state_cache", "batch_first",
-                "batch_slow", "worker_stop", "Traceback", "Error")  # fmt: skip
+                "batch_slow", "worker_stop", "spare_worker", "worker_standby", "Traceback", "Error")  # fmt: skip
+
+
+def _kill_active(w: WorkerProcess) -> int:
+    """SIGKILL the active worker process of a `worker --spare` (and its process group: its writer)."""
+    found = re.findall(r"spare_worker_active pid=(\d+)", w.log())
+    if not found:
+        raise SystemExit("--crash-at: the worker logged no spare_worker_active line (is it running with --spare?)")
+    pid = int(found[-1])
+    os.killpg(pid, signal.SIGKILL)
+    return pid
 
 
 def _timeline(latencies: list[tuple[float, float]], start: float) -> list[list[float]]:
@@ -444,8 +488,9 @@ def curve_main(args: argparse.Namespace) -> dict[str, Any]:
     for rate in args.rates:
         fresh, _ = freshness(
             args.data, args.bundle, rate, args.seconds, from_start=args.from_start,
-            restart_at=args.restart_at, rebalance_at=args.rebalance_at, rolling_at=args.rolling_at, new_items=False,
-            worker_args=("--no-warm-up",) if args.no_warm_up else (), static=args.static_membership,
+            restart_at=args.restart_at, rebalance_at=args.rebalance_at, rolling_at=args.rolling_at,
+            crash_at=args.crash_at, new_items=False, worker_args=("--no-warm-up",) if args.no_warm_up else (),
+            static=args.static_membership, spare=args.spare,
         )  # fmt: skip
         row = {"rate": rate, **fresh}
         curve.append(row)
@@ -460,7 +505,8 @@ def curve_main(args: argparse.Namespace) -> dict[str, Any]:
     out = {"window": window, "warm_up": not args.no_warm_up, "static_membership": args.static_membership,
            "seconds": args.seconds, "curve": curve, "knee_eps": k,
            "data": args.data, "bundle": args.bundle, "restart_at": args.restart_at,
-           "rebalance_at": args.rebalance_at, "rolling_at": args.rolling_at}  # fmt: skip
+           "rebalance_at": args.rebalance_at, "rolling_at": args.rolling_at, "crash_at": args.crash_at,
+           "spare": args.spare}  # fmt: skip
     png = args.json.with_suffix(".png")
     out["plot"] = plot_curve(curve, png, f"freshness, {window} (knee {k})")
     print(f"knee (highest rate with p99 <= 1 s): {k}; {out['plot']}", file=sys.stderr)
@@ -484,6 +530,10 @@ def main() -> None:
     ap.add_argument(
         "--rolling-at", type=float, default=None, help="a rolling deploy at S s: a new worker joins, the old one leaves"
     )
+    ap.add_argument(
+        "--crash-at", type=float, default=None, help="SIGKILL the active worker process at S s (needs --spare)"
+    )
+    ap.add_argument("--spare", action="store_true", help="the worker runs with `--spare` (a warm process in reserve)")
     ap.add_argument("--no-warm-up", action="store_true", help="workers start cold (`worker --no-warm-up`)")
     ap.add_argument(
         "--static-membership",
@@ -491,9 +541,12 @@ def main() -> None:
         help="each worker joins with its own `--instance-id` (a restart takes its partitions back at once)",
     )
     args = ap.parse_args()
-    if sum(x is not None for x in (args.restart_at, args.rebalance_at, args.rolling_at)) > 1:
-        ap.error("--restart-at, --rebalance-at and --rolling-at are separate runs: give one")
-    if args.rates or any(x is not None for x in (args.restart_at, args.rebalance_at, args.rolling_at)):
+    events = (args.restart_at, args.rebalance_at, args.rolling_at, args.crash_at)
+    if sum(x is not None for x in events) > 1:
+        ap.error("--restart-at, --rebalance-at, --rolling-at and --crash-at are separate runs: give one")
+    if args.crash_at is not None and not args.spare:
+        ap.error("--crash-at kills the active worker process of a `worker --spare`: add --spare")
+    if args.rates or any(x is not None for x in events):
         args.rates = args.rates or [args.rate]
         result = curve_main(args)
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -169,11 +169,14 @@ def run_worker(
     sensor: LagSensor | None = None,
     loglevel: str = "INFO",
     warm: bool = True,
+    join_when: Callable[[], bool] | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT; faust handles the signals and commits acked offsets on the way out.
     `sensor` receives consumer lag per partition (serving it, on worker.metrics_host, is the caller's).
     `warm`: warm the ranker and the store's read path before joining the group (`warm_up`), so the
-    first batches after a deploy or restart are not the slow ones."""
+    first batches after a deploy or restart are not the slow ones. `join_when` (a spare, see
+    fusionrec.spare): called once warm, blocks until the worker is to join the group; False: it
+    never is, and this returns without joining."""
     # One BLAS thread: the ranking stage's matrix products run on the pipeline thread beside Kafka's,
     # the writer process and (on a small host) the brokers; OpenBLAS's spinning helper threads on
     # busy cores made its first batches after a start take 0.3-1 s instead of tens of ms
@@ -188,6 +191,12 @@ def run_worker(
         log.info("worker_ready warm_s=0.00 warm_up=off")
         if ready is not None:
             ready.set_ready(True)
+    if join_when is not None:
+        log.info("worker_standby group=%s instance_id=%s", kafka.group, worker.instance_id)
+        if not join_when():
+            log.info("worker_standby_released")
+            return
+        log.info("worker_standby_joining")
     app = build_app(kafka, worker, pipeline, stopping, datadir=datadir, sensor=sensor)
     faust_worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     log.info(

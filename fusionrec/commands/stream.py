@@ -4,6 +4,7 @@ runtime) and `recommend` (read one stored list)."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -13,6 +14,7 @@ from typing import Annotated
 import typer
 
 from fusionrec.commands.context import DataOpt, settings, setup_logging
+from fusionrec.spare import GO, Supervisor
 from fusionrec.wiring import (
     build_pipeline,
     build_ranker,
@@ -211,6 +213,15 @@ def worker(
             "at once (settings worker.instance_id; unique per worker process)."
         ),
     ] = None,
+    spare: Annotated[
+        bool,
+        typer.Option(
+            "--spare",
+            help="Keep a warmed-up second worker process waiting outside the group: if the worker process "
+            "dies it takes over in well under a second (with --instance-id, its partitions at once).",
+        ),
+    ] = False,
+    standby: Annotated[bool, typer.Option("--standby", hidden=True)] = False,
 ) -> None:
     """Consume the clickstream (faust-streaming), fold events into user state, write lists to the store.
 
@@ -220,6 +231,8 @@ def worker(
     crash replays and never double-counts. Stop with Ctrl-C or SIGTERM.
     """
     setup_logging()
+    if spare:
+        raise typer.Exit(_supervise(instance_id or settings().worker.instance_id))
     # lazy: faust costs ~0.7 s at import and only this command needs it
     from streams.faust_worker import run_worker
 
@@ -241,8 +254,20 @@ def worker(
     )
     wait_for_store(results)
     sensor = PrometheusSensor()
-    if s.worker.metrics_port:
-        sensor.serve(s.worker.metrics_port, s.worker.metrics_host)
+
+    def serve_metrics() -> None:
+        if s.worker.metrics_port:
+            sensor.serve(s.worker.metrics_port, s.worker.metrics_host)
+
+    def join_when() -> bool:
+        """A spare: wait for the supervisor's word (fusionrec.spare.GO); its port is the active one's until then."""
+        told = sys.stdin.buffer.read(1) == GO
+        if told:
+            serve_metrics()
+        return told
+
+    if not standby:
+        serve_metrics()
     run_worker(
         kafka,
         s.worker,
@@ -250,7 +275,19 @@ def worker(
         sensor=sensor,
         datadir=str(Path(".local") / "faust" / kafka.group),
         warm=warm_up,
+        join_when=join_when if standby else None,
     )
+
+
+def _supervise(instance_id: str | None) -> int:
+    """`worker --spare`: this process supervises; the workers are children (fusionrec.spare)."""
+    if not instance_id:
+        log.warning(
+            "spare_without_instance_id: a spare replaces a dead worker at once, but without static membership "
+            "(--instance-id) the group holds its partitions until its session expires"
+        )
+    args = [a for a in sys.argv[1:] if a != "--spare"]
+    return Supervisor([sys.executable, "-m", "fusionrec", *args]).run()
 
 
 def recommend(

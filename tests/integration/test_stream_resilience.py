@@ -3,7 +3,9 @@ worker joining (rebalance) over 50,000 events, and Cassandra stopped for 30 s mi
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -114,3 +116,44 @@ def test_cassandra_outage_is_back_pressure(
         subprocess.run(["bash", str(SERVICES), "up", "cassandra"], capture_output=True, timeout=300)
         assert worker.stop() == 0, worker.log()[-3000:]
     assert "store_unavailable" in worker.log(), "the outage should have been waited out, visibly"
+
+
+def test_a_spare_takes_over_a_killed_worker_exactly(
+    services: dict[str, str], names: dict[str, str], store: CassandraStore, tmp_path: Path
+) -> None:
+    """`worker --spare`: the active worker process is SIGKILLed with work unwritten and offsets
+    uncommitted; the waiting spare joins under the same instance id, replays, and every state still
+    equals its exact fold (the dead worker's writer is killed before the spare joins)."""
+    shop = generate_shop(n_users=900, seed=13)
+    events = shop.events
+    ensure_topics(services["bootstrap"], {names["topic"]: 4, names["dead_letter_topic"]: 1})
+    records = list(event_records(shop))
+    held_back = len(records) // 2
+    produce_records(services["bootstrap"], names["topic"], records[:held_back], progress=False)
+    # commits every 20 s: the kill leaves written but uncommitted work, which the spare replays
+    w = named_worker(tmp_path, names, "spare", env={"FUSIONREC_WORKER__COMMIT_INTERVAL_S": "20"})
+    w.args += ["--spare", "--instance-id", f"{names['group']}-0"]
+    w.start()
+    try:
+        wait_for(
+            lambda: (w.log().count("worker_standby group=") >= 2 and _folded(store) >= held_back // 2) or not w.alive(),
+            300,
+            "a spare waiting and half the first events folded",
+        )
+        assert w.alive(), w.log()[-3000:]
+        active = int(re.findall(r"spare_worker_active pid=(\d+) cold=1", w.log())[-1])
+        os.killpg(active, signal.SIGKILL)
+        wait_for(lambda: "cold=0" in w.log() or not w.alive(), 60, "the spare to take over")
+        assert re.search(rf"spare_worker_active pid=\d+ cold=0 replaced={active} returncode=-9", w.log()), w.log()[
+            -3000:
+        ]
+        produce_records(services["bootstrap"], names["topic"], records[held_back:], progress=False)
+        wait_for(lambda: _folded(store) >= len(events) or not w.alive(), 300, "the spare to finish")
+        wait_committed(services["bootstrap"], names["group"], names["topic"], 90, w.alive)
+        assert w.alive(), w.log()[-3000:]
+        assert_folds_exactly(store, events)
+    finally:
+        assert w.stop() == 0, w.log()[-3000:]
+    assert w.log().count("worker_standby_joining") == 2  # the first worker and the spare; the new spare was released
+    replayed = re.findall(r"worker_stop records=\d+ applied=\d+ duplicates=(\d+)", w.log())
+    assert replayed and int(replayed[-1]) > 0, "the spare should have replayed the killed worker's uncommitted events"
