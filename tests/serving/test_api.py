@@ -182,4 +182,9 @@ def test_the_read_api_needs_no_user_state(resources: ServingResources, shop: Dat
     assert taste is not None
     recovered = resources.affinity(taste[None, :])[0]
     assert np.corrcoef(recovered, scores)[0, 1] > 0.9
-    assert set(np.argsort(-recovered)[:20].tolist()) == set(np.argsort(-scores)[:20].tolist())
+    # the listed items' scores come back exactly, up to the offset of the stage's scale (the fit's
+    # intercept); the rest of the catalog only as far as the listed items' span shows the vector
+    # (a projection: its top 20 beyond the list need not be the user vector's, and with stop 22's
+    # bundle two unlisted items just below the list's last score moved into it)
+    gap = recovered[top] - scores[top]
+    assert np.ptp(gap) < 1e-3, gap
