@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.kafka_config import confluent_config
@@ -27,3 +30,13 @@ def drop_keyspace(keyspace: str, host: str = "127.0.0.1", port: int = 9042) -> N
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
     finally:
         cluster.shutdown()
+
+
+def worker_bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every bench that launches `fusionrec worker` processes shares: where its results
+    go, the dataset, and the bundle the workers rank with."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--data", default="synthetic")
+    ap.add_argument("--bundle", default=None, help="model bundle (default: the co-occurrence baseline)")
+    return ap

@@ -16,7 +16,6 @@ group (none with `--instance-id`, the dead member's session otherwise).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -31,8 +30,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import drop_keyspace  # noqa: E402
-from bench.harness import WorkerProcess, wait_for  # noqa: E402
+from bench.common import drop_keyspace, worker_bench_parser  # noqa: E402
+from bench.harness import named_worker, wait_for  # noqa: E402
 from schemas.codec import encode_event  # noqa: E402
 from schemas.events import Event, EventType  # noqa: E402
 from shopdata import load_data  # noqa: E402
@@ -56,8 +55,7 @@ def _produce(topic: str, items: list[str], n: int, tag: str) -> None:
 
 def one_start(log_dir: Path, name: str, names: dict[str, str], bundle: str | None, data: str) -> dict[str, Any]:
     """Launch a worker, wait for its first batch, stop it; the seconds to each step."""
-    w = WorkerProcess(log_dir / f"{name}.log", topic=names["topic"], dead_letter_topic=f"{names['topic']}.dlq",
-                      group=names["group"], keyspace=names["keyspace"], env={"FUSIONREC_DATA": data})  # fmt: skip
+    w = named_worker(log_dir, names, name, env={"FUSIONREC_DATA": data})
     if bundle:
         w.args += ["--bundle", bundle]
     launched = time.time()
@@ -77,10 +75,7 @@ def one_start(log_dir: Path, name: str, names: dict[str, str], bundle: str | Non
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", type=Path, required=True)
-    ap.add_argument("--data", default="synthetic")
-    ap.add_argument("--bundle", default=None, help="model bundle (default: the co-occurrence baseline)")
+    ap = worker_bench_parser(__doc__)
     ap.add_argument("--rounds", type=int, default=3, help="first start + restart pairs")
     ap.add_argument("--events", type=int, default=1000, help="events waiting in the topic at each start")
     args = ap.parse_args()
@@ -89,8 +84,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             tag = uuid.uuid4().hex[:8]
-            names = {"topic": f"start-{tag}", "group": f"start-{tag}", "keyspace": f"start_{tag}"}
-            ensure_topics(BOOT, {names["topic"]: 4, f"{names['topic']}.dlq": 1})
+            names = {"topic": f"start-{tag}", "dead_letter_topic": f"start-{tag}.dlq", "group": f"start-{tag}",
+                     "keyspace": f"start_{tag}"}  # fmt: skip
+            ensure_topics(BOOT, {names["topic"]: 4, names["dead_letter_topic"]: 1})
             row: dict[str, Any] = {}
             for kind in ("first", "restart"):
                 _produce(names["topic"], items, args.events, f"{tag}-{kind}")

@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 from confluent_kafka import Consumer  # noqa: E402
 
-from bench.common import committed, drop_keyspace  # noqa: E402
+from bench.common import committed, drop_keyspace, worker_bench_parser  # noqa: E402
 from bench.harness import WorkerProcess, wait_for  # noqa: E402
 from schemas.codec import encode_event  # noqa: E402
 from schemas.events import Event, EventType  # noqa: E402
@@ -514,10 +514,7 @@ def curve_main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", type=Path, required=True)
-    ap.add_argument("--data", default="synthetic")
-    ap.add_argument("--bundle", default=None, help="model bundle (default: the co-occurrence baseline)")
+    ap = worker_bench_parser(__doc__)
     ap.add_argument("--events", type=int, default=20000, help="events for the throughput runs")
     ap.add_argument("--batch1-events", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=500.0)
