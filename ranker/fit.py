@@ -107,6 +107,7 @@ def _text_tower(
     progress: bool,
     scratch: Path,
     deadline: float | None = None,
+    device: str = "cpu",
 ) -> _Tower:
     """Tune the encoder's adapter on the training sequences (mode auto/tuned) and, when validation
     chooses it (or mode is tuned), export it as the encoder was (same variant) and re-encode the
@@ -132,13 +133,18 @@ def _text_tower(
     force = mode == "tuned"
     try:
         states = token_states(
-            source, catalog.texts, manifest.max_length, progress=progress, deadline=None if force else deadline
+            source,
+            catalog.texts,
+            manifest.max_length,
+            progress=progress,
+            deadline=None if force else deadline,
+            device=device,
         )
     except TowerOverBudget as exc:
         log.warning("text tower: %s; the pretrained encoder stays", exc)
         return _Tower(text, encoder_dir, {"chosen": "pretrained", "reason": f"time budget: {exc}"})
     adapter, info = tune_tower(
-        states, catalog.ids, data.train, data.valid, progress=progress, force=force, deadline=deadline
+        states, catalog.ids, data.train, data.valid, progress=progress, force=force, deadline=deadline, device=device
     )
     if adapter is None:
         return _Tower(text, encoder_dir, info)
@@ -205,7 +211,9 @@ def fit(
     data = drop_cold_items(data, {index[i] for i in cold})
     with tempfile.TemporaryDirectory(prefix="fusionrec-tower-") as scratch:
         tower_deadline = started + time_budget_s * TOWER_SHARE if time_budget_s else None
-        tower = _text_tower(catalog, encoder_dir, text, data, text_tower, progress, Path(scratch), tower_deadline)
+        tower = _text_tower(
+            catalog, encoder_dir, text, data, text_tower, progress, Path(scratch), tower_deadline, train_cfg.device
+        )
         text = tower.text
         tensors = catalog_tensors(catalog, text, data.train)
         overrides = dict(model_overrides or {})
@@ -277,7 +285,7 @@ def fit(
                 "train_seconds": round(res.seconds, 1),
                 "valid_curve": [round(c, 5) for c in res.curve],
             }
-            trained[name] = res.model
+            trained[name] = res.model.cpu()  # export, ONNX agreement and the stage run on the CPU
         runs.clear()  # the finalists are in `trained`; the screened-out models go
         best = max(results, key=lambda n: (results[n]["valid_ndcg@10"], n))
         if out.exists():

@@ -83,6 +83,9 @@ class TokenStates:
     def n_items(self) -> int:
         return int(self.counts.shape[0])
 
+    def to(self, device: str | torch.device) -> TokenStates:
+        return TokenStates(self.tokens.to(device), self.owner.to(device), self.counts.to(device))
+
 
 class TowerOverBudget(RuntimeError):
     """The catalogue's token states would not be done by the tower's deadline."""
@@ -116,12 +119,14 @@ def token_states(
     batch: int = 64,
     progress: bool = True,
     deadline: float | None = None,
+    device: str = "cpu",
 ) -> TokenStates:
     """The pretrained encoder's last token states for `texts` (length-sorted batches, pads dropped).
     `deadline` (time.perf_counter() seconds): TowerOverBudget as soon as the tokens done so far
-    project the rest past it (a large catalogue is not encoded for minutes only to be dropped)."""
+    project the rest past it (a large catalogue is not encoded for minutes only to be dropped).
+    The encoder runs on `device`; the states come back on the CPU."""
     model, tokenizer = load_hf(model_dir)
-    encoder = PooledEncoder(model).eval()
+    encoder = PooledEncoder(model).eval().to(device)
     ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     order = np.argsort(lengths, kind="stable")
@@ -136,7 +141,8 @@ def token_states(
                 [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
             )
             types = enc.get("token_type_ids", torch.zeros_like(enc["input_ids"]))
-            hidden = encoder.hidden(enc["input_ids"], enc["attention_mask"], types)
+            hidden = encoder.hidden(enc["input_ids"].to(device), enc["attention_mask"].to(device), types.to(device))
+            hidden = hidden.cpu()
             for row, item in enumerate(idx):
                 parts[item] = hidden[row, : int(enc["attention_mask"][row].sum())].clone()
             done += int(lengths[idx].sum())
@@ -150,7 +156,7 @@ def token_states(
 def pooled(states: TokenStates, adapter: TorchAdapter | None = None) -> torch.Tensor:
     """[n_items, dim] unit item vectors: masked mean of the (adapted) token states, as the ONNX graph."""
     x = states.tokens if adapter is None else adapter(states.tokens)
-    sums = torch.zeros(states.n_items, x.shape[1], dtype=x.dtype).index_add(0, states.owner, x)
+    sums = torch.zeros(states.n_items, x.shape[1], dtype=x.dtype, device=x.device).index_add(0, states.owner, x)
     means = sums / states.counts.clamp(min=1).unsqueeze(1).to(x.dtype)
     return torch.nn.functional.normalize(means, dim=1)
 
@@ -160,9 +166,11 @@ def _profiles(vectors: torch.Tensor, histories: Sequence[Sequence[int]], decay: 
     users = [u for u, h in enumerate(histories) for _ in h]
     rows = [i for h in histories for i in h]
     weights = [decay ** (len(h) - 1 - k) for h in histories for k in range(len(h))]
-    w = torch.tensor(weights, dtype=vectors.dtype).unsqueeze(1)
-    out = torch.zeros(len(histories), vectors.shape[1], dtype=vectors.dtype)
-    out = out.index_add(0, torch.tensor(users, dtype=torch.long), vectors[torch.tensor(rows, dtype=torch.long)] * w)
+    on = vectors.device
+    w = torch.tensor(weights, dtype=vectors.dtype, device=on).unsqueeze(1)
+    out = torch.zeros(len(histories), vectors.shape[1], dtype=vectors.dtype, device=on)
+    picked = vectors[torch.tensor(rows, dtype=torch.long, device=on)] * w
+    out = out.index_add(0, torch.tensor(users, dtype=torch.long, device=on), picked)
     return torch.nn.functional.normalize(out, dim=1)
 
 
@@ -174,8 +182,8 @@ def profile_recall(
         scores = _profiles(vectors, histories, decay) @ vectors.T
         for u, h in enumerate(histories):
             scores[u, list(h)] = -torch.inf
-        tgt = torch.tensor(list(targets), dtype=torch.long)
-        mine = scores[torch.arange(len(tgt)), tgt]
+        tgt = torch.tensor(list(targets), dtype=torch.long, device=vectors.device)
+        mine = scores[torch.arange(len(tgt), device=vectors.device), tgt]
         ranks = (scores > mine.unsqueeze(1)).sum(1)
         return float((ranks < k).float().mean())
 
@@ -189,13 +197,15 @@ def tune_tower(
     progress: bool = True,
     force: bool = False,
     deadline: float | None = None,
+    device: str = "cpu",
 ) -> tuple[TokenAdapter | None, dict[str, Any]]:
     """(the adapter when validation chooses it, else None; what was measured). `train` and `valid`
     hold 1-based catalog rows, as ranker.data's splits do. `force`: the best tuned epoch is taken
     even where the pretrained encoder validates better (an untrained adapter only without pairs).
     `deadline` (time.perf_counter() seconds): no epoch starts that would end after it (the first
-    always runs); the best epoch so far is what validation chooses from."""
+    always runs); the best epoch so far is what validation chooses from. It tunes on `device`."""
     started = time.perf_counter()
+    states = states.to(device)
     n = states.n_items
     row_of = {item: r for r, item in enumerate(item_ids)}
     heldout = np.zeros(n, dtype=bool)
@@ -203,7 +213,7 @@ def tune_tower(
     counts = np.zeros(n, dtype=np.int64)
     for seq in train:
         np.add.at(counts, np.asarray(seq, dtype=np.int64) - 1, 1)
-    softmax_items = torch.from_numpy((counts > 0) & ~heldout)
+    softmax_items = torch.from_numpy((counts > 0) & ~heldout).to(device)
     pairs = [
         ([i - 1 for i in seq[max(0, j - cfg.history) : j]], seq[j] - 1)
         for seq in train
@@ -222,7 +232,7 @@ def tune_tower(
         reason = f"{len(valid_rows)} validation users have a held-out target (< {MIN_VALID_USERS})"
         return None, {**info, "chosen": "pretrained", "reason": reason if pairs else "no training pairs"}
     torch.manual_seed(cfg.seed)
-    adapter = TorchAdapter(TokenAdapter.identity(int(states.tokens.shape[1]), cfg.rank, cfg.seed))
+    adapter = TorchAdapter(TokenAdapter.identity(int(states.tokens.shape[1]), cfg.rank, cfg.seed)).to(device)
     pretrained = profile_recall(pooled(states), v_hist, v_tgt, cfg.decay) if v_tgt else 0.0
     best, best_epoch, bad = (-1.0 if force else pretrained), 0, 0
     best_state = {k: v.clone() for k, v in adapter.state_dict().items()}
@@ -244,7 +254,8 @@ def tune_tower(
             vectors = pooled(states, adapter)
             logits = _profiles(vectors, [h for h, _ in chunk], cfg.decay) @ vectors.T / cfg.temperature
             logits = logits.masked_fill(~softmax_items, -torch.inf)
-            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([t for _, t in chunk]))
+            wanted = torch.tensor([t for _, t in chunk], device=logits.device)
+            loss = torch.nn.functional.cross_entropy(logits, wanted)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

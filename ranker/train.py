@@ -19,6 +19,7 @@ from ranker.model import ModelConfig, SeqRecModel
 from schemas.progress import progress as progress_bar
 
 __all__ = [
+    "DEVICES",
     "TrainConfig",
     "TrainResult",
     "TrainRun",
@@ -26,6 +27,7 @@ __all__ = [
     "catalog_tensors",
     "choose_alpha",
     "pad_left",
+    "resolve_device",
     "score_split",
     "seed_everything",
     "training_windows",
@@ -48,6 +50,7 @@ class TrainConfig:
     threads: int = 2
     eval_batch: int = 1024
     sampled_negatives: int = 0  # 0: full softmax over the catalog; N: sampled softmax with N shared negatives
+    device: str = "cpu"  # torch device the models train on: "cpu" or "cuda" (resolve_device turns "auto" into one)
 
 
 @dataclass
@@ -60,12 +63,30 @@ class TrainResult:
     curve: list[float] = field(default_factory=list)
 
 
-def seed_everything(seed: int, threads: int) -> None:
+#: what --device takes: auto (CUDA when torch sees a GPU), cpu, cuda (a GPU required)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> str:
+    """ "cpu" or "cuda" for a --device choice; ValueError, with what is missing, for cuda without a GPU."""
+    if name not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {name!r}")
+    has_cuda = torch.cuda.is_available()
+    if name == "cuda" and not has_cuda:
+        built = torch.version.cuda
+        why = f"this torch is built for CUDA {built} but sees no GPU" if built else "this torch is a CPU-only build"
+        raise ValueError(f"--device cuda: {why} (use --device auto or cpu)")
+    return "cuda" if name == "cuda" or (name == "auto" and has_cuda) else "cpu"
+
+
+def seed_everything(seed: int, threads: int, device: str = "cpu") -> None:
+    """Same seed, same model on CPU. On CUDA some kernels (index_add's atomics) have no deterministic
+    version: they run and warn instead of failing, so a GPU run is repeatable only to float rounding."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=device != "cpu")
 
 
 def catalog_tensors(
@@ -100,6 +121,7 @@ def score_split(model: SeqRecModel, split: Split, batch: int = 1024) -> np.ndarr
 
     Users are batched by history length, so a batch pads only to its own longest history."""
     model.eval()
+    device = model.items.text.device
     max_len = model.cfg.max_len
     order = np.argsort([min(len(h), max_len) for h in split.histories], kind="stable")
     out = np.zeros((len(split.histories), model.cfg.n_items), dtype=np.float32)
@@ -110,8 +132,8 @@ def score_split(model: SeqRecModel, split: Split, batch: int = 1024) -> np.ndarr
             hist = [split.histories[i] for i in idx]
             types = [split.history_types[i] for i in idx]
             width = min(max_len, max(len(h) for h in hist))
-            f = model.user_vectors(pad_left(hist, width), pad_left(types, width), table)
-            out[idx] = (f @ table[1:].T).numpy()
+            f = model.user_vectors(pad_left(hist, width).to(device), pad_left(types, width).to(device), table)
+            out[idx] = (f @ table[1:].T).cpu().numpy()
     return out
 
 
@@ -181,7 +203,7 @@ def _loss(
         logits = h[real] @ table.T
         logits[:, unseen] = -math.inf  # padding (row 0) too: never a prediction
         return torch.nn.functional.cross_entropy(logits, wanted)
-    negatives = torch.randint(1, table.shape[0], (sampled,), generator=generator)
+    negatives = torch.randint(1, table.shape[0], (sampled,), generator=generator, device=table.device)
     negatives = negatives[~unseen[negatives]]
     candidates, inverse = torch.unique(torch.cat([wanted, negatives]), return_inverse=True)
     logits = h[real] @ table[candidates].T
@@ -197,15 +219,16 @@ class TrainRun:
     def __init__(
         self, cfg: ModelConfig, tcfg: TrainConfig, data: SplitData, tensors: tuple[torch.Tensor, ...], desc: str
     ) -> None:
-        seed_everything(tcfg.seed, tcfg.threads)
+        seed_everything(tcfg.seed, tcfg.threads, tcfg.device)
         self.cfg, self.tcfg, self.data, self.desc = cfg, tcfg, data, desc
-        self.model = SeqRecModel(cfg, *tensors)
+        self.device = torch.device(tcfg.device)
+        self.model = SeqRecModel(cfg, *tensors).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
         self.windows = training_windows(data.train, data.train_types, cfg.max_len)
         if not self.windows:
             raise ValueError("no user has two training events: nothing to learn from")
         self.rng = np.random.default_rng(tcfg.seed)
-        self.gen = torch.Generator().manual_seed(tcfg.seed)
+        self.gen = torch.Generator(device=self.device).manual_seed(tcfg.seed)
         self.best, self.best_epoch, self.bad = -1.0, 0, 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.curve: list[float] = []
@@ -244,8 +267,8 @@ class TrainRun:
             slow = epoch == 1 or self._last_epoch_s > SLOW_EPOCH_S
             steps_bar = progress_bar(batches, desc=f"{self.desc} epoch {epoch}", unit="step", enabled=progress and slow)
             for chunk in steps_bar:
-                seq = pad_left([w[0] for w in chunk])
-                typ = pad_left([w[1] for w in chunk])
+                seq = pad_left([w[0] for w in chunk]).to(self.device, non_blocking=True)
+                typ = pad_left([w[1] for w in chunk]).to(self.device, non_blocking=True)
                 loss = _loss(model, seq[:, :-1], typ[:, :-1], seq[:, 1:], self.tcfg.sampled_negatives, self.gen)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -108,6 +108,14 @@ def train(
     patience: Annotated[int, typer.Option(min=1, help="Epochs without validation gain before stopping.")] = 6,
     variants: Annotated[str, typer.Option(help="Comma list of fusion variants to train, or 'all'.")] = "all",
     threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
+    device: Annotated[
+        Provider,
+        typer.Option(
+            help="Where torch trains the text tower and the sequential models: auto (a CUDA GPU when torch "
+            "sees one, else the CPU), cpu, or cuda (a GPU required). The item texts are encoded by ONNX Runtime, "
+            "on CUDA when onnxruntime-gpu is installed; export, the ranking stage and the ONNX check run on the CPU."
+        ),
+    ] = "auto",
     max_len: Annotated[
         int,
         typer.Option(
@@ -182,7 +190,12 @@ def train(
     setup_logging()
     # lazy: training needs torch (the `train` extra), which the runtime install lacks
     from ranker.fit import DEFAULT_VARIANTS, fit
-    from ranker.train import TrainConfig
+    from ranker.train import TrainConfig, resolve_device
+
+    try:
+        torch_device = resolve_device(device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
     wanted = {x.strip() for x in variants.split(",")}
     chosen = DEFAULT_VARIANTS if variants == "all" else tuple(v for v in DEFAULT_VARIANTS if v[0] in wanted)
@@ -202,7 +215,15 @@ def train(
         keep=finalists,
         time_budget_s=time_budget * 60.0 or None,
         text_tower=text_tower,
-        train_cfg=TrainConfig(epochs=epochs, patience=patience, seed=seed, threads=threads, batch_size=512, lr=2e-3),
+        train_cfg=TrainConfig(
+            epochs=epochs,
+            patience=patience,
+            seed=seed,
+            threads=threads,
+            batch_size=512,
+            lr=2e-3,
+            device=torch_device,
+        ),
     )
     best = manifest["chosen_variant"]
     typer.echo(
@@ -215,7 +236,7 @@ def train(
             if "ranking" in manifest
             else ""
         )
-        + f"{time.perf_counter() - started:.0f}s"
+        + f"{time.perf_counter() - started:.0f}s (torch on {torch_device})"
     )
     tower = manifest.get("text_tower", {})
     figures = tower.get("valid_recall50_heldout")
