@@ -66,17 +66,19 @@ def ranking(bundle_dir: Path, data: Path, batches: list[int], rounds: int, devic
     for provider in devices:
         session = SessionConfig(provider=provider, allow_spinning=False)  # type: ignore[arg-type]
         rankers[provider] = BundleRanker(ModelBundle.load(bundle_dir, session), retrieval=session)
-    cpu_lists = rankers[devices[0]].rank_many(states, 20)
-    gpu_lists = rankers[devices[-1]].rank_many(states, 20)
-    pairs = list(zip(cpu_lists, gpu_lists, strict=True))
-    same_top10 = sum([i for i, _ in a[0][:10]] == [i for i, _ in b[0][:10]] for a, b in pairs)
-    overlap = [len({i for i, _ in a[0]} & {i for i, _ in b[0]}) / max(len(a[0]), 1) for a, b in pairs]
-    out: dict[str, Any] = {
-        "users": len(states),
-        "same_top10_order": round(same_top10 / len(states), 4),
-        "top20_overlap": round(float(np.mean(overlap)), 4),
-        "batches": {},
-    }
+
+    def agreement(other: BundleRanker) -> dict[str, float]:
+        """How often `other` lists what the first device lists: the same top 10 in the same order, and
+        the share of the top 20 in common."""
+        pairs = list(zip(rankers[devices[0]].rank_many(states, 20), other.rank_many(states, 20), strict=True))
+        same = sum([i for i, _ in a[0][:10]] == [i for i, _ in b[0][:10]] for a, b in pairs)
+        overlap = [len({i for i, _ in a[0]} & {i for i, _ in b[0]}) / max(len(a[0]), 1) for a, b in pairs]
+        return {"same_top10_order": round(same / len(pairs), 4), "top20_overlap": round(float(np.mean(overlap)), 4)}
+
+    out: dict[str, Any] = {"users": len(states), **agreement(rankers[devices[-1]]), "batches": {}}
+    if "cuda" in rankers:  # what the TF32 default of ONNX Runtime's CUDA provider would do to the lists
+        tf32 = SessionConfig(provider="cuda", allow_spinning=False, cuda_tf32=True)
+        out["with_tf32"] = agreement(BundleRanker(ModelBundle.load(bundle_dir, tf32), retrieval=tf32))
     for size in batches:
         part = states[:size]
 
@@ -183,6 +185,8 @@ def main() -> None:
         for size, ms in out["ranking"]["batches"].items():
             print(f"rank_many {size:>4} users: {ms} ms")
         print(f"same top-10 order on both: {out['ranking']['same_top10_order']:.1%} of users", flush=True)
+        if "with_tf32" in out["ranking"]:
+            print(f"with TF32 on CUDA: {out['ranking']['with_tf32']['same_top10_order']:.1%}", flush=True)
     if args.only in (None, "training"):
         out["training"] = t = training(args.bundle, args.data, args.epochs, args.threads, devices)
         print(f"train seconds per epoch ({args.threads} CPU threads): {t['seconds_per_epoch']}")

@@ -61,6 +61,10 @@ class SessionConfig:
     # Spinning keeps a core busy waiting for the next op: good for one big batch, ruinous when many
     # request threads run small sessions at once (the API). The API turns it off.
     allow_spinning: bool = True
+    # CUDA only. ONNX Runtime's CUDA provider does fp32 matrix products in TF32 (10-bit mantissa) unless
+    # told not to: scores then move by ~1e-3 and near-tied items swap places, so a GPU worker's lists
+    # would differ from the CPU's and from `evaluate`'s. Off by default; the products are small here.
+    cuda_tf32: bool = False
 
 
 def create_session(model: str | Path | bytes, cfg: SessionConfig = SessionConfig()) -> Any:
@@ -73,7 +77,8 @@ def create_session(model: str | Path | bytes, cfg: SessionConfig = SessionConfig
             "install 'fusionrec[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU"
         )
     want_cuda = cfg.provider == "cuda" or (cfg.provider == "auto" and CUDA in available)
-    providers: list[Any] = [(CUDA, {"device_id": cfg.device_id}), CPU] if want_cuda else [CPU]
+    cuda_options = {"device_id": str(cfg.device_id), "use_tf32": "1" if cfg.cuda_tf32 else "0"}
+    providers: list[Any] = [(CUDA, cuda_options), CPU] if want_cuda else [CPU]
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = cfg.intra_op_threads

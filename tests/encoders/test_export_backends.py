@@ -25,6 +25,14 @@ BUILDER_FIELDS = {"onnx_digest", "versions"}
 AGREEMENT = {"fp32": 0.99999, "int8": 0.9999, "fp16": 0.999}
 
 
+def _embedding_norm_as_skip(fusions: dict[str, int]) -> dict[str, int]:
+    """Fusion counts with an EmbedLayerNormalization counted as the SkipLayerNormalization it replaces."""
+    out = dict(fusions)
+    embed = out.pop("EmbedLayerNormalization", 0)
+    out["SkipLayerNormalization"] = out.get("SkipLayerNormalization", 0) + embed
+    return out
+
+
 @pytest.mark.parametrize("exports", ["numpy"], indirect=True)
 def test_numpy_export_matches_torch_export(
     exports: dict[str, Path], torch_exports: dict[str, Path], catalog_texts: list[str]
@@ -35,9 +43,17 @@ def test_numpy_export_matches_torch_export(
         mine, theirs = EncoderManifest.read(folder), EncoderManifest.read(torch_exports[variant])
         assert mine.versions["exporter"] == "numpy" and theirs.versions["exporter"] == "torch"
         assert "torch" not in mine.versions and "transformers" not in mine.versions
-        assert mine.fusions == theirs.fusions, variant  # ONNX Runtime fused the numpy layout alike
-        same = {k: v for k, v in vars(mine).items() if k not in BUILDER_FIELDS}
-        assert same == {k: v for k, v in vars(theirs).items() if k not in BUILDER_FIELDS}, variant
+        differ = set(BUILDER_FIELDS)
+        if variant == "fp16":
+            # attention unfused (encoders.export._fusion_options): the embeddings' sum + LayerNorm fuses
+            # into EmbedLayerNormalization in the numpy layout, into one more SkipLayerNormalization in
+            # the torch trace: the same arithmetic, and everything else alike
+            assert _embedding_norm_as_skip(mine.fusions) == _embedding_norm_as_skip(theirs.fusions)
+            differ.add("fusions")
+        else:
+            assert mine.fusions == theirs.fusions, variant  # ONNX Runtime fused the numpy layout alike
+        same = {k: v for k, v in vars(mine).items() if k not in differ}
+        assert same == {k: v for k, v in vars(theirs).items() if k not in differ}, variant
         a = TextEncoder(folder).encode(texts, batch_size=32)
         b = TextEncoder(torch_exports[variant]).encode(texts, batch_size=32)
         assert row_cosines(a, b).min() >= AGREEMENT[variant], variant
