@@ -184,9 +184,9 @@ def _fusion_options(variant: Variant) -> FusionOptions:
 
     fp16 leaves attention unfused. ONNX Runtime's fused Attention op, fed the mask as this graph
     gives it, is 12x slower in fp16 than in fp32 on CUDA (onnxruntime-gpu 1.31, H200: 1,569 against
-    127 ms of kernel time for 16 batches of 32). The fp16 export was 0.04-0.11x fp32's speed. With
-    MatMul + Softmax instead it is 0.75x at batch 1, 0.95x at 32 and 1.57x at 128 (sentences/s,
-    fp32 = 1; one run each, the same texts).
+    127 ms of kernel time for 16 batches of 32): the fp16 export encoded at 0.07-0.29x fp32's speed.
+    With MatMul + Softmax instead it runs at 0.70x fp32 at batch 1, 0.48x at 32, 1.17x at 128 and
+    2.27x at 256 (`bench/encoders.py`, interleaved), 8-13x the fused fp16 graph at every batch.
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
 
