@@ -24,9 +24,27 @@ from encoders.session import CUDA, ORT_ERRORS, SessionConfig, create_session, mo
 from encoders.tokenize import TextTokenizer
 from schemas.progress import progress as progress_bar
 
-__all__ = ["TextEncoder"]
+__all__ = ["TextEncoder", "graph_advice"]
 
 log = logging.getLogger("fusionrec.encoders")
+
+
+def graph_advice(on_cuda: bool, variant: str, fusions: dict[str, int]) -> str | None:
+    """A warning for an export that runs slowly where its session landed, else None."""
+    if not on_cuda and fusions.get("SkipLayerNormalization"):
+        # exports made for CUDA, or by fusionrec before the CPU variants dropped it
+        return (
+            "slow_cpu_graph: SkipLayerNormalization runs 3-6x slower on CPU than Add + LayerNormalization; "
+            "re-export with `fusionrec export-encoder --variant fp32|int8`"
+        )
+    if on_cuda and variant == "int8":
+        # dynamic quantisation has few CUDA kernels: an H200 encoded 1,500-1,800 texts/s with it (batch 64)
+        # against 14,000-18,000 with fp32 (bench/encoders.py, batch 32-128)
+        return (
+            "slow_cuda_graph: an int8 export runs on CUDA at about a tenth of fp32's speed; for a GPU, "
+            "re-export with `fusionrec export-encoder --variant fp32` (or fp16 for batches of 128 and more)"
+        )
+    return None
 
 
 class TextEncoder:
@@ -48,13 +66,9 @@ class TextEncoder:
         self.output_name = self.session.get_outputs()[0].name
         self.on_cuda = self.session.get_providers()[0] == CUDA
         self.dim = self.manifest.dim
-        if not self.on_cuda and self.manifest.fusions.get("SkipLayerNormalization"):
-            log.warning(  # exports made for CUDA, or by fusionrec before the CPU variants dropped it
-                "slow_cpu_graph folder=%s variant=%s: SkipLayerNormalization runs 3-6x slower on CPU than "
-                "Add + LayerNormalization; re-export with `fusionrec export-encoder --variant fp32|int8`",
-                self.folder,
-                self.manifest.variant,
-            )
+        advice = graph_advice(self.on_cuda, self.manifest.variant, self.manifest.fusions)
+        if advice:
+            log.warning("%s folder=%s variant=%s", advice, self.folder, self.manifest.variant)
 
     @property
     def cache_key(self) -> dict[str, str | int]:

@@ -89,6 +89,16 @@ def test_cpu_load_of_a_skip_layernorm_graph_warns(exports: dict[str, Path], capl
         assert not any("slow_cpu_graph" in r.message for r in caplog.records)
 
 
+def test_graph_advice_names_what_runs_slowly_where() -> None:
+    from encoders.text import graph_advice
+
+    assert "slow_cpu_graph" in (graph_advice(False, "fp16", {"SkipLayerNormalization": 12}) or "")
+    assert "slow_cuda_graph" in (graph_advice(True, "int8", {"Attention": 6}) or "")
+    assert graph_advice(True, "fp16", {"SkipLayerNormalization": 12}) is None
+    assert graph_advice(True, "fp32", {"Attention": 6}) is None
+    assert graph_advice(False, "int8", {"Attention": 6}) is None
+
+
 def test_fp32_parity_with_pytorch(
     exports: dict[str, Path], catalog_texts: list[str], torch_catalog: np.ndarray
 ) -> None:
