@@ -35,7 +35,8 @@ from ranker.data import (
 )
 from ranker.export_onnx import export_bundle
 from ranker.model import ModelConfig
-from ranker.stage_fit import fit_stage
+from ranker.stage import StageConfig
+from ranker.stage_fit import NEW_ITEM_SHARE, fit_stage
 from ranker.train import (
     TrainConfig,
     TrainRun,
@@ -188,13 +189,16 @@ def fit(
     keep: int = KEEP_VARIANTS,
     time_budget_s: float | None = None,
     text_tower: TextTower = "auto",
+    stage_config: StageConfig = StageConfig(),
+    new_item_share: float = NEW_ITEM_SHARE,
 ) -> dict[str, Any]:
     """Train, choose and write the bundle to `out`; returns its manifest. `trained_models`, when
     given, receives each variant's trained torch model by name (to check the ONNX export against).
     `cold_items` > 0 holds out that share of the items (ranker.data.cold_item_ids) from every
     training sequence and records them in the manifest, for `evaluate`'s cold-items protocol. Without
     a max_len in `model_overrides`, it follows the data (ranker.train.auto_max_len). `ranking_stage`:
-    also fit the learned ranking stage (ranker.stage) on the validation targets, into ranking/.
+    also fit the learned ranking stage (ranker.stage) on the validation targets, into ranking/, with
+    `stage_config`'s candidate counts and `new_item_share` of the items shown to it as new.
     With more than `keep` variants, every variant trains `screen_epochs` epochs first and only the
     `keep` best by validation NDCG@10 go on (successive halving; the others are recorded in the
     manifest's "screened_out"); `keep=0` trains every variant to the end. `time_budget_s` bounds the
@@ -331,7 +335,13 @@ def fit(
         if ranking_stage:
             try:
                 stage_fit = fit_stage(
-                    ModelBundle.load(out), data.train, data.valid, catalog.brands[1:], seed=train_cfg.seed
+                    ModelBundle.load(out),
+                    data.train,
+                    data.valid,
+                    catalog.brands[1:],
+                    seed=train_cfg.seed,
+                    config=stage_config,
+                    new_item_share=new_item_share,
                 )
             except ValueError as exc:  # too little data: a bundle without the stage still serves
                 log.warning("no ranking stage: %s", exc)

@@ -300,6 +300,8 @@ def fit_stage(
         "users_with_target_in_candidates": found,
         "candidate_recall": round(found / max(len(valid.users), 1), 5),
         **quota_info,
+        "new_item_share": new_item_share,
+        "new_item_candidates": config.new_top,
         "learned_as_new_items": int(pretend.sum()),
         "learned_as_new_targets": int(sum(bool(pretend[t - 1]) for t in valid.targets)),
         "train_users": found,
@@ -320,7 +322,11 @@ def fit_stage(
 
 
 def add_ranking_stage(
-    dataset: Dataset, out: Path, seed: int | None = None, config: StageConfig = StageConfig()
+    dataset: Dataset,
+    out: Path,
+    seed: int | None = None,
+    config: StageConfig = StageConfig(),
+    new_item_share: float = NEW_ITEM_SHARE,
 ) -> dict[str, Any]:
     """(Re)fit the ranking stage of the bundle at `out` on the data it was trained on (same split,
     same cold items), without retraining the sequential model; rewrites ranking/ and the manifest
@@ -345,6 +351,7 @@ def add_ranking_stage(
         catalog.brands[1:],
         config=config,
         seed=info.get("seed", 0) if seed is None else seed,
+        new_item_share=new_item_share,
     )
     if (out / "ranking").exists():
         shutil.rmtree(out / "ranking")

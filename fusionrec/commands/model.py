@@ -15,6 +15,8 @@ from encoders import SessionConfig, TextEncoder, encode_catalog
 from fusionrec.commands.context import setup_logging
 from ranker.evaluate import evaluate as run_evaluation
 from ranker.report import markdown_table, write_report
+from ranker.stage import StageConfig
+from ranker.stage_fit import NEW_ITEM_SHARE
 from schemas.errors import ConfigError
 from shopdata import load_dataset, load_items_file
 
@@ -170,6 +172,26 @@ def train(
             "`fusionrec evaluate`. The manifest's time_budget says what it changed.",
         ),
     ] = 14.0,
+    new_item_candidates: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=200,
+            help="Items without events (new ones) the ranking stage considers per user, by text similarity. "
+            "More lift new items and cost the worker: on Scientific with --cold-items 0.1, 30 (with "
+            "--new-item-share 0.35) raised held-out items' Recall@50 0.204 -> 0.226 at the same NDCG@10 "
+            "for everyone, and the stage's batch time by about a quarter.",
+        ),
+    ] = StageConfig.new_top,
+    new_item_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Share of the items the ranking stage learns from as if they were new (no popularity, no "
+            "co-visits), so that it has seen new items win. Higher favours new items over known ones.",
+        ),
+    ] = NEW_ITEM_SHARE,
     text_tower: Annotated[
         TextTowerChoice,
         typer.Option(
@@ -219,6 +241,8 @@ def train(
         keep=finalists,
         time_budget_s=time_budget * 60.0 or None,
         text_tower=text_tower,
+        stage_config=StageConfig(new_top=new_item_candidates),
+        new_item_share=new_item_share,
         train_cfg=TrainConfig(
             epochs=epochs,
             patience=patience,
@@ -308,6 +332,12 @@ def evaluate(
 def train_stage(
     data: Annotated[Path, typer.Option("--data", help="The dataset the bundle was trained on.")],
     bundle: Annotated[Path, typer.Option("--bundle", help="Bundle from `fusionrec train` (rewritten in place).")],
+    new_item_candidates: Annotated[
+        int, typer.Option(min=0, max=200, help="As `train --new-item-candidates`: new items considered per user.")
+    ] = StageConfig.new_top,
+    new_item_share: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="As `train --new-item-share`: items learned from as new.")
+    ] = NEW_ITEM_SHARE,
 ) -> None:
     """(Re)train only the bundle's learned ranking stage, on the bundle's own validation split.
 
@@ -322,7 +352,12 @@ def train_stage(
 
     started = time.perf_counter()
     try:
-        manifest = add_ranking_stage(load_dataset(data), bundle)
+        manifest = add_ranking_stage(
+            load_dataset(data),
+            bundle,
+            config=StageConfig(new_top=new_item_candidates),
+            new_item_share=new_item_share,
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     r = manifest["ranking"]

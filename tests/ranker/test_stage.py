@@ -171,7 +171,19 @@ def test_train_stage_cli_adds_a_stage_and_refuses_other_data(
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ranking stage" in done.stdout
     again = ModelBundle.load(copy)
-    assert again.ranking_stage() is not None and again.version != manifest["version"]
+    stage = again.ranking_stage()
+    assert stage is not None and again.version != manifest["version"]
+    assert stage.config.new_top == 10
+    assert again.manifest["ranking"]["new_item_candidates"] == 10 and again.manifest["ranking"]["new_item_share"] == 0.2
+
+    # the new-item settings reach the saved stage (which the worker loads) and the manifest
+    opts = ["--new-item-candidates", "25", "--new-item-share", "0.4"]
+    done = subprocess.run([*cmd, "--data", str(shop_dir), *opts], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tuned = ModelBundle.load(copy)
+    assert tuned.ranking_stage().config.new_top == 25  # type: ignore[union-attr]
+    assert tuned.manifest["ranking"]["new_item_candidates"] == 25 and tuned.manifest["ranking"]["new_item_share"] == 0.4
+    assert tuned.manifest["ranking"]["learned_as_new_items"] > again.manifest["ranking"]["learned_as_new_items"]
 
     other = Path(shutil.copytree(shop_dir, tmp_path / "other"))
     lines = (other / "events.csv").read_text().splitlines()
