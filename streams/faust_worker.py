@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -65,17 +65,35 @@ class _TablelessManager(TableManager):
 YIELD_EVERY = 100
 
 
-class _Consumer(faust_kafka.Consumer):
-    """faust's Kafka consumer with one flow-control guard per fetched batch instead of one per message.
+#: fetched batches of the clickstream waiting for the batch runner (each up to the fetch size); when
+#: full, the fetch loop waits: Kafka keeps the backlog (back-pressure)
+BULK_QUEUE_BATCHES = 8
 
-    faust's fetch loop hands each message to the topic callback under `wait_first(callback(m),
-    suspend_flow.wait())`: four tasks created and three cancelled per message, so that a rebalance
-    can interrupt a delivery blocked on a full stream buffer. Profiled at 1,000 events/s (py-spy
-    --gil), faust's per-message path held the GIL for about half of the wall time, and the ranking
-    thread waited for it. Here the whole fetched batch is delivered inside one such guard: a
-    rebalance still interrupts it (the messages not yet delivered are fetched again from the
-    committed offsets after the assignment, and the state's offset watermark makes a replay exact);
-    the read offsets, gap tracking and commit-every rules are faust's, per message."""
+
+class _Taken:
+    """A clickstream message handed to the batch runner straight from the fetch loop (what the
+    runner reads of a faust event: its `.message`)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+class _Consumer(faust_kafka.Consumer):
+    """faust's Kafka consumer with a fetch loop that costs less per message.
+
+    faust delivers each fetched message under `wait_first(callback(m), suspend_flow.wait())`: four
+    tasks made and three cancelled per message, so that a rebalance can interrupt a delivery blocked
+    on a full stream buffer; then the topic callback decodes it into an event, puts it in the agent's
+    stream buffer, and the stream's iterator and `take` pass it on one by one. Profiled at 1,000
+    events/s (py-spy --gil), faust's per-message path held the GIL for about half of the wall time
+    and the ranking thread waited for it. Here:
+    - the whole fetched batch is delivered inside one such guard: a rebalance still interrupts it;
+    - messages of a bulk topic (`app.fusionrec_bulk`: topic -> sink; the clickstream) are handed to
+      the sink as one list, skipping the event, the stream buffer and the stream (`bulk_batches`
+      does the stream's checks); other topics (the items topic) go through faust's callback.
+    The read offsets, gap tracking and commit-every rules are faust's, per message."""
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker (stream tests)
         callback = self.callback
@@ -83,8 +101,10 @@ class _Consumer(faust_kafka.Consumer):
         fetcher_should_stop = fetcher._stopped.is_set
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
+        sinks: dict[str, Callable[[list[Any]], Any]] = getattr(self.app, "fusionrec_bulk", {})
 
         async def deliver(messages: list[tuple[TP, Any]]) -> None:
+            taken: dict[str, list[Any]] = {}
             for i, (tp, message) in enumerate(messages):
                 if i and not i % YIELD_EVERY:
                     await asyncio.sleep(0)
@@ -97,8 +117,13 @@ class _Consumer(faust_kafka.Consumer):
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
                     await self.commit()
-                await callback(message)
+                if message.topic in sinks:
+                    taken.setdefault(message.topic, []).append(message)
+                else:
+                    await callback(message)
                 read_offset[tp] = offset
+            for topic, batch in taken.items():
+                await sinks[topic](batch)
 
         try:
             while not (should_stop() or fetcher_should_stop()):
@@ -122,6 +147,46 @@ class _Consumer(faust_kafka.Consumer):
             self.diag.unset_flag(CONSUMER_FETCHING)
 
 
+def _admit(app: Any, message: Any) -> bool:
+    """faust's stream checks, per message, as the runner takes it: one fetched before a rebalance
+    (another group generation, or the flow suspended) is skipped (the new assignment reads it again
+    from the committed offset); one taken is tracked as unacked, so that a rebalance waits for its
+    write before the partition moves."""
+    if not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id:
+        return False
+    app.consumer.track_message(message)
+    return True
+
+
+async def bulk_batches(
+    queue: Any, size: int, within_s: float, admit: Callable[[Any], bool]
+) -> AsyncIterator[list[_Taken]]:
+    """Micro-batches of at most `size` messages from `queue` (lists of messages, as fetched) that
+    `admit` lets through: what is fetched already goes at once; a short batch waits up to `within_s`
+    for more (faust's `take` did the same per message)."""
+    loop = asyncio.get_running_loop()
+    carry: list[Any] = []
+    while True:
+        if not carry:
+            carry = list(await queue.get())
+        deadline = loop.time() + within_s
+        while len(carry) < size:
+            if queue.empty():
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    carry += await asyncio.wait_for(queue.get(), timeout=left)
+                except TimeoutError:
+                    break
+            else:
+                carry += queue.get_nowait()
+        batch, carry = carry[:size], carry[size:]
+        taken = [_Taken(m) for m in batch if admit(m)]
+        if taken:
+            yield taken
+
+
 class _Transport(faust_kafka.Transport):
     Consumer = _Consumer
 
@@ -132,6 +197,7 @@ class _App(faust.App):
     def __init__(self, stopping: threading.Event, *args: Any, **kwargs: Any) -> None:
         self._fusionrec_stopping = stopping
         self.fusionrec_runner: BatchRunner | None = None  # set by build_app once the topics exist
+        self.fusionrec_bulk: dict[str, Callable[[list[Any]], Any]] = {}  # topic -> sink (see _Consumer)
         super().__init__(*args, **kwargs)
 
     def on_init_dependencies(self) -> Any:
@@ -219,9 +285,21 @@ def build_app(
     async def on_revoked(*_: Any, **__: Any) -> None:
         runner.on_revoked()
 
+    # the clickstream skips faust's events and stream: the consumer hands each fetched batch to this
+    # queue (`_Consumer`), cleared on a rebalance like faust's stream buffers
+    fetched = app.FlowControlQueue(maxsize=BULK_QUEUE_BATCHES, clear_on_resume=True)
+    app.fusionrec_bulk = {kafka.topic: fetched.put}
+
+    def admit(message: Any) -> bool:
+        return _admit(app, message)
+
+    async def ack(taken: _Taken) -> None:
+        app.consumer.ack(taken.message)
+
     @app.agent(source, concurrency=1)
     async def process(stream: Any) -> None:
-        await runner.consume(stream.noack_take(worker.batch_size, within=worker.batch_within_s), stream.ack)
+        # the agent subscribes the topic; its stream stays empty (the consumer takes the messages)
+        await runner.consume(bulk_batches(fetched, worker.batch_size, worker.batch_within_s, admit), ack)
 
     if kafka.items_topic:
 
