@@ -1,9 +1,11 @@
 """Kafka runtime: the faust-streaming adapter that feeds the clickstream to a `BatchRunner`.
 
-faust lives only in this module: the app, its topics, and two agents that take micro-batches with
-acks disabled and hand them to the runner (streams.batch_runner), which acks each event only after
-its batch's writes and dead letters are confirmed, so faust commits only written offsets. A crash
-therefore replays, and the user state's offset watermark makes the replay exact.
+faust lives only in this module: the app, its topics, and two agents that feed micro-batches to the
+runner (streams.batch_runner): the items topic's through faust's stream (`noack_take`), the
+clickstream's straight from the consumer's fetch loop (`_Consumer`, `bulk_batches`). The runner
+acks each message only after its batch's writes and dead letters are confirmed, so faust commits
+only written offsets. A crash therefore replays, and the user state's offset watermark makes the
+replay exact.
 """
 
 from __future__ import annotations
