@@ -395,7 +395,8 @@ def freshness(
 
 #: the worker's log lines a freshness run prints after it
 WORKER_LINES = ("worker_progress", "worker_ready", "worker_start", "partitions_assigned", "state_cache", "batch_first",
-                "batch_slow", "worker_stop", "spare_worker", "worker_standby", "Traceback", "Error")  # fmt: skip
+                "batch_slow", "worker_stop", "spare_worker", "worker_standby", "worker_priority", "Traceback",
+                "Error")  # fmt: skip
 
 
 def _kill_active(w: WorkerProcess) -> int:

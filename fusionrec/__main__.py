@@ -1,4 +1,19 @@
-from fusionrec.cli import main
+"""`python -m fusionrec` and the `fusionrec` script. A starting worker lowers its CPU priority here,
+before the command line's imports (about a second of CPU), so that its whole start yields to a
+worker already serving on the host (fusionrec.priority); it returns to normal as it joins."""
+
+import sys
+
+from fusionrec import priority
+
+
+def main() -> None:
+    if priority.starting_worker(sys.argv[1:]):
+        priority.lower()
+    from fusionrec.cli import main as cli_main
+
+    cli_main()
+
 
 if __name__ == "__main__":  # guarded: spawned child processes (the worker's writer) import this module
     main()

@@ -11,7 +11,8 @@ once; without it the group waits out the dead member's session (10 s) first.
 
 The spare costs memory (a second model in RAM), not CPU: it sleeps until it is needed. A new spare
 is started `SPARE_DELAY_S` after each start or takeover, so its loading does not compete with the
-active worker's catch-up on a small host.
+active worker's catch-up on a small host, and it starts at a lower CPU priority (nice +10, back to
+normal as it joins: fusionrec.priority), so its loading does not slow the active worker's batches.
 
 Each child is its own process group (the supervisor kills a dead child's group, its writer process
 with it, before the spare joins: no write of the old worker lands after the new one's) and dies with
@@ -32,6 +33,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from fusionrec.priority import STARTED_NICE_ENV, WARM_NICE, can_restore, start_niced
 
 __all__ = ["GO", "SPARE_DELAY_S", "CrashBudget", "Supervisor", "next_action"]
 
@@ -55,6 +58,11 @@ def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):  # a libc without prctl: no parent-death signal
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _die_niced_with_parent() -> None:
+    _die_with_parent()
+    start_niced()
 
 
 @dataclass
@@ -99,9 +107,17 @@ class Supervisor:
         self.active: subprocess.Popen[bytes] | None = None
         self.spare: subprocess.Popen[bytes] | None = None
         self.crashes = CrashBudget()
+        self.niced_spares = can_restore()
         self.takeovers = 0
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, spare: bool = False) -> subprocess.Popen[bytes]:
+        """A child; a spare starts at a lower CPU priority, all of its start (fusionrec.priority), when
+        it may return to the normal one as it joins."""
+        if spare and self.niced_spares:
+            env = {**os.environ, STARTED_NICE_ENV: str(WARM_NICE)}
+            return subprocess.Popen(
+                [*self.command, "--standby"], stdin=subprocess.PIPE, preexec_fn=_die_niced_with_parent, env=env
+            )
         return subprocess.Popen([*self.command, "--standby"], stdin=subprocess.PIPE, preexec_fn=_die_with_parent)
 
     @staticmethod
@@ -173,7 +189,7 @@ class Supervisor:
                     self.spare = None
                     spare_due = self.clock() + self.spare_delay_s
                 if self.spare is None and not self.stopping and self.clock() >= spare_due:
-                    self.spare = self._spawn()
+                    self.spare = self._spawn(spare=True)
                     log.info("spare_worker_waiting pid=%d", self.spare.pid)
                 time.sleep(self.poll_s)
         finally:

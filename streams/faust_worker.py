@@ -47,7 +47,10 @@ DRAIN_FACTOR = 4
 #: restart (bench/stream.py --restart-at). Heartbeats run on the event loop, which the batch
 #: runner keeps free (its work is on two threads).
 SESSION_TIMEOUT_S = 10.0
-HEARTBEAT_INTERVAL_S = 2.0
+#: a member learns that the group is rebalancing (a worker joined or left) from a heartbeat's answer:
+#: every 2 s, each join or leave held every partition of the group for up to that long before the
+#: members even started to rejoin. Two small requests a second per worker are nothing beside its fetches.
+HEARTBEAT_INTERVAL_S = 0.5
 
 
 class _TablelessManager(TableManager):
@@ -322,13 +325,15 @@ def run_worker(
     loglevel: str = "INFO",
     warm: bool = True,
     join_when: Callable[[], bool] | None = None,
+    before_join: Callable[[], None] | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT; faust handles the signals and commits acked offsets on the way out.
     `sensor` receives consumer lag per partition (serving it, on worker.metrics_host, is the caller's).
     `warm`: warm the ranker and the store's read path before joining the group (`warm_up`), so the
     first batches after a deploy or restart are not the slow ones. `join_when` (a spare, see
     fusionrec.spare): called once warm, blocks until the worker is to join the group; False: it
-    never is, and this returns without joining."""
+    never is, and this returns without joining. `before_join`: called last before the group is
+    joined (the worker's priority restored, see fusionrec.priority)."""
     # One BLAS thread: the ranking stage's matrix products run on the pipeline thread beside Kafka's,
     # the writer process and (on a small host) the brokers; OpenBLAS's spinning helper threads on
     # busy cores made its first batches after a start take 0.3-1 s instead of tens of ms
@@ -349,6 +354,8 @@ def run_worker(
             log.info("worker_standby_released")
             return
         log.info("worker_standby_joining")
+    if before_join is not None:
+        before_join()
     app = build_app(kafka, worker, pipeline, stopping, datadir=datadir, sensor=sensor)
     faust_worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     log.info(

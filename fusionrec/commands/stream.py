@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from fusionrec import priority
 from fusionrec.commands.context import DataOpt, settings, setup_logging
 from fusionrec.spare import GO, Supervisor
 from fusionrec.wiring import (
@@ -242,6 +243,9 @@ def worker(
         data=data,
     )
     kafka = s.kafka
+    # the start below is seconds of CPU: at a lower priority it does not slow a worker already serving
+    # on this host (a spare's supervisor started this process lowered already); back at the join
+    lowered = priority.lower() if warm_up or standby else False
     ensure_topics(kafka, {kafka.topic: kafka.partitions, kafka.dead_letter_topic: 1, kafka.items_topic: 1})
     if bundle and data:
         log.warning("data_ignored data=%s reason=the bundle carries its own catalog and popularity", data)
@@ -276,7 +280,12 @@ def worker(
         datadir=str(Path(".local") / "faust" / kafka.group),
         warm=warm_up,
         join_when=join_when if standby else None,
+        before_join=_restore_priority if lowered else None,
     )
+
+
+def _restore_priority() -> None:
+    log.info("worker_priority nice=0 raised_threads=%d", priority.restore())
 
 
 def _supervise(instance_id: str | None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fusionrec.priority import WARM_NICE, can_restore
 from fusionrec.spare import CrashBudget, next_action
 
 CHILD = textwrap.dedent(
@@ -22,6 +23,8 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     folder = Path(sys.argv[1]); exit_code = int(sys.argv[2]); assert sys.argv[-1] == "--standby"
     (folder / f"waiting-{os.getpid()}").touch()
+    started_nice = os.environ.get("FUSIONREC_STARTED_NICE", "-")
+    (folder / f"nice-{os.getpid()}-{os.getpriority(os.PRIO_PROCESS, 0)}-{started_nice}").touch()
     word = sys.stdin.buffer.read(1)
     if word != b"g":
         (folder / f"released-{os.getpid()}").touch(); sys.exit(0)
@@ -75,6 +78,13 @@ def test_a_killed_worker_is_replaced_by_the_waiting_spare(tmp_path: Path) -> Non
         _wait(lambda: spare in _pids(marks, "active"))
         assert time.monotonic() - started < 1.0, "the spare was already loaded: it only had to be told"
         _wait(lambda: len(_pids(marks, "waiting")) == 3)  # and a new spare waits behind it
+        nice = {int(p.name.split("-")[1]): p.name.split("-", 2)[2] for p in marks.glob("nice-*")}
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert nice[first] == f"{base}--"  # the first worker starts at the normal priority
+        if can_restore():  # spares load at a lower one, and are told so (they return to it as they join)
+            assert nice[spare] == f"{min(base + WARM_NICE, 19)}-{WARM_NICE}"
+        else:  # a spare that could not return would serve at the lower priority: none
+            assert nice[spare] == f"{base}--"
     finally:
         sup.send_signal(signal.SIGTERM)
         rc = sup.wait(30)

@@ -1,0 +1,230 @@
+"""A starting worker yields the CPU to running ones: it loads and warms at a lower priority (nice +10)
+and returns to its normal priority as it joins the consumer group.
+
+It does so only when another worker runs on the host (a first start, or a restart after a kill,
+has nobody to yield to and starts at full speed), and a spare always does.
+
+Why: a worker's start is seconds of CPU (imports, the model's sessions, the store, the warm-up). When
+it starts beside a worker that is serving (the spare that `worker --spare` starts after a takeover, a
+second worker of the group, the new process of a rolling deploy), on a small host that CPU came out
+of the serving worker's batches: at 500 events/s on 2 cores, the spare started 10 s after a takeover
+put freshness p99 at 2-2.8 s for the 8 s it took (bench/stream.py --crash-at 30 --spare). At nice
++10 the scheduler gives the starting process what the others leave; with nothing to compete with it
+starts as fast as before.
+
+Two levers, both Linux (elsewhere these are no-ops):
+- the nice value of every thread (a thread's priority is its own there: every thread and the writer
+  process are returned, not only the main thread). Returning needs the right to raise a priority
+  (root, CAP_SYS_NICE, or an RLIMIT_NICE of 20): where a process lacks it, it does not lower its
+  threads at all (a serving worker left at nice +10 would be worse than a slower neighbour). Between
+  a spare and the active worker (one session) this is what counts.
+- the session's autogroup (kernel.sched_autogroup_enabled: the scheduler first shares the CPU
+  between sessions, so a thread's nice value only counts against its own session's processes): a
+  worker that leads its own session (a service manager's, a container's, `setsid`) lowers the
+  autogroup too, and anyone may return an autogroup to 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = [
+    "STARTED_NICE_ENV",
+    "WARM_NICE",
+    "can_restore",
+    "lower",
+    "other_workers",
+    "restore",
+    "start_niced",
+    "starting_worker",
+]
+
+log = logging.getLogger("fusionrec.worker")
+
+#: how much lower a starting worker's priority is (nice 0 -> 10: about a tenth of a nice-0 process's share)
+WARM_NICE = 10
+
+#: set by the spare supervisor for a child it started niced (from exec: its imports too), so the
+#: child knows to return at its join
+STARTED_NICE_ENV = "FUSIONREC_STARTED_NICE"
+
+_CAP_SYS_NICE = 23
+
+
+def _linux() -> bool:
+    return sys.platform.startswith("linux") and Path("/proc/self/task").is_dir()
+
+
+def _cap_sys_nice(status: str) -> bool:
+    """Whether a /proc/<pid>/status text shows CAP_SYS_NICE among the effective capabilities."""
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> _CAP_SYS_NICE & 1)
+    return False
+
+
+def can_restore() -> bool:
+    """Whether this process may raise its priority back to nice 0 after lowering it."""
+    if not _linux():
+        return False
+    if os.geteuid() == 0:
+        return True
+    with contextlib.suppress(OSError):
+        if _cap_sys_nice(Path("/proc/self/status").read_text()):
+            return True
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NICE)
+    return soft == resource.RLIM_INFINITY or soft >= 20
+
+
+def start_niced() -> None:
+    """For the spare supervisor's `preexec_fn`: the child process runs at nice +WARM_NICE from exec."""
+    os.nice(WARM_NICE)
+
+
+def _is_worker(args: Sequence[str]) -> bool:
+    """Whether a command line runs `fusionrec worker` (`python -m fusionrec worker ...`, the script)."""
+    for i, arg in enumerate(args):
+        if arg.rsplit("/", 1)[-1] == "fusionrec":
+            return "worker" in args[i + 1 :]
+    return False
+
+
+def other_workers(processes: Mapping[int, tuple[int, Sequence[str]]], me: int) -> list[int]:
+    """Other `fusionrec worker` processes on this host (pid -> (parent pid, command line)), besides
+    this one's own ancestors (a spare's supervisor) and descendants."""
+    ancestors = set()
+    pid = me
+    while pid in processes and pid not in ancestors:
+        ancestors.add(pid)
+        pid = processes[pid][0]
+
+    def descends(p: int) -> bool:
+        seen = set()
+        while p in processes and p not in seen:
+            if p == me:
+                return True
+            seen.add(p)
+            p = processes[p][0]
+        return False
+
+    return [p for p, (_, args) in processes.items() if p not in ancestors and not descends(p) and _is_worker(args)]
+
+
+def _processes() -> dict[int, tuple[int, list[str]]]:
+    """pid -> (parent pid, command line) of this host's processes that can be read."""
+    out: dict[int, tuple[int, list[str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        out[int(entry.name)] = (ppid, [a.decode(errors="replace") for a in args if a])
+    return out
+
+
+def starting_worker(args: Sequence[str]) -> bool:
+    """Whether command-line `args` start a worker that warms up before it joins (not a spare's
+    supervisor: its session holds the active worker, which must not be lowered with it)."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    return command == "worker" and "--spare" not in args and "--no-warm-up" not in args
+
+
+#: lowered by this process (`lower`), not yet returned (`restore`)
+_lowered = False
+
+
+def lower() -> bool:
+    """This process (every thread so far; later ones inherit) to nice +WARM_NICE when it is at 0 and
+    may return (`can_restore`), and its session's autogroup when it leads the session and that is at 0
+    (an operator's own values stay as they are). True when anything is now lowered, also by the spare
+    supervisor (`STARTED_NICE_ENV`)."""
+    global _lowered
+    if os.environ.get(STARTED_NICE_ENV) or _lowered:
+        return True
+    if not _linux() or not other_workers(_processes(), os.getpid()):
+        return False  # nobody to yield to (a first start, a restart after a kill): full speed
+    lowered = False
+    if _autogroup_nice() == 0:
+        lowered = _set_autogroup_nice(WARM_NICE)
+    if can_restore() and os.getpriority(os.PRIO_PROCESS, 0) == 0:
+        for tid in _tasks(os.getpid()):
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, WARM_NICE)
+        lowered = True
+    _lowered = lowered
+    return lowered
+
+
+def restore() -> int:
+    """Every thread of this process and of its child processes (the writer) back to nice 0; returns how
+    many were raised. A thread that cannot be raised is logged, not fatal: the worker still works."""
+    if not _linux():
+        return 0
+    global _lowered
+    _lowered = False
+    os.environ.pop(STARTED_NICE_ENV, None)  # a process it starts later (none today) starts at 0
+    raised = 0
+    if (_autogroup_nice() or 0) > 0 and _set_autogroup_nice(0):
+        raised += 1
+    pids = [os.getpid(), *(p.pid for p in multiprocessing.active_children() if p.pid is not None)]
+    for pid in pids:
+        for tid in _tasks(pid):
+            try:
+                if os.getpriority(os.PRIO_PROCESS, tid) > 0:
+                    os.setpriority(os.PRIO_PROCESS, tid, 0)
+                    raised += 1
+            except PermissionError as exc:
+                log.warning("worker_priority_kept tid=%d error=%s", tid, exc)
+            except ProcessLookupError:
+                pass  # a thread that ended meanwhile
+    return raised
+
+
+def _tasks(pid: int) -> list[int]:
+    try:
+        return [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return []
+
+
+_AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def _autogroup_nice() -> int | None:
+    """This session's autogroup nice value, when the kernel groups by session and this process leads
+    its session (a worker inside someone else's session, e.g. a spare beside the active worker or a
+    shell's job, leaves the session's group alone)."""
+    try:
+        if os.getsid(0) != os.getpid() or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+            return None
+        parts = _AUTOGROUP.read_text().split()  # "/autogroup-123 nice 0"
+    except OSError:
+        return None
+    return int(parts[-1]) if len(parts) >= 3 and parts[-2] == "nice" else None
+
+
+def _set_autogroup_nice(value: int) -> bool:
+    """The kernel takes one change per 0.1 s from a process without CAP_SYS_ADMIN (EAGAIN): retried."""
+    for _ in range(10):
+        try:
+            _AUTOGROUP.write_text(str(value))
+            return True
+        except BlockingIOError:
+            time.sleep(0.11)
+        except OSError as exc:
+            log.warning("worker_priority_autogroup value=%d error=%s", value, exc)
+            return False
+    return False

@@ -1,0 +1,169 @@
+"""A starting worker's lower CPU priority (fusionrec.priority), on real processes: every thread and the
+writer-like child process are lowered and all are returned; an operator's own nice value is left
+alone; a process that could not return does not lower itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fusionrec.priority import WARM_NICE, _cap_sys_nice, can_restore, other_workers
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities: Linux only")
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, multiprocessing, os, sys, threading, time
+    from pathlib import Path
+    from fusionrec import priority
+
+    def nice_of(pid):
+        return sorted({os.getpriority(os.PRIO_PROCESS, int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir()})
+
+    def autogroup():
+        return int(Path("/proc/self/autogroup").read_text().split()[-1])
+
+    def sleeper():
+        time.sleep(30)
+
+    if __name__ == "__main__":
+        if len(sys.argv) > 1:
+            os.nice(int(sys.argv[1]))  # the operator's own choice
+        early = threading.Thread(target=sleeper, daemon=True)
+        early.start()  # a thread from before the lowering (the main thread's change alone misses it)
+        lowered = priority.lower()
+        late = threading.Thread(target=sleeper, daemon=True)
+        late.start()  # one started while lowered (an ONNX Runtime pool, the store driver)
+        child = multiprocessing.get_context("spawn").Process(target=sleeper, daemon=True)
+        child.start()  # the writer process, started while lowered
+        time.sleep(0.5)
+        during = {"self": nice_of(os.getpid()), "child": nice_of(child.pid), "autogroup": autogroup()}
+        raised = priority.restore() if lowered else 0
+        after = {"self": nice_of(os.getpid()), "child": nice_of(child.pid), "autogroup": autogroup()}
+        print(json.dumps({"lowered": lowered, "during": during, "after": after, "raised": raised}))
+        child.kill()
+    """
+)
+
+
+def _run(tmp_path: Path, *args: str, session: bool = False) -> dict[str, object]:
+    import json
+
+    script = tmp_path / "lowered.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script), *args], cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, start_new_session=session,
+    )  # fmt: skip
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _autogroups() -> bool:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+AUTOGROUP = int(Path("/proc/self/autogroup").read_text().split()[-1]) if _autogroups() else 0
+
+
+@pytest.fixture
+def serving_worker() -> Iterator[int]:
+    """A process whose command line is a worker's (`... fusionrec worker`): someone to yield to."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "fusionrec", "worker"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_with_no_other_worker_on_the_host_a_worker_starts_at_full_speed(tmp_path: Path) -> None:
+    """A first start, or a restart after a kill: nobody to yield to (measured: a restart lowered among
+    busy brokers took 2 s longer to serve again)."""
+    import os
+
+    from fusionrec.priority import _processes
+
+    if other_workers(_processes(), os.getpid()):
+        pytest.skip("a fusionrec worker runs on this host now: the case cannot be set up")
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    got = _run(tmp_path, session=True)
+    same = {"self": [base], "child": [base], "autogroup": 0}  # a new session's autogroup starts at 0
+    assert got == {"lowered": False, "raised": 0, "during": same, "after": same}
+
+
+def test_every_thread_and_the_child_process_are_lowered_and_returned(tmp_path: Path, serving_worker: int) -> None:
+    import os
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    got = _run(tmp_path)
+    if base != 0 or not can_restore():  # this test process runs niced already, or may not return
+        same = {"self": [base], "child": [base], "autogroup": AUTOGROUP}
+        assert got == {"lowered": False, "raised": 0, "during": same, "after": same}
+        return
+    assert got["lowered"] is True
+    # not its session's leader: the session's autogroup (this test's) is left alone
+    assert got["during"] == {"self": [WARM_NICE], "child": [WARM_NICE], "autogroup": AUTOGROUP}
+    assert got["after"] == {"self": [0], "child": [0], "autogroup": AUTOGROUP}
+    assert isinstance(got["raised"], int) and got["raised"] >= 4  # main + two threads + the child's main
+
+
+def test_an_operators_own_nice_value_is_left_alone(tmp_path: Path, serving_worker: int) -> None:
+    import os
+
+    own = min(os.getpriority(os.PRIO_PROCESS, 0) + 3, 19)
+    got = _run(tmp_path, "3")
+    assert got["lowered"] is False
+    assert got["during"] == got["after"] == {"self": [own], "child": [own], "autogroup": AUTOGROUP}
+
+
+@pytest.mark.skipif(not _autogroups(), reason="the kernel does not group by session")
+def test_a_session_leader_lowers_its_sessions_autogroup_and_returns_it(tmp_path: Path, serving_worker: int) -> None:
+    """With autogroups a thread's nice value counts only inside its session: a worker that leads its
+    own (a service, a container, the benches' workers) lowers the session's group, which anyone may
+    return to 0."""
+    got = _run(tmp_path, session=True)
+    assert got["lowered"] is True
+    assert isinstance(got["during"], dict) and got["during"]["autogroup"] == WARM_NICE
+    assert isinstance(got["after"], dict) and got["after"]["autogroup"] == 0
+
+
+def test_cap_sys_nice_is_read_from_the_effective_capabilities() -> None:
+    assert _cap_sys_nice("Name:\\tx\nCapEff:\t0000000000800000\n")  # bit 23
+    assert not _cap_sys_nice("CapEff:\t00000000007fffff\nCapBnd:\t000001ffffffffff\n")
+    assert not _cap_sys_nice("Name:\tx\n")
+
+
+def test_which_command_lines_start_a_lowered_worker() -> None:
+    from fusionrec.priority import starting_worker
+
+    assert starting_worker(["worker", "--bundle", "b"])
+    assert starting_worker(["--debug", "worker"])
+    assert not starting_worker(["worker", "--spare"])  # the supervisor: its session holds the active worker
+    assert not starting_worker(["worker", "--no-warm-up"])  # asked to join at once
+    assert not starting_worker(["serve"])
+    assert not starting_worker([])
+
+
+def test_other_workers_are_the_hosts_worker_processes_but_this_ones_own_family() -> None:
+    py, mod = "/usr/bin/python3", "-m"
+    processes = {
+        1: (0, ["/sbin/init"]),
+        10: (1, [py, mod, "fusionrec", "worker", "--spare"]),  # a supervisor: this one's parent
+        11: (10, [py, mod, "fusionrec", "worker", "--standby"]),  # this worker
+        12: (11, [py, "-B", "-c", "from multiprocessing.spawn import spawn_main"]),  # its writer
+        13: (10, [py, mod, "fusionrec", "worker", "--standby"]),  # the spare beside it
+        20: (1, ["/venv/bin/fusionrec", "worker", "--bundle", "b"]),  # another worker (the script)
+        21: (1, ["/venv/bin/fusionrec", "serve"]),  # not a worker
+        22: (1, [py, "bench/stream.py", "--rates", "500"]),  # not a worker
+    }
+    assert other_workers(processes, 11) == [13, 20]
+    assert other_workers(processes, 20) == [10, 11, 13]
+    assert other_workers({5: (1, [py, mod, "fusionrec", "worker"])}, 5) == []
