@@ -8,7 +8,7 @@ Why: a worker's start is seconds of CPU (imports, the model's sessions, the stor
 it starts beside a worker that is serving (the spare that `worker --spare` starts after a takeover, a
 second worker of the group, the new process of a rolling deploy), on a small host that CPU came out
 of the serving worker's batches: at 500 events/s on 2 cores, the spare started 10 s after a takeover
-put freshness p99 at 2-2.8 s for the 8 s it took (bench/stream.py --crash-at 30 --spare). At nice
+put freshness p99 over the next minute at 1.9-2.4 s (bench/stream.py --crash-at 30 --spare). At nice
 +10 the scheduler gives the starting process what the others leave; with nothing to compete with it
 starts as fast as before.
 
