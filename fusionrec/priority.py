@@ -142,8 +142,9 @@ def starting_worker(args: Sequence[str]) -> bool:
     return command == "worker" and "--spare" not in args and "--no-warm-up" not in args
 
 
-#: lowered by this process (`lower`), not yet returned (`restore`)
-_lowered = False
+#: what this process's start decided (`lower`: called from `fusionrec/__main__` and again by the
+#: worker command, which the CLI also runs in-process), until `restore`; None: not decided yet
+_lowered: bool | None = None
 
 
 def lower() -> bool:
@@ -152,9 +153,12 @@ def lower() -> bool:
     (an operator's own values stay as they are). True when anything is now lowered, also by the spare
     supervisor (`STARTED_NICE_ENV`)."""
     global _lowered
-    if os.environ.get(STARTED_NICE_ENV) or _lowered:
+    if os.environ.get(STARTED_NICE_ENV):
         return True
+    if _lowered is not None:
+        return _lowered  # decided once per start: the host's processes are read once
     if not _linux() or not other_workers(_processes(), os.getpid()):
+        _lowered = False
         return False  # nobody to yield to (a first start, a restart after a kill): full speed
     lowered = False
     if _autogroup_nice() == 0:
@@ -174,7 +178,7 @@ def restore() -> int:
     if not _linux():
         return 0
     global _lowered
-    _lowered = False
+    _lowered = None
     os.environ.pop(STARTED_NICE_ENV, None)  # a process it starts later (none today) starts at 0
     raised = 0
     if (_autogroup_nice() or 0) > 0 and _set_autogroup_nice(0):

@@ -167,3 +167,21 @@ def test_other_workers_are_the_hosts_worker_processes_but_this_ones_own_family()
     assert other_workers(processes, 11) == [13, 20]
     assert other_workers(processes, 20) == [10, 11, 13]
     assert other_workers({5: (1, [py, mod, "fusionrec", "worker"])}, 5) == []
+
+
+def test_a_start_reads_the_hosts_processes_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lower` runs in `fusionrec/__main__` and again in the worker command: one decision per start."""
+    from fusionrec import priority
+
+    calls: list[int] = []
+
+    def nobody() -> dict[int, tuple[int, list[str]]]:
+        calls.append(1)
+        return {}
+
+    monkeypatch.setattr(priority, "_processes", nobody)
+    monkeypatch.setattr(priority, "_lowered", None)
+    monkeypatch.delenv(priority.STARTED_NICE_ENV, raising=False)
+    assert priority.lower() is False
+    assert priority.lower() is False
+    assert calls == [1]
