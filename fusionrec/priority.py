@@ -33,6 +33,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
@@ -142,9 +143,21 @@ def starting_worker(args: Sequence[str]) -> bool:
     return command == "worker" and "--spare" not in args and "--no-warm-up" not in args
 
 
+@dataclass(frozen=True)
+class _Lowered:
+    """What this process's start lowered, so that `restore` returns exactly that (an operator's own
+    nice values, per thread or per autogroup, are never raised)."""
+
+    threads: bool  # every thread from 0 to WARM_NICE (by `lower`, or by the supervisor from exec)
+    autogroup: bool  # its session's autogroup from 0 to WARM_NICE
+
+    def __bool__(self) -> bool:
+        return self.threads or self.autogroup
+
+
 #: what this process's start decided (`lower`: called from `fusionrec/__main__` and again by the
 #: worker command, which the CLI also runs in-process), until `restore`; None: not decided yet
-_lowered: bool | None = None
+_lowered: _Lowered | None = None
 
 
 def lower() -> bool:
@@ -153,38 +166,38 @@ def lower() -> bool:
     (an operator's own values stay as they are). True when anything is now lowered, also by the spare
     supervisor (`STARTED_NICE_ENV`)."""
     global _lowered
-    if os.environ.get(STARTED_NICE_ENV):
-        return True
     if _lowered is not None:
-        return _lowered  # decided once per start: the host's processes are read once
+        return bool(_lowered)  # decided once per start: the host's processes are read once
+    if os.environ.get(STARTED_NICE_ENV):
+        _lowered = _Lowered(threads=True, autogroup=False)
+        return True
     if not _linux() or not other_workers(_processes(), os.getpid()):
-        _lowered = False
+        _lowered = _Lowered(threads=False, autogroup=False)
         return False  # nobody to yield to (a first start, a restart after a kill): full speed
-    lowered = False
-    if _autogroup_nice() == 0:
-        lowered = _set_autogroup_nice(WARM_NICE)
-    if can_restore() and os.getpriority(os.PRIO_PROCESS, 0) == 0:
+    autogroup = _autogroup_nice() == 0 and _set_autogroup_nice(WARM_NICE)
+    threads = can_restore() and os.getpriority(os.PRIO_PROCESS, 0) == 0
+    if threads:
         for tid in _tasks(os.getpid()):
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, tid, WARM_NICE)
-        lowered = True
-    _lowered = lowered
-    return lowered
+    _lowered = _Lowered(threads=threads, autogroup=autogroup)
+    return bool(_lowered)
 
 
 def restore() -> int:
-    """Every thread of this process and of its child processes (the writer) back to nice 0; returns how
-    many were raised. A thread that cannot be raised is logged, not fatal: the worker still works."""
-    if not _linux():
-        return 0
+    """What `lower` lowered back to nice 0: every thread of this process and of its child processes
+    (the writer), its session's autogroup; returns how many were raised. A thread that cannot be
+    raised is logged, not fatal: the worker still works."""
     global _lowered
-    _lowered = None
+    done, _lowered = _lowered, None
     os.environ.pop(STARTED_NICE_ENV, None)  # a process it starts later (none today) starts at 0
+    if not _linux() or not done:
+        return 0
     raised = 0
-    if (_autogroup_nice() or 0) > 0 and _set_autogroup_nice(0):
+    if done.autogroup and (_autogroup_nice() or 0) > 0 and _set_autogroup_nice(0):
         raised += 1
     pids = [os.getpid(), *(p.pid for p in multiprocessing.active_children() if p.pid is not None)]
-    for pid in pids:
+    for pid in pids if done.threads else []:
         for tid in _tasks(pid):
             try:
                 if os.getpriority(os.PRIO_PROCESS, tid) > 0:

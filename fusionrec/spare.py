@@ -107,7 +107,8 @@ class Supervisor:
         self.active: subprocess.Popen[bytes] | None = None
         self.spare: subprocess.Popen[bytes] | None = None
         self.crashes = CrashBudget()
-        self.niced_spares = can_restore()
+        # a spare returns to nice 0 as it joins: only where it may, and where 0 is this one's own value
+        self.niced_spares = can_restore() and os.getpriority(os.PRIO_PROCESS, 0) == 0
         self.takeovers = 0
 
     def _spawn(self, spare: bool = False) -> subprocess.Popen[bytes]:

@@ -125,6 +125,20 @@ def test_an_operators_own_nice_value_is_left_alone(tmp_path: Path, serving_worke
 
 
 @pytest.mark.skipif(not _autogroups(), reason="the kernel does not group by session")
+def test_an_operators_nice_value_survives_the_return_of_the_autogroup(tmp_path: Path, serving_worker: int) -> None:
+    """A session leader started at nice 3 lowers only its autogroup, and returns only that: its threads
+    stay at the operator's 3 (not raised to 0)."""
+    import os
+
+    own = min(os.getpriority(os.PRIO_PROCESS, 0) + 3, 19)
+    got = _run(tmp_path, "3", session=True)
+    assert got["lowered"] is True
+    assert got["during"] == {"self": [own], "child": [own], "autogroup": WARM_NICE}
+    assert got["after"] == {"self": [own], "child": [own], "autogroup": 0}
+    assert got["raised"] == 1  # the autogroup alone
+
+
+@pytest.mark.skipif(not _autogroups(), reason="the kernel does not group by session")
 def test_a_session_leader_lowers_its_sessions_autogroup_and_returns_it(tmp_path: Path, serving_worker: int) -> None:
     """With autogroups a thread's nice value counts only inside its session: a worker that leads its
     own (a service, a container, the benches' workers) lowers the session's group, which anyone may

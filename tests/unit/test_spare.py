@@ -81,9 +81,9 @@ def test_a_killed_worker_is_replaced_by_the_waiting_spare(tmp_path: Path) -> Non
         nice = {int(p.name.split("-")[1]): p.name.split("-", 2)[2] for p in marks.glob("nice-*")}
         base = os.getpriority(os.PRIO_PROCESS, 0)
         assert nice[first] == f"{base}--"  # the first worker starts at the normal priority
-        if can_restore():  # spares load at a lower one, and are told so (they return to it as they join)
-            assert nice[spare] == f"{min(base + WARM_NICE, 19)}-{WARM_NICE}"
-        else:  # a spare that could not return would serve at the lower priority: none
+        if can_restore() and base == 0:  # spares load at a lower one, and are told so (they return to 0 as they join)
+            assert nice[spare] == f"{WARM_NICE}-{WARM_NICE}"
+        else:  # a spare that could not return, or not to the operator's own value, is not lowered
             assert nice[spare] == f"{base}--"
     finally:
         sup.send_signal(signal.SIGTERM)
