@@ -227,10 +227,19 @@ def _autogroup_nice() -> int | None:
     try:
         if os.getsid(0) != os.getpid() or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
             return None
-        parts = _AUTOGROUP.read_text().split()  # "/autogroup-123 nice 0"
+        return autogroup_nice(_AUTOGROUP.read_text())
     except OSError:
         return None
-    return int(parts[-1]) if len(parts) >= 3 and parts[-2] == "nice" else None
+
+
+def autogroup_nice(text: str) -> int | None:
+    """The nice value in /proc/<pid>/autogroup ("/autogroup-123 nice 0"); None for an empty file: the
+    task is not in an autogroup (a container's cgroup with a cpu controller), so there is none to lower."""
+    parts = text.split()
+    try:
+        return int(parts[-1]) if len(parts) >= 3 and parts[-2] == "nice" else None
+    except ValueError:
+        return None
 
 
 def _set_autogroup_nice(value: int) -> bool:

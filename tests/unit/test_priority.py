@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fusionrec.priority import WARM_NICE, _cap_sys_nice, can_restore, other_workers
+from fusionrec.priority import WARM_NICE, _cap_sys_nice, autogroup_nice, can_restore, other_workers
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities: Linux only")
 
@@ -27,8 +27,8 @@ SCRIPT = textwrap.dedent(
     def nice_of(pid):
         return sorted({os.getpriority(os.PRIO_PROCESS, int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir()})
 
-    def autogroup():
-        return int(Path("/proc/self/autogroup").read_text().split()[-1])
+    def autogroup():  # None where the task is not in an autogroup (a cgroup with a cpu controller)
+        return priority.autogroup_nice(Path("/proc/self/autogroup").read_text())
 
     def sleeper():
         time.sleep(30)
@@ -65,14 +65,26 @@ def _run(tmp_path: Path, *args: str, session: bool = False) -> dict[str, object]
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def _autogroups() -> bool:
+def _autogroup() -> int | None:
+    """This test's autogroup nice value; None where the kernel does not group by session, or where this
+    process is not in an autogroup at all (a container's cgroup with a cpu controller: the file is
+    empty there, and CI runs in one)."""
     try:
-        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+            return None
+        return autogroup_nice(Path("/proc/self/autogroup").read_text())
     except OSError:
-        return False
+        return None
 
 
-AUTOGROUP = int(Path("/proc/self/autogroup").read_text().split()[-1]) if _autogroups() else 0
+AUTOGROUP = _autogroup()
+
+
+NO_AUTOGROUP = "no autogroup here: kernel.sched_autogroup_enabled=0, or a cgroup schedules this process"
+
+
+def _autogroups() -> bool:
+    return AUTOGROUP is not None
 
 
 @pytest.fixture
@@ -95,7 +107,8 @@ def test_with_no_other_worker_on_the_host_a_worker_starts_at_full_speed(tmp_path
         pytest.skip("a fusionrec worker runs on this host now: the case cannot be set up")
     base = os.getpriority(os.PRIO_PROCESS, 0)
     got = _run(tmp_path, session=True)
-    same = {"self": [base], "child": [base], "autogroup": 0}  # a new session's autogroup starts at 0
+    # a new session's autogroup starts at 0 (where there are autogroups)
+    same = {"self": [base], "child": [base], "autogroup": None if AUTOGROUP is None else 0}
     assert got == {"lowered": False, "raised": 0, "during": same, "after": same}
 
 
@@ -124,7 +137,7 @@ def test_an_operators_own_nice_value_is_left_alone(tmp_path: Path, serving_worke
     assert got["during"] == got["after"] == {"self": [own], "child": [own], "autogroup": AUTOGROUP}
 
 
-@pytest.mark.skipif(not _autogroups(), reason="the kernel does not group by session")
+@pytest.mark.skipif(not _autogroups(), reason=NO_AUTOGROUP)
 def test_an_operators_nice_value_survives_the_return_of_the_autogroup(tmp_path: Path, serving_worker: int) -> None:
     """A session leader started at nice 3 lowers only its autogroup, and returns only that: its threads
     stay at the operator's 3 (not raised to 0)."""
@@ -138,7 +151,7 @@ def test_an_operators_nice_value_survives_the_return_of_the_autogroup(tmp_path: 
     assert got["raised"] == 1  # the autogroup alone
 
 
-@pytest.mark.skipif(not _autogroups(), reason="the kernel does not group by session")
+@pytest.mark.skipif(not _autogroups(), reason=NO_AUTOGROUP)
 def test_a_session_leader_lowers_its_sessions_autogroup_and_returns_it(tmp_path: Path, serving_worker: int) -> None:
     """With autogroups a thread's nice value counts only inside its session: a worker that leads its
     own (a service, a container, the benches' workers) lowers the session's group, which anyone may
@@ -147,6 +160,15 @@ def test_a_session_leader_lowers_its_sessions_autogroup_and_returns_it(tmp_path:
     assert got["lowered"] is True
     assert isinstance(got["during"], dict) and got["during"]["autogroup"] == WARM_NICE
     assert isinstance(got["after"], dict) and got["after"]["autogroup"] == 0
+
+
+def test_the_autogroup_file_is_read_and_an_empty_one_means_no_autogroup() -> None:
+    """CI's container showed an empty /proc/self/autogroup with sched_autogroup_enabled=1: the task's
+    cgroup schedules it, and nothing is lowered or returned there."""
+    assert autogroup_nice("/autogroup-549 nice 0\n") == 0
+    assert autogroup_nice("/autogroup-7 nice 10") == 10
+    assert autogroup_nice("") is None
+    assert autogroup_nice("/autogroup-7 nice x") is None
 
 
 def test_cap_sys_nice_is_read_from_the_effective_capabilities() -> None:
