@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -64,6 +64,11 @@ class SplitData:
     train_types: list[list[int]]
     valid: Split
     test: Split
+    #: every event before the test targets, for every user (those too short to be scored as well): what
+    #: the shipped ranking stage counts its co-visits and popularity from. The validation targets are in
+    #: it (they precede the test targets), so a model deployed or scored on a hold-out has the shop's
+    #: latest events, as item-kNN fitted on them does; empty: `train`.
+    given: list[list[int]] = field(default_factory=list)
 
 
 def build_catalog(dataset: Dataset) -> Catalog:
@@ -132,12 +137,14 @@ def leave_one_out(seqs: dict[str, tuple[list[int], list[int]]]) -> SplitData:
     users = sorted(u for u, (items, _) in seqs.items() if len(items) >= 3)
     train = [seqs[u][0][:-2] for u in users]
     train_types = [seqs[u][1][:-2] for u in users]
+    scored = set(users)
     return SplitData(
         protocol="leave-one-out",
         train=train,
         train_types=train_types,
         valid=_split(users, seqs, 2),
         test=_split(users, seqs, 1),
+        given=[seqs[u][0][:-1] if u in scored else list(seqs[u][0]) for u in sorted(seqs)],
     )
 
 
@@ -158,6 +165,7 @@ def holdout_split(
         train_types=[seqs[u][1][:-1] for u in with_valid],
         valid=_split(with_valid, seqs, 1),
         test=_split(users, seqs, 0, targets),
+        given=[list(seqs[u][0]) for u in sorted(seqs)],
     )
 
 
@@ -192,7 +200,8 @@ def drop_cold_items(data: SplitData, cold: set[int]) -> SplitData:
         history_types=[v.history_types[r] for r in rows],
         targets=v.targets[rows],
     )
-    return replace(data, train=train, train_types=types, valid=valid)
+    given = [[i for i in seq if i not in cold] for seq in data.given]
+    return replace(data, train=train, train_types=types, valid=valid, given=[g for g in given if g])
 
 
 def train_all_but_last(seqs: dict[str, tuple[list[int], list[int]]]) -> SplitData:
@@ -204,4 +213,5 @@ def train_all_but_last(seqs: dict[str, tuple[list[int], list[int]]]) -> SplitDat
         train_types=[seqs[u][1][:-1] for u in users],
         valid=_split(users, seqs, 1),
         test=_split(users, seqs, 1),
+        given=[list(seqs[u][0]) for u in sorted(seqs)],  # deployment: every event counts
     )

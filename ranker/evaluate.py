@@ -12,6 +12,7 @@ in the same run, under each protocol (PROTOCOLS). No torch: the bundle's ONNX us
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +26,12 @@ from ranker.data import Catalog, Split, SplitData, build_catalog, holdout_split,
 from ranker.metrics import summarize, target_ranks
 from ranker.stage import RankingStage
 from ranker.stage_fit import stage_scores
+from schemas.errors import ConfigError
 from shopdata.loader import Dataset
 
 __all__ = ["PROTOCOLS", "evaluate", "read_holdout"]
+
+log = logging.getLogger("fusionrec.evaluate")
 
 #: Protocol name -> one line for the report.
 PROTOCOLS = {
@@ -114,8 +118,24 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
     seqs = user_sequences(dataset, catalog)
     data: SplitData = holdout_split(seqs, read_holdout(holdout), catalog) if holdout else leave_one_out(seqs)
     split = data.test
-    train_for_baselines = data.train if not holdout else [seqs[u][0] for u in sorted(seqs)]
+    # the baselines count every event before the test targets, as the bundle's ranking stage does
+    # (SplitData.given): item-kNN fitted on fewer events than the model would flatter the model
+    train_for_baselines = data.given or data.train
     bundle = ModelBundle.load(bundle_dir)
+    trained_on = bundle.manifest.get("protocol")
+    if holdout is None and trained_on == "all-but-last":
+        raise ConfigError(
+            f"{bundle_dir} was trained with --protocol all-but-last: it learned from each user's last event, "
+            "which leave-one-out would score as the test target; evaluate it with --holdout FILE, or train "
+            "with --protocol leave-one-out to score this split"
+        )
+    if holdout is not None and trained_on == "leave-one-out":
+        log.warning(
+            "evaluate_holdout bundle=%s protocol=leave-one-out: its model never learned from each user's last two "
+            "given events; `train --protocol all-but-last` learns from every event but the last (for a hold-out "
+            "and for deployment)",
+            bundle_dir,
+        )
     cold_ids = set(bundle.manifest.get("cold_items", {}).get("items", []))
     index = catalog.index()
     cold = {index[i] for i in cold_ids if i in index}

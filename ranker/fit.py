@@ -342,6 +342,7 @@ def fit(
                     seed=train_cfg.seed,
                     config=stage_config,
                     new_item_share=new_item_share,
+                    given=data.given,
                 )
             except ValueError as exc:  # too little data: a bundle without the stage still serves
                 log.warning("no ranking stage: %s", exc)

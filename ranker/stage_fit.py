@@ -152,9 +152,14 @@ def fit_stage(
     rounds: int = 500,
     new_item_share: float = NEW_ITEM_SHARE,
     choose: bool = True,
+    given: Sequence[Sequence[int]] | None = None,
 ) -> tuple[RankingStage, dict[str, Any]]:
-    """The stage for `bundle`: co-visitation from `train` (1-based sequences), the ranker from
-    `valid`'s targets. `brands`: brand index per bundle row. Returns (stage, info for stage.json).
+    """The stage for `bundle`: the ranker learns from `valid`'s targets with co-visitation and
+    popularity counted on `train` (1-based sequences), as they were before those targets; the stage
+    it returns counts them on `given` (SplitData.given: every event before the test targets, the
+    validation targets included; default `train`), so it ranks with the shop's latest events, as a
+    deployed model and item-kNN do. `brands`: brand index per bundle row. Returns (stage, info for
+    stage.json).
 
     The ranker learns from features where `new_item_share` of the items look new (_pretend_new:
     popularity 0, out of the co-visitation, fused as new items, in users' histories too); the stage
@@ -292,6 +297,17 @@ def fit_stage(
     best = fewest_rounds(list(mean_curve[:at_best]), ROUND_TOLERANCE)
     # the model that ships learns from every user, for the rounds the folds chose
     final = lgb.train(params, _lgb_set(lgb, xs, ys, sizes, np.ones(len(sizes), bool)), best)
+    if given is not None:
+        shipped = [[i - 1 for i in s] for s in given]
+        given_counts = np.bincount(np.fromiter((r for s in shipped for r in s), dtype=np.int64), minlength=n)[:n]
+        stage = RankingStage(
+            config,
+            CoVisitation.fit(shipped, n, config.window, config.neighbours),
+            text,
+            np.log1p(given_counts.astype(np.float32)),
+            brands,
+            threads=threads,
+        )
     stage.booster = lgb.Booster(model_str=final.model_to_string())
     stage.threads = 1
     info = {
@@ -304,6 +320,9 @@ def fit_stage(
         "new_item_candidates": config.new_top,
         "learned_as_new_items": int(pretend.sum()),
         "learned_as_new_targets": int(sum(bool(pretend[t - 1]) for t in valid.targets)),
+        # what the shipped co-visitation and popularity were counted on (the ranker learned from `train`'s)
+        "statistics_events": int(sum(len(s) for s in (train if given is None else given))),
+        "statistics_from": "training sequences" if given is None else "every event before the test targets",
         "train_users": found,
         "cv_folds": len(curves),
         "rounds": best,
@@ -352,6 +371,7 @@ def add_ranking_stage(
         config=config,
         seed=info.get("seed", 0) if seed is None else seed,
         new_item_share=new_item_share,
+        given=data.given,
     )
     if (out / "ranking").exists():
         shutil.rmtree(out / "ranking")

@@ -270,6 +270,31 @@ def test_evaluate_cli_default_and_holdout(bundles: list[Path], shop_dir: Path, t
     assert res2["protocol"] == "holdout" and res2["n_users"] == 2
 
 
+def test_a_bundle_that_learned_the_last_events_is_scored_on_a_holdout_only(
+    bundles: list[Path], shop_dir: Path, tmp_path: Path
+) -> None:
+    """`train --protocol all-but-last` learns from (validates on) each user's last event: leave-one-out
+    would score exactly those, so `evaluate` refuses it without --holdout; a leave-one-out bundle on a
+    hold-out is scored, with a warning that it never learned from the last two given events."""
+    copy = Path(shutil.copytree(bundles[1], tmp_path / "b"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "protocol": "all-but-last"}))
+    cmd = [sys.executable, "-m", "fusionrec", "evaluate", "--data", str(shop_dir), "--json", str(tmp_path / "e.json")]
+    bad = subprocess.run([*cmd, "--bundle", str(copy)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert bad.returncode == 2 and len(errors) == 1 and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert "trained with --protocol all-but-last" in errors[0] and "--holdout" in errors[0]
+    assert not (tmp_path / "e.json").exists()
+    holdout = tmp_path / "holdout.csv"
+    holdout.write_text("user_id,item_id\nU00001,I00003\nU00002,I00007\n")
+    ok = subprocess.run([*cmd, "--bundle", str(copy), "--holdout", str(holdout)], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)  # fmt: skip
+    assert ok.returncode == 0 and "evaluate_holdout" not in ok.stderr, ok.stderr[-2000:]
+    loo = subprocess.run([*cmd, "--bundle", str(bundles[1]), "--holdout", str(holdout)], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert loo.returncode == 0 and "evaluate_holdout" in loo.stderr and "all-but-last" in loo.stderr
+
+
 def test_bundle_alone_serves_catalog_and_popularity(bundles: list[Path], shop_dir: Path, tmp_path: Path) -> None:
     """No dataset at run time: the worker's ranker and the API's resources take the catalog and the
     popular items from the bundle, and agree on the order (ranker.popularity.popular_items)."""

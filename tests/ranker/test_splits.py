@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ranker.data import build_catalog, holdout_split, leave_one_out, user_sequences
+from ranker.data import build_catalog, drop_cold_items, holdout_split, leave_one_out, user_sequences
 from ranker.evaluate import read_holdout
 from shopdata.loader import load_dataset
 
@@ -38,6 +38,11 @@ def test_leave_one_out_is_exact(tmp_path: Path) -> None:
     assert data.valid.histories == [[idx["A"], idx["B"]], [idx["C"]]]
     assert data.valid.targets.tolist() == [idx["C"], idx["A"]]
     assert data.train == [[idx["A"], idx["B"]], [idx["C"]]]
+    # what the shipped ranking stage and the baselines count: every event before the test targets,
+    # the validation targets and the users too short to be scored included, no test target
+    assert data.given == [[idx[i] for i in "ABC"], [idx[i] for i in "CA"], [idx[i] for i in "AB"]]
+    cold = drop_cold_items(data, {idx["A"]})
+    assert cold.given == [[idx[i] for i in "BC"], [idx["C"]], [idx["B"]]]  # a cold item is counted nowhere
 
 
 def test_holdout_file_built_from_a_dataset(tmp_path: Path) -> None:
@@ -62,6 +67,7 @@ def test_holdout_file_built_from_a_dataset(tmp_path: Path) -> None:
     assert data.valid.histories == [[idx[i] for i in "AB"], [idx["D"]]]  # validation: last given event
     assert data.valid.targets.tolist() == [idx["C"], idx["C"]]
     assert data.train == [[idx[i] for i in "AB"], [idx["D"]]]
+    assert data.given == [[idx[i] for i in "ABC"], [idx[i] for i in "DC"]]  # every given event counts
     bad = tmp_path / "bad.csv"
     bad.write_text("user_id,item_id\nghost,A\n")
     with pytest.raises(ValueError, match="unknown users or items"):

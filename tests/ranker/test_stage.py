@@ -273,6 +273,35 @@ def test_a_fitted_stage_records_the_rounds_it_kept_and_the_best(bundles: list[Pa
     assert ranking["train_users"] == ranking["users_with_target_in_candidates"]
 
 
+def test_the_shipped_stage_counts_every_event_before_the_test_targets(bundles: list[Path], shop_dir: Path) -> None:
+    """The ranker learns with co-visits and popularity counted on the training sequences (as they
+    were before its validation targets); the stage it ships counts the validation targets too, as
+    item-kNN fitted on the same events does (on a hold-out of Scientific: production NDCG@10 1.22x ->
+    1.26x item-kNN)."""
+    from ranker.data import build_catalog, leave_one_out, user_sequences
+    from shopdata.loader import load_dataset
+
+    bundle = ModelBundle.load(bundles[0])
+    stage = bundle.ranking_stage()
+    assert stage is not None and bundle.manifest["protocol"] == "leave-one-out"
+    ds = load_dataset(shop_dir)
+    catalog = build_catalog(ds)
+    data = leave_one_out(user_sequences(ds, catalog))
+    assert list(bundle.item_ids) == list(catalog.ids)  # rows in catalog order
+    n = len(catalog.ids)
+    given = np.bincount([i - 1 for s in data.given for i in s], minlength=n)
+    trained = np.bincount([i - 1 for s in data.train for i in s], minlength=n)
+    assert given.sum() > trained.sum() + len(data.valid.targets) - 1  # the validation targets, short users too
+    assert np.allclose(stage.log_popularity[:n], np.log1p(given))
+    ranking = bundle.manifest["ranking"]
+    assert ranking["statistics_events"] == int(given.sum())
+    assert ranking["statistics_from"] == "every event before the test targets"
+    # no test target is counted: every event of the data less those counted are exactly the test targets
+    test = np.bincount([int(t) - 1 for t in data.test.targets], minlength=n)
+    everything = np.bincount([i - 1 for s in user_sequences(ds, catalog).values() for i in s[0]], minlength=n)
+    assert np.array_equal(everything - given, test)
+
+
 def test_cross_validation_folds_are_stable_and_spread() -> None:
     users = [f"u{i}" for i in range(2000)]
     folds = [_fold(u, CV_FOLDS) for u in users]
