@@ -75,10 +75,11 @@ def can_restore() -> bool:
     """Whether this process may raise its priority back to nice 0 after lowering it."""
     if not _linux():
         return False
-    if os.geteuid() == 0:
-        return True
-    with contextlib.suppress(OSError):
+    try:  # root's power to raise it is CAP_SYS_NICE, which a container's root often lacks (Docker's default)
         if _cap_sys_nice(Path("/proc/self/status").read_text()):
+            return True
+    except OSError:
+        if os.geteuid() == 0:
             return True
     import resource
 

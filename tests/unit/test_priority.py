@@ -171,6 +171,28 @@ def test_the_autogroup_file_is_read_and_an_empty_one_means_no_autogroup() -> Non
     assert autogroup_nice("/autogroup-7 nice x") is None
 
 
+def test_root_without_cap_sys_nice_does_not_lower_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container's root often lacks CAP_SYS_NICE (Docker's default): it could lower its threads but
+    never raise them back, so it must not lower them (CI's container showed it)."""
+    import os
+    import resource
+    import shutil
+
+    from fusionrec import priority
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    by_rlimit = soft == resource.RLIM_INFINITY or soft >= 20
+    monkeypatch.setattr(priority, "_cap_sys_nice", lambda status: False)
+    monkeypatch.setattr(priority.os, "geteuid", lambda: 0)
+    assert priority.can_restore() is by_rlimit
+    monkeypatch.undo()
+    if os.geteuid() == 0 and shutil.which("capsh") and not by_rlimit:  # and for real, where capsh is at hand
+        code = "from fusionrec.priority import can_restore; print(can_restore())"
+        out = subprocess.run(["capsh", "--drop=cap_sys_nice", "--", "-c", f"{sys.executable} -c '{code}'"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        assert out.stdout.strip() == "False"
+
+
 def test_cap_sys_nice_is_read_from_the_effective_capabilities() -> None:
     assert _cap_sys_nice("Name:\\tx\nCapEff:\t0000000000800000\n")  # bit 23
     assert not _cap_sys_nice("CapEff:\t00000000007fffff\nCapBnd:\t000001ffffffffff\n")
