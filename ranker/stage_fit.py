@@ -126,6 +126,11 @@ def _pretend_new(item_ids: Sequence[str], counts: np.ndarray, share: float) -> n
     return np.array([i in picked for i in item_ids], dtype=bool) & (counts > 0)
 
 
+def _counts(rows: Sequence[Sequence[int]], n: int) -> np.ndarray:
+    """[n] events per bundle row in `rows` (0-based sequences)."""
+    return np.bincount(np.fromiter((r for s in rows for r in s), dtype=np.int64), minlength=n)[:n]
+
+
 def _fused_as_new(bundle: ModelBundle, rows: np.ndarray, text: np.ndarray, brands: np.ndarray) -> np.ndarray:
     """The bundle's item vectors for `rows` as the items topic would fuse them new: text (the bundle's
     text vectors), category and brand through item_fusion.onnx, no ID embedding, popularity bucket 0."""
@@ -173,7 +178,7 @@ def fit_stage(
     n = len(bundle.item_ids)
     rows = [[i - 1 for i in s] for s in train]
     covisit = CoVisitation.fit(rows, n, config.window, config.neighbours)
-    counts = np.bincount(np.fromiter((r for s in rows for r in s), dtype=np.int64), minlength=n)[:n]
+    counts = _counts(rows, n)
     text_path = bundle.folder / "text_vectors.npy"
     text = np.load(text_path).astype(np.float32) if text_path.is_file() else np.zeros((n, 1), np.float32)
     log_pop = np.log1p(counts.astype(np.float32))
@@ -299,12 +304,11 @@ def fit_stage(
     final = lgb.train(params, _lgb_set(lgb, xs, ys, sizes, np.ones(len(sizes), bool)), best)
     if given is not None:
         shipped = [[i - 1 for i in s] for s in given]
-        given_counts = np.bincount(np.fromiter((r for s in shipped for r in s), dtype=np.int64), minlength=n)[:n]
         stage = RankingStage(
             config,
             CoVisitation.fit(shipped, n, config.window, config.neighbours),
             text,
-            np.log1p(given_counts.astype(np.float32)),
+            np.log1p(_counts(shipped, n).astype(np.float32)),
             brands,
             threads=threads,
         )
