@@ -222,11 +222,17 @@ _AUTOGROUP = Path("/proc/self/autogroup")
 
 
 def _autogroup_nice() -> int | None:
-    """This session's autogroup nice value, when the kernel groups by session and this process leads
-    its session (a worker inside someone else's session, e.g. a spare beside the active worker or a
-    shell's job, leaves the session's group alone)."""
+    """This session's autogroup nice value, when this process leads its session (a worker inside
+    someone else's session, e.g. a spare beside the active worker or a shell's job, leaves the
+    session's group alone) and is in an autogroup (`own_autogroup_nice`)."""
+    return own_autogroup_nice() if os.getsid(0) == os.getpid() else None
+
+
+def own_autogroup_nice() -> int | None:
+    """This process's autogroup nice value; None where the kernel does not group by session or the
+    process is in no autogroup (its cgroup schedules it: the file is empty)."""
     try:
-        if os.getsid(0) != os.getpid() or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
             return None
         return autogroup_nice(_AUTOGROUP.read_text())
     except OSError:

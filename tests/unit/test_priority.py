@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from fusionrec.priority import WARM_NICE, _cap_sys_nice, autogroup_nice, can_restore, other_workers
+from fusionrec.priority import (
+    WARM_NICE,
+    _cap_sys_nice,
+    autogroup_nice,
+    can_restore,
+    other_workers,
+    own_autogroup_nice,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities: Linux only")
 
@@ -65,26 +72,10 @@ def _run(tmp_path: Path, *args: str, session: bool = False) -> dict[str, object]
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def _autogroup() -> int | None:
-    """This test's autogroup nice value; None where the kernel does not group by session, or where this
-    process is not in an autogroup at all (a container's cgroup with a cpu controller: the file is
-    empty there, and CI runs in one)."""
-    try:
-        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
-            return None
-        return autogroup_nice(Path("/proc/self/autogroup").read_text())
-    except OSError:
-        return None
-
-
-AUTOGROUP = _autogroup()
-
+#: this test's autogroup nice value; None where there is none (CI's container: a cgroup schedules it)
+AUTOGROUP = own_autogroup_nice()
 
 NO_AUTOGROUP = "no autogroup here: kernel.sched_autogroup_enabled=0, or a cgroup schedules this process"
-
-
-def _autogroups() -> bool:
-    return AUTOGROUP is not None
 
 
 @pytest.fixture
@@ -137,7 +128,7 @@ def test_an_operators_own_nice_value_is_left_alone(tmp_path: Path, serving_worke
     assert got["during"] == got["after"] == {"self": [own], "child": [own], "autogroup": AUTOGROUP}
 
 
-@pytest.mark.skipif(not _autogroups(), reason=NO_AUTOGROUP)
+@pytest.mark.skipif(AUTOGROUP is None, reason=NO_AUTOGROUP)
 def test_an_operators_nice_value_survives_the_return_of_the_autogroup(tmp_path: Path, serving_worker: int) -> None:
     """A session leader started at nice 3 lowers only its autogroup, and returns only that: its threads
     stay at the operator's 3 (not raised to 0)."""
@@ -151,7 +142,7 @@ def test_an_operators_nice_value_survives_the_return_of_the_autogroup(tmp_path: 
     assert got["raised"] == 1  # the autogroup alone
 
 
-@pytest.mark.skipif(not _autogroups(), reason=NO_AUTOGROUP)
+@pytest.mark.skipif(AUTOGROUP is None, reason=NO_AUTOGROUP)
 def test_a_session_leader_lowers_its_sessions_autogroup_and_returns_it(tmp_path: Path, serving_worker: int) -> None:
     """With autogroups a thread's nice value counts only inside its session: a worker that leads its
     own (a service, a container, the benches' workers) lowers the session's group, which anyone may
