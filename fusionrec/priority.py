@@ -230,7 +230,8 @@ def _autogroup_nice() -> int | None:
 
 def own_autogroup_nice() -> int | None:
     """This process's autogroup nice value; None where the kernel does not group by session or the
-    process is in no autogroup (its cgroup schedules it: the file is empty)."""
+    process is in the boot-time group (the file is empty: no ancestor called setsid, as in a container
+    whose processes descend from an init that never did; the group has no nice value)."""
     try:
         if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
             return None
@@ -241,7 +242,7 @@ def own_autogroup_nice() -> int | None:
 
 def autogroup_nice(text: str) -> int | None:
     """The nice value in /proc/<pid>/autogroup ("/autogroup-123 nice 0"); None for an empty file: the
-    task is not in an autogroup (a container's cgroup with a cpu controller), so there is none to lower."""
+    task is in the boot-time group, which has no nice value to lower."""
     parts = text.split()
     try:
         return int(parts[-1]) if len(parts) >= 3 and parts[-2] == "nice" else None

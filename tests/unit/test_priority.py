@@ -4,6 +4,7 @@ alone; a process that could not return does not lower itself."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -34,7 +35,7 @@ SCRIPT = textwrap.dedent(
     def nice_of(pid):
         return sorted({os.getpriority(os.PRIO_PROCESS, int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir()})
 
-    def autogroup():  # None where the task is not in an autogroup (a cgroup with a cpu controller)
+    def autogroup():  # None where the task is in the boot-time group (no nice value)
         return priority.autogroup_nice(Path("/proc/self/autogroup").read_text())
 
     def sleeper():
@@ -72,10 +73,60 @@ def _run(tmp_path: Path, *args: str, session: bool = False) -> dict[str, object]
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-#: this test's autogroup nice value; None where there is none (CI's container: a cgroup schedules it)
+#: this test's autogroup nice value; None where there is none (CI's container: its processes descend
+#: from an init that never called setsid, so they share the boot-time group, which has no nice value)
 AUTOGROUP = own_autogroup_nice()
 
-NO_AUTOGROUP = "no autogroup here: kernel.sched_autogroup_enabled=0, or a cgroup schedules this process"
+
+#: run in a new session: prints its autogroup file, then whether the kernel takes a change of it (the
+#: same value written back; EAGAIN is the kernel's rate limit on such changes, so it is tried again)
+PROBE = textwrap.dedent(
+    """
+    import time
+    path = "/proc/self/autogroup"
+    text = open(path).read()
+    print(repr(text))
+    for _ in range(10):
+        try:
+            with open(path, "w") as f:
+                f.write(text.split()[-1] if text.split() else "0")
+            print("settable")
+            break
+        except BlockingIOError:
+            time.sleep(0.11)
+        except OSError as exc:
+            print(f"refused: {exc}")
+            break
+    """
+)
+
+
+def _new_session_autogroup() -> tuple[int | None, str]:
+    """The autogroup nice value a process that starts a new session has (0 wherever the kernel groups by
+    session, also where this test's own session is in no group: setsid always makes one), read by such a
+    process, and why a session leader's tests cannot run here ("" when they can); None where the kernel
+    does not group by session."""
+    try:
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+            return None, "no autogroup for a new session here: kernel.sched_autogroup_enabled=0"
+    except OSError as exc:
+        return None, f"no autogroup here: {exc}"
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=30, start_new_session=True
+    )  # fmt: skip
+    lines = out.stdout.splitlines()
+    if out.returncode != 0 or not lines:
+        return None, f"a new session cannot read its autogroup here: {out.stderr.strip()[-200:]}"
+    nice = autogroup_nice(ast.literal_eval(lines[0]))
+    if nice is None:
+        return None, f"a new session is in no autogroup here ({lines[0]})"
+    settable = lines[1:] == ["settable"]
+    return nice, "" if settable else f"this kernel refuses a change of a session's autogroup: {lines[1:]}"
+
+
+#: what a worker that leads its own session (`_run(..., session=True)`) finds, and why a session leader
+#: cannot lower its autogroup here ("" where it can)
+SESSION_AUTOGROUP, NO_AUTOGROUP = _new_session_autogroup()
 
 
 @pytest.fixture
@@ -98,8 +149,8 @@ def test_with_no_other_worker_on_the_host_a_worker_starts_at_full_speed(tmp_path
         pytest.skip("a fusionrec worker runs on this host now: the case cannot be set up")
     base = os.getpriority(os.PRIO_PROCESS, 0)
     got = _run(tmp_path, session=True)
-    # a new session's autogroup starts at 0 (where there are autogroups)
-    same = {"self": [base], "child": [base], "autogroup": None if AUTOGROUP is None else 0}
+    # a new session's autogroup starts at 0 (where there are autogroups), and is left there
+    same = {"self": [base], "child": [base], "autogroup": SESSION_AUTOGROUP}
     assert got == {"lowered": False, "raised": 0, "during": same, "after": same}
 
 
@@ -128,7 +179,7 @@ def test_an_operators_own_nice_value_is_left_alone(tmp_path: Path, serving_worke
     assert got["during"] == got["after"] == {"self": [own], "child": [own], "autogroup": AUTOGROUP}
 
 
-@pytest.mark.skipif(AUTOGROUP is None, reason=NO_AUTOGROUP)
+@pytest.mark.skipif(bool(NO_AUTOGROUP), reason=NO_AUTOGROUP)
 def test_an_operators_nice_value_survives_the_return_of_the_autogroup(tmp_path: Path, serving_worker: int) -> None:
     """A session leader started at nice 3 lowers only its autogroup, and returns only that: its threads
     stay at the operator's 3 (not raised to 0)."""
@@ -142,7 +193,7 @@ def test_an_operators_nice_value_survives_the_return_of_the_autogroup(tmp_path: 
     assert got["raised"] == 1  # the autogroup alone
 
 
-@pytest.mark.skipif(AUTOGROUP is None, reason=NO_AUTOGROUP)
+@pytest.mark.skipif(bool(NO_AUTOGROUP), reason=NO_AUTOGROUP)
 def test_a_session_leader_lowers_its_sessions_autogroup_and_returns_it(tmp_path: Path, serving_worker: int) -> None:
     """With autogroups a thread's nice value counts only inside its session: a worker that leads its
     own (a service, a container, the benches' workers) lowers the session's group, which anyone may
@@ -154,8 +205,9 @@ def test_a_session_leader_lowers_its_sessions_autogroup_and_returns_it(tmp_path:
 
 
 def test_the_autogroup_file_is_read_and_an_empty_one_means_no_autogroup() -> None:
-    """CI's container showed an empty /proc/self/autogroup with sched_autogroup_enabled=1: the task's
-    cgroup schedules it, and nothing is lowered or returned there."""
+    """CI's container showed an empty /proc/self/autogroup with sched_autogroup_enabled=1: the task is in
+    the boot-time group (no ancestor called setsid; PID 1's file is empty too), which has no nice value,
+    and nothing is lowered or returned there."""
     assert autogroup_nice("/autogroup-549 nice 0\n") == 0
     assert autogroup_nice("/autogroup-7 nice 10") == 10
     assert autogroup_nice("") is None
