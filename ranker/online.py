@@ -21,6 +21,8 @@ The fallback chain, one per user, first that applies (the list's `source` names 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +41,8 @@ from ranker.state import UserState
 from schemas.events import EVENT_TYPE_INDEX
 from schemas.items import Item
 from shopdata.loader import category_labels
+
+log = logging.getLogger("fusionrec.ranker")
 
 __all__ = ["POPULAR_N", "SEARCH_USERS", "BundleRanker"]
 
@@ -92,6 +96,10 @@ class BundleRanker:
         order = bundle.popular if popular is None else popular
         self.popular = popular_rows(order, self.rows, len(self.rows), POPULAR_N)
         self._fusion: tuple[Any, Any] | None = None
+        # the search path's lazy parts (text encoder, item fusion, hybrid index) and the live items that
+        # change them: built by the pipeline thread or by the warm-up's background thread, one at a time
+        self._lazy = threading.RLock()
+        self.search_warming: threading.Thread | None = None
         self._ids: np.ndarray | None = None
         names = bundle.folder / "brand_names.json"
         self.brand_names: list[str] = json.loads(names.read_text()) if names.is_file() else [""]
@@ -200,14 +208,24 @@ class BundleRanker:
         picks = [(r, s) for r, s in found if r not in seen][:k]
         return [(self.bundle.item_ids[r], round(s, 6)) for r, s in picks]
 
-    def warm_up(self, batch_sizes: Sequence[int] = (1, 16, 128, 512), k: int = 20) -> float:
+    def warm_up(self, batch_sizes: Sequence[int] = (1, 16, 128, 512), k: int = 20, search: str = "background") -> float:
         """Runs every ONNX session the first real batches need (user encoder, retrieval, and the text
         encoder and item fusion behind the search path) on synthetic users with real shapes: histories
         of every length up to the encoder's window, in the batch sizes a worker sees. Nothing is
-        stored or changed; a cold worker's first batches took 0.3-1 s otherwise. Returns seconds."""
+        stored or changed; a cold worker's first batches took 0.3-1 s otherwise. Returns seconds.
+
+        `search`: "background" warms the search path (the text encoder's session, item fusion, the
+        hybrid index: about 0.35 s here) in a thread (`search_warming`), started first so that it
+        overlaps the sessions' runs and the worker's wait for its store, and returns without waiting
+        for it; only a search event or a live item needs it, and one that comes first waits for it.
+        "wait" warms it here; "off" leaves it to the first use."""
         started = time.perf_counter()
         if not self.bundle.item_ids:
             return 0.0
+        searching = search != "off" and self._can_fuse()
+        if searching and search == "background":  # first: it overlaps the sessions' runs below
+            self.search_warming = threading.Thread(target=self._warm_search, args=(k,), name="warm_search", daemon=True)
+            self.search_warming.start()
         window = max(int(getattr(self.bundle.encoder, "max_length", 50)), 1)
         ids = self.bundle.item_ids
         types = list(EVENT_TYPE_INDEX)
@@ -219,10 +237,22 @@ class BundleRanker:
                 kinds = tuple(types[j % len(types)] for j in range(length))
                 states.append(UserState(f"__warm_up__{n}", recent_items=items, recent_types=kinds))
             self.rank_many(states, k)
-        if self._can_fuse():
-            queries = [UserState(f"__warm_up_q__{n}", recent_queries=("warm up query",) * (n + 1)) for n in range(4)]
-            self.rank_many(queries, k)
+        if searching and search == "wait":
+            self._warm_search(k)
         return time.perf_counter() - started
+
+    def _warm_search(self, k: int) -> None:
+        """The search path on synthetic search-only users (one to four queries); what it builds is kept.
+        A failure is logged, not raised: the first real search builds it again and fails there."""
+        try:
+            with self._lazy:  # built before a search or a live item on the pipeline thread can ask
+                self._item_fusion()
+                self._hybrid_index()
+            queries = [UserState(f"__warm_up_q__{n}", recent_queries=("warm up query",) * (n + 1)) for n in range(4)]
+            for state in queries:
+                self._search_list(state.recent_queries, k)
+        except Exception as exc:
+            log.warning("warm_up_search_failed error=%s", exc)
 
     def _select(
         self, rows: np.ndarray, scores: np.ndarray, k: int, histories: list[list[int]] | None
@@ -262,6 +292,10 @@ class BundleRanker:
         text (the collaborative signal of its closest text twin)."""
         if not items:
             return 0
+        with self._lazy:  # not while the warm-up's thread builds the search index from the catalog
+            return self._add_items(items)
+
+    def _add_items(self, items: Sequence[Item]) -> int:
         encoder, session = self._item_fusion()
         cats = {n: i for i, n in enumerate(self.bundle.category_names)}
         brands = {n: i for i, n in enumerate(self.brand_names)}
@@ -351,19 +385,21 @@ class BundleRanker:
 
     def _item_fusion(self) -> tuple[Any, Any]:
         """(text encoder, item-fusion session) of the bundle, loaded on first use."""
-        if self._fusion is None:
-            self._fusion = self.bundle.item_fusion()
-        return self._fusion
+        with self._lazy:
+            if self._fusion is None:
+                self._fusion = self.bundle.item_fusion()
+            return self._fusion
 
     def _hybrid_index(self) -> HybridIndex:
         """BM25 + dense index over the bundle's items (rebuilt when live items were added)."""
-        n = len(self.bundle.item_ids)
-        if self._hybrid is None or len(self._hybrid.item_ids) != n:
-            texts_of = {it.item_id: it.text() for it in self.bundle.items()} | self._live_texts
-            texts = [texts_of.get(i, "") for i in self.bundle.item_ids]
-            vectors = self._text_rows(n)
-            self._hybrid = HybridIndex(list(self.bundle.item_ids), texts, vectors)
-        return self._hybrid
+        with self._lazy:
+            n = len(self.bundle.item_ids)
+            if self._hybrid is None or len(self._hybrid.item_ids) != n:
+                texts_of = {it.item_id: it.text() for it in self.bundle.items()} | self._live_texts
+                texts = [texts_of.get(i, "") for i in self.bundle.item_ids]
+                vectors = self._text_rows(n)
+                self._hybrid = HybridIndex(list(self.bundle.item_ids), texts, vectors)
+            return self._hybrid
 
     def _text_rows(self, n: int) -> np.ndarray:
         """Text vectors for every row: the bundle's, and live items' from the ranking stage (or zeros)."""

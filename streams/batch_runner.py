@@ -119,12 +119,20 @@ class ReadySensor(Protocol):
 WARM_UP_USER = "__warm_up__"
 
 
-def warm_up(pipeline: object, batch_size: int, k: int = 20, sensor: ReadySensor | None = None) -> float:
+def warm_up(
+    pipeline: object,
+    batch_size: int,
+    k: int = 20,
+    sensor: ReadySensor | None = None,
+    store_ready: Callable[[], None] | None = None,
+) -> float:
     """Before the worker joins its consumer group: the ranker's sessions run on synthetic users with
     real shapes (its `warm_up`, else one `rank_many`), and the store's read path (prepared
     statements, connection pool, the node's read path) answers reads of absent users, one and
-    many. Nothing is written and no cache is touched, so no trace is left. Logs `worker_ready`,
-    sets the readiness gauge, and returns the seconds it took."""
+    many. Nothing is written and no cache is touched, so no trace is left. `store_ready` (waits
+    until the store answers) is called between the two: the ranker warms while the writer process
+    and the store connection come up, instead of after them. Logs `worker_ready`, sets the
+    readiness gauge, and returns the seconds it took."""
     started = time.perf_counter()
     ranker = getattr(pipeline, "ranker", None)
     sizes = sorted({1, min(32, batch_size), batch_size})
@@ -134,6 +142,9 @@ def warm_up(pipeline: object, batch_size: int, k: int = 20, sensor: ReadySensor 
     elif ranker is not None and hasattr(ranker, "rank_many"):
         ranker.rank_many([UserState(WARM_UP_USER)], k)
     ranker_s = time.perf_counter() - started
+    if store_ready is not None:
+        store_ready()
+    waited_s = time.perf_counter() - started - ranker_s
     store = getattr(pipeline, "store", None)
     if store is not None:
         try:
@@ -144,7 +155,10 @@ def warm_up(pipeline: object, batch_size: int, k: int = 20, sensor: ReadySensor 
     warm_s = time.perf_counter() - started
     if sensor is not None:
         sensor.set_ready(True)
-    log.info("worker_ready warm_s=%.2f ranker_s=%.2f store_s=%.2f", warm_s, ranker_s, warm_s - ranker_s)
+    log.info(
+        "worker_ready warm_s=%.2f ranker_s=%.2f store_wait_s=%.2f store_s=%.2f",
+        warm_s, ranker_s, waited_s, warm_s - ranker_s - waited_s,
+    )  # fmt: skip
     return warm_s
 
 

@@ -326,6 +326,7 @@ def run_worker(
     warm: bool = True,
     join_when: Callable[[], bool] | None = None,
     before_join: Callable[[], None] | None = None,
+    store_ready: Callable[[], None] | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT; faust handles the signals and commits acked offsets on the way out.
     `sensor` receives consumer lag per partition (serving it, on worker.metrics_host, is the caller's).
@@ -333,7 +334,8 @@ def run_worker(
     first batches after a deploy or restart are not the slow ones. `join_when` (a spare, see
     fusionrec.spare): called once warm, blocks until the worker is to join the group; False: it
     never is, and this returns without joining. `before_join`: called last before the group is
-    joined (the worker's priority restored, see fusionrec.priority)."""
+    joined (the worker's priority restored, see fusionrec.priority). `store_ready`: waits until the
+    store answers; called after the ranker's warm-up (which needs no store), so the two overlap."""
     # One BLAS thread: the ranking stage's matrix products run on the pipeline thread beside Kafka's,
     # the writer process and (on a small host) the brokers; OpenBLAS's spinning helper threads on
     # busy cores made its first batches after a start take 0.3-1 s instead of tens of ms
@@ -343,8 +345,10 @@ def run_worker(
     tune_gc()
     ready = cast(ReadySensor, sensor) if hasattr(sensor, "set_ready") else None
     if warm:
-        warm_up(pipeline, worker.batch_size, getattr(pipeline, "k", 20), ready)
+        warm_up(pipeline, worker.batch_size, getattr(pipeline, "k", 20), ready, store_ready=store_ready)
     else:
+        if store_ready is not None:
+            store_ready()
         log.info("worker_ready warm_s=0.00 warm_up=off")
         if ready is not None:
             ready.set_ready(True)

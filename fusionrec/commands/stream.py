@@ -256,7 +256,6 @@ def worker(
     ranker = (
         build_ranker(bundle=bundle, ranking_stage=s.worker.ranking_stage) if bundle else build_ranker(load_data(s.data))
     )
-    wait_for_store(results)
     sensor = PrometheusSensor()
 
     def serve_metrics() -> None:
@@ -281,6 +280,7 @@ def worker(
         warm=warm_up,
         join_when=join_when if standby else None,
         before_join=_restore_priority if lowered else None,
+        store_ready=lambda: wait_for_store(results),  # after the ranker's warm-up: the writer starts meanwhile
     )
 
 

@@ -362,6 +362,46 @@ def test_search_only_shopper_gets_the_hybrid_search_list(bundles: list[Path]) ->
         BundleRanker(bundle, search_users="magic")
 
 
+def test_the_warm_up_builds_the_search_path_in_the_background_and_lists_stay_the_same(bundles: list[Path]) -> None:
+    """The worker's warm-up returns without the search path (only a search event or a live item needs
+    it) and a thread builds it meanwhile; a search and a live item that come while it runs wait for it,
+    and every list is the one a ranker warmed the old way (all in the warm-up) gives."""
+    from ranker.online import BundleRanker
+    from ranker.state import UserState
+    from schemas.items import Item
+
+    bundle = ModelBundle.load(bundles[0])
+    items = bundle.items()
+    query = items[len(items) // 2].title
+    searcher = UserState(user_id="s1", recent_queries=(query,))
+    shopper = UserState(user_id="u1", recent_items=(items[1].item_id, items[2].item_id), recent_types=("view",) * 2)
+    new_item = Item(item_id="brand-new", title=items[3].title, description=items[3].description)
+
+    waited = BundleRanker(ModelBundle.load(bundles[0]))
+    waited.warm_up(batch_sizes=(1, 3), k=5, search="wait")
+    assert waited.search_warming is None and waited._fusion is not None and waited._hybrid is not None
+    want = [waited.rank(searcher, 10), waited.rank(shopper, 10)]
+    waited.add_items([new_item])
+    want_after = [waited.rank(searcher, 10), waited.rank(shopper, 10)]
+
+    ranker = BundleRanker(bundle)
+    ranker.warm_up(batch_sizes=(1, 3), k=5)
+    thread = ranker.search_warming
+    assert thread is not None and thread.name == "warm_search"
+    got = [ranker.rank(searcher, 10), ranker.rank(shopper, 10)]  # possibly while the thread still runs
+    ranker.add_items([new_item])
+    thread.join(60)
+    assert not thread.is_alive() and ranker._fusion is not None
+    assert got == want
+    assert [ranker.rank(searcher, 10), ranker.rank(shopper, 10)] == want_after
+    assert ranker.rows["brand-new"] == len(items) and len(ranker._hybrid_index().item_ids) == len(items) + 1
+
+    off = BundleRanker(ModelBundle.load(bundles[0]))
+    off.warm_up(batch_sizes=(1,), k=5, search="off")
+    assert off.search_warming is None and off._fusion is None and off._hybrid is None
+    assert off.rank(searcher, 10) == want[0]  # built at first use
+
+
 THREE = (*VARIANTS, ("weighted-b0.3", "weighted", 0.3))
 
 

@@ -79,6 +79,22 @@ def test_warm_up_calls_the_rankers_own_warm_up_with_the_batch_sizes() -> None:
     assert calls == [([1, 32, 500], 20)]
 
 
+def test_the_store_is_waited_for_after_the_ranker_warms_and_before_it_is_read() -> None:
+    """The ranker's warm-up needs no store: the worker warms it while its writer process and store
+    connection come up (`store_ready`), then reads the store."""
+    order: list[str] = []
+
+    class Store(SpyStore):
+        def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+            order.append("store read")
+            return super().get_states(user_ids)
+
+    ranker = SimpleNamespace(version="w", warm_up=lambda batch_sizes, k: order.append("ranker"))
+    pipeline = SimpleNamespace(ranker=ranker, store=Store())
+    warm_up(pipeline, batch_size=10, store_ready=lambda: order.append("store ready"))
+    assert order == ["ranker", "store ready", "store read", "store read"]
+
+
 def test_readiness_gauge_follows_set_ready() -> None:
     sensor = PrometheusSensor()
     sensor.set_ready(True)
