@@ -114,3 +114,21 @@ def test_encode_rows_equals_encode_on_gathered_sequences(tmp_path: Path) -> None
 def test_sequence_graph_contract_is_checked(tmp_path: Path, exports: dict[str, Path]) -> None:
     with pytest.raises(EncoderError, match="lacks input"):
         SequenceEncoder(exports["fp32"] / "model.onnx")
+
+
+def test_histories_are_bucketed_by_length_class_so_none_is_padded_past_twice_its_length() -> None:
+    """One long history no longer pads a whole micro-batch: buckets hold one power-of-two length
+    class (1, 2, 3-4, 5-8, ...), at most `batch_size` users each, every user exactly once."""
+    from encoders.sequence import length_buckets
+
+    # by hand: an empty history counts as one step; 3 and 4 share a class, 5 and 8 too, 50 is alone
+    got = length_buckets(np.array([1, 4, 0, 50, 3, 8, 2, 5, 2]), batch_size=2)
+    assert [b.tolist() for b in got] == [[0, 2], [6, 8], [4, 1], [7, 5], [3]]  # shortest first
+
+    rng = np.random.default_rng(2)
+    lengths = np.concatenate([rng.integers(0, 9, size=300), [50, 33, 17, 16, 9]])
+    buckets = length_buckets(lengths, batch_size=64)
+    assert sorted(np.concatenate(buckets).tolist()) == list(range(len(lengths)))
+    for b in buckets:
+        lens = np.maximum(lengths[b], 1)
+        assert len(b) <= 64 and lens.max() <= 2 * lens.min()
