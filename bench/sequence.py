@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 import encoders.sequence as sequence  # noqa: E402
 from encoders.session import SessionConfig  # noqa: E402
 from ranker.bundle import ModelBundle  # noqa: E402
+from schemas.errors import FusionrecError  # noqa: E402
 from shopdata import load_data  # noqa: E402
 
 
@@ -48,11 +49,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30, help="timed rounds, each way (default 30)")
     ap.add_argument("--json", type=Path, default=REPO / "out" / "sequence.json", help="results JSON")
     args = ap.parse_args()
+    if args.users < 1 or args.rounds < 1:
+        ap.error("--users and --rounds must be at least 1")
     threadpool_limits(1)
-    bundle = ModelBundle.load(args.bundle, SessionConfig(allow_spinning=False))
+    try:
+        bundle = ModelBundle.load(args.bundle, SessionConfig(allow_spinning=False))
+        sequences = load_data(args.data).item_sequences()
+    except FusionrecError as exc:  # a bad path, a damaged bundle or data file: one line, no traceback
+        sys.exit(f"error: {exc}")
     rows = {item_id: r for r, item_id in enumerate(bundle.item_ids)}
     window = int(getattr(bundle.encoder, "max_length", 50))
-    known = ([rows[i] for i in seq if i in rows] for seq in load_data(args.data).item_sequences())
+    known = ([rows[i] for i in seq if i in rows] for seq in sequences)
     histories = [h[-window:] for h in known if h]
     if len(histories) < args.users:
         sys.exit(f"error: {args.data} has {len(histories)} users with known items; --users is {args.users}")
