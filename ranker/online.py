@@ -219,6 +219,8 @@ class BundleRanker:
         overlaps the sessions' runs and the worker's wait for its store, and returns without waiting
         for it; only a search event or a live item needs it, and one that comes first waits for it.
         "wait" warms it here; "off" leaves it to the first use."""
+        if search not in ("background", "wait", "off"):
+            raise ValueError(f"search must be 'background', 'wait' or 'off', not {search!r}")
         started = time.perf_counter()
         if not self.bundle.item_ids:
             return 0.0

@@ -400,6 +400,8 @@ def test_the_warm_up_builds_the_search_path_in_the_background_and_lists_stay_the
     off.warm_up(batch_sizes=(1,), k=5, search="off")
     assert off.search_warming is None and off._fusion is None and off._hybrid is None
     assert off.rank(searcher, 10) == want[0]  # built at first use
+    with pytest.raises(ValueError, match="search must be"):
+        off.warm_up(search="later")
 
 
 THREE = (*VARIANTS, ("weighted-b0.3", "weighted", 0.3))
