@@ -250,9 +250,8 @@ class BundleRanker:
             with self._lazy:  # built before a search or a live item on the pipeline thread can ask
                 self._item_fusion()
                 self._hybrid_index()
-            queries = [UserState(f"__warm_up_q__{n}", recent_queries=("warm up query",) * (n + 1)) for n in range(4)]
-            for state in queries:
-                self._search_list(state.recent_queries, k)
+            for n in range(1, 5):
+                self._search_list(("warm up query",) * n, k)
         except Exception as exc:
             log.warning("warm_up_search_failed error=%s", exc)
 
