@@ -4,7 +4,7 @@ alone; a process that could not return does not lower itself."""
 
 from __future__ import annotations
 
-import ast
+import json
 import subprocess
 import sys
 import textwrap
@@ -62,8 +62,6 @@ SCRIPT = textwrap.dedent(
 
 
 def _run(tmp_path: Path, *args: str, session: bool = False) -> dict[str, object]:
-    import json
-
     script = tmp_path / "lowered.py"
     script.write_text(SCRIPT)
     out = subprocess.run(
@@ -78,50 +76,29 @@ def _run(tmp_path: Path, *args: str, session: bool = False) -> dict[str, object]
 AUTOGROUP = own_autogroup_nice()
 
 
-#: run in a new session: prints its autogroup file, then whether the kernel takes a change of it (the
-#: same value written back; EAGAIN is the kernel's rate limit on such changes, so it is tried again)
-PROBE = textwrap.dedent(
-    """
-    import time
-    path = "/proc/self/autogroup"
-    text = open(path).read()
-    print(repr(text))
-    for _ in range(10):
-        try:
-            with open(path, "w") as f:
-                f.write(text.split()[-1] if text.split() else "0")
-            print("settable")
-            break
-        except BlockingIOError:
-            time.sleep(0.11)
-        except OSError as exc:
-            print(f"refused: {exc}")
-            break
-    """
+#: run in a new session, through the module's own reader and writer: its autogroup nice value (None
+#: where the kernel does not group by session or the file is empty), then whether the kernel takes a
+#: change of it (the same value written back; `_set_autogroup_nice` retries the kernel's rate limit)
+PROBE = (
+    "import json; from fusionrec import priority; n = priority.own_autogroup_nice(); "
+    "print(json.dumps([n, n is not None and priority._set_autogroup_nice(n)]))"
 )
 
 
 def _new_session_autogroup() -> tuple[int | None, str]:
     """The autogroup nice value a process that starts a new session has (0 wherever the kernel groups by
     session, also where this test's own session is in no group: setsid always makes one), read by such a
-    process, and why a session leader's tests cannot run here ("" when they can); None where the kernel
-    does not group by session."""
-    try:
-        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
-            return None, "no autogroup for a new session here: kernel.sched_autogroup_enabled=0"
-    except OSError as exc:
-        return None, f"no autogroup here: {exc}"
+    process, and why a session leader's tests cannot run here ("" when they can)."""
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=30, start_new_session=True
+        [sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, start_new_session=True,
     )  # fmt: skip
-    lines = out.stdout.splitlines()
-    if out.returncode != 0 or not lines:
+    if out.returncode != 0:
         return None, f"a new session cannot read its autogroup here: {out.stderr.strip()[-200:]}"
-    nice = autogroup_nice(ast.literal_eval(lines[0]))
+    nice, settable = json.loads(out.stdout.strip().splitlines()[-1])
     if nice is None:
-        return None, f"a new session is in no autogroup here ({lines[0]})"
-    settable = lines[1:] == ["settable"]
-    return nice, "" if settable else f"this kernel refuses a change of a session's autogroup: {lines[1:]}"
+        return None, "no autogroup for a new session here: kernel.sched_autogroup_enabled=0, or an empty file"
+    return nice, "" if settable else "this kernel refuses a change of a session's autogroup"
 
 
 #: what a worker that leads its own session (`_run(..., session=True)`) finds, and why a session leader
