@@ -2,6 +2,7 @@
 
   manifest.json      format, role, version, fusion, α, β, decay, dims, file digests, validation metrics
   user_encoder.onnx  item_vectors [B, L, D] + mask [B, L] + event_types [B, L] -> user vector
+  user_encoder_fp32.onnx  the fp32 export, kept where `fit` serves an int8 copy (manifest user_encoder)
   item_vectors.npy   fused item vectors g_j [n_items, D] (row r = item_ids[r])
   item_ids.json, item_categories.npy (category index per item row), category_names.json
   item_fusion.onnx   text vector + id row + category + brand + popularity bucket -> fused item vector

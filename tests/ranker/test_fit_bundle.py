@@ -150,6 +150,7 @@ def test_onnx_user_encoder_agrees_with_torch(
 ) -> None:
     """Recomputed here from the trained torch model and the ONNX bundle fit wrote from it: the user
     vectors match, the top-10 lists agree, and the number fit recorded is the one it measured."""
+    from encoders.sequence import SequenceEncoder
     from ranker.data import build_catalog, leave_one_out, user_sequences
     from ranker.train import pad_left, score_split
 
@@ -158,8 +159,11 @@ def test_onnx_user_encoder_agrees_with_torch(
     dataset = load_dataset(shop_dir)
     split = leave_one_out(user_sequences(dataset, build_catalog(dataset))).valid
     rows = [[i - 1 for i in h] for h in split.histories]
-    # the same users, one batch per history length, through torch and through ONNX
-    onnx_vectors = bundle.user_vectors(rows, split.history_types)
+    # the same users, one batch per history length, through torch and through the exported graph
+    # (the fp32 one where validation chose to serve its int8 copy: the next test checks that choice)
+    fp32 = bundles[0] / "user_encoder_fp32.onnx"
+    exported = SequenceEncoder(fp32, max_length=model.cfg.max_len) if fp32.exists() else bundle.encoder
+    onnx_vectors = exported.encode_rows(bundle.item_vectors, rows, split.history_types)
     with torch.no_grad():
         table = model.items()
         assert np.allclose(table[1:].numpy(), bundle.item_vectors, atol=1e-5)
@@ -177,6 +181,63 @@ def test_onnx_user_encoder_agrees_with_torch(
     agreement = same / len(rows)
     assert agreement >= 0.99
     assert bundle.manifest["onnx_top10_agreement"] == round(agreement, 5)
+
+
+def _op_types(path: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_the_int8_user_encoder_serves_only_where_validation_finds_it_as_good(
+    bundles: list[Path], shop_dir: Path, tmp_path: Path
+) -> None:
+    """`fit` quantized the user encoder and recorded both graphs' validation NDCG@10 (recomputed
+    here); the served graph follows the rule, the fp32 export stays beside an int8 one; forced either
+    way on a copy, `choose_user_encoder` leaves exactly the served graph (and the fp32 one)."""
+    from encoders.sequence import SequenceEncoder
+    from ranker.data import build_catalog, leave_one_out, user_sequences
+    from ranker.fit import INT8_USER_TOLERANCE, choose_user_encoder
+    from ranker.metrics import ndcg_at_k, target_ranks
+
+    root = bundles[0]
+    record = ModelBundle.load(root).manifest["user_encoder"]
+    dataset = load_dataset(shop_dir)
+    split = leave_one_out(user_sequences(dataset, build_catalog(dataset))).valid
+    rows = [[i - 1 for i in h] for h in split.histories]
+    table = np.load(root / "item_vectors.npy")
+    max_len = ModelBundle.load(root).manifest["model"]["max_len"]
+    int8_path = root / "user_encoder.onnx" if record["served"] == "int8" else None
+    fp32_path = root / "user_encoder_fp32.onnx" if int8_path else root / "user_encoder.onnx"
+    assert record["int8_tolerance"] == INT8_USER_TOLERANCE
+    ndcg = record["valid_ndcg@10"]
+    assert (record["served"] == "int8") == (ndcg["int8"] >= (1 - INT8_USER_TOLERANCE) * ndcg["fp32"])
+    fp32_vectors = SequenceEncoder(fp32_path, max_length=max_len).encode_rows(table, rows, split.history_types)
+    ranks, _ = target_ranks(fp32_vectors @ table.T, split.targets - 1, rows)
+    assert ndcg_at_k(ranks, 10) == pytest.approx(ndcg["fp32"], abs=1e-6)
+    assert "MatMulInteger" not in _op_types(fp32_path)
+    if int8_path is not None:
+        assert "MatMulInteger" in _op_types(int8_path)
+        served = SequenceEncoder(int8_path, max_length=max_len).encode_rows(table, rows, split.history_types)
+        ranks, _ = target_ranks(served @ table.T, split.targets - 1, rows)
+        assert ndcg_at_k(ranks, 10) == pytest.approx(ndcg["int8"], abs=1e-6)
+        cosine = (served * fp32_vectors).sum(1) / np.linalg.norm(served, axis=1) / np.linalg.norm(fp32_vectors, axis=1)
+        assert cosine.min() > 0.99
+    else:
+        assert not (root / "user_encoder_int8.onnx").exists()
+    # forced: a tolerance nothing meets keeps fp32 alone; one anything meets serves int8
+    for tolerance, served_op in ((-1.0, False), (1.0, True)):
+        folder = tmp_path / f"t{tolerance}"
+        folder.mkdir()
+        for name in ("item_vectors.npy", "manifest.json"):
+            shutil.copy(root / name, folder / name)
+        shutil.copy(fp32_path, folder / "user_encoder.onnx")
+        got = choose_user_encoder(folder, split, tolerance=tolerance)
+        assert got["served"] == ("int8" if served_op else "fp32")
+        assert got["valid_ndcg@10"]["fp32"] == pytest.approx(ndcg["fp32"], abs=1e-6)
+        files = {p.name for p in folder.iterdir()} - {"item_vectors.npy", "manifest.json"}
+        assert files == ({"user_encoder.onnx", "user_encoder_fp32.onnx"} if served_op else {"user_encoder.onnx"})
+        assert ("MatMulInteger" in _op_types(folder / "user_encoder.onnx")) == served_op
 
 
 def test_new_items_are_fused_by_the_onnx_graph_as_by_torch(
