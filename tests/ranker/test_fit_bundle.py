@@ -183,10 +183,11 @@ def test_onnx_user_encoder_agrees_with_torch(
     assert bundle.manifest["onnx_top10_agreement"] == round(agreement, 5)
 
 
-def _op_types(path: Path) -> set[str]:
+def _quantized(path: Path) -> bool:
+    """The graph computes in int8 (static: QLinearMatMul; dynamic: MatMulInteger)."""
     import onnx
 
-    return {node.op_type for node in onnx.load(str(path)).graph.node}
+    return bool({node.op_type for node in onnx.load(str(path)).graph.node} & {"QLinearMatMul", "MatMulInteger"})
 
 
 def test_the_int8_user_encoder_serves_only_where_validation_finds_it_as_good(
@@ -215,29 +216,43 @@ def test_the_int8_user_encoder_serves_only_where_validation_finds_it_as_good(
     fp32_vectors = SequenceEncoder(fp32_path, max_length=max_len).encode_rows(table, rows, split.history_types)
     ranks, _ = target_ranks(fp32_vectors @ table.T, split.targets - 1, rows)
     assert ndcg_at_k(ranks, 10) == pytest.approx(ndcg["fp32"], abs=1e-6)
-    assert "MatMulInteger" not in _op_types(fp32_path)
+    assert not _quantized(fp32_path)
     if int8_path is not None:
-        assert "MatMulInteger" in _op_types(int8_path)
+        assert _quantized(int8_path)
         served = SequenceEncoder(int8_path, max_length=max_len).encode_rows(table, rows, split.history_types)
         ranks, _ = target_ranks(served @ table.T, split.targets - 1, rows)
         assert ndcg_at_k(ranks, 10) == pytest.approx(ndcg["int8"], abs=1e-6)
         cosine = (served * fp32_vectors).sum(1) / np.linalg.norm(served, axis=1) / np.linalg.norm(fp32_vectors, axis=1)
         assert cosine.min() > 0.99
+        # fixed activation ranges: a user's vector does not depend on who else is in the batch
+        alone = SequenceEncoder(int8_path, max_length=max_len)
+        for u in range(0, len(rows), 53):
+            np.testing.assert_array_equal(alone.encode_rows(table, [rows[u]], [split.history_types[u]])[0], served[u])
     else:
         assert not (root / "user_encoder_int8.onnx").exists()
-    # forced: a tolerance nothing meets keeps fp32 alone; one anything meets serves int8
-    for tolerance, served_op in ((-1.0, False), (1.0, True)):
-        folder = tmp_path / f"t{tolerance}"
+
+    def fp32_only(name: str) -> Path:
+        folder = tmp_path / name
         folder.mkdir()
-        for name in ("item_vectors.npy", "manifest.json"):
-            shutil.copy(root / name, folder / name)
+        for file in ("item_vectors.npy", "manifest.json"):
+            shutil.copy(root / file, folder / file)
         shutil.copy(fp32_path, folder / "user_encoder.onnx")
-        got = choose_user_encoder(folder, split, tolerance=tolerance)
+        return folder
+
+    # forced: a tolerance nothing meets keeps fp32 alone; one anything meets serves int8; nothing to
+    # calibrate on keeps fp32 and says why
+    for tolerance, served_op in ((-1.0, False), (1.0, True)):
+        folder = fp32_only(f"t{tolerance}")
+        got = choose_user_encoder(folder, split, (split.histories, split.history_types), tolerance=tolerance)
         assert got["served"] == ("int8" if served_op else "fp32")
         assert got["valid_ndcg@10"]["fp32"] == pytest.approx(ndcg["fp32"], abs=1e-6)
         files = {p.name for p in folder.iterdir()} - {"item_vectors.npy", "manifest.json"}
         assert files == ({"user_encoder.onnx", "user_encoder_fp32.onnx"} if served_op else {"user_encoder.onnx"})
-        assert ("MatMulInteger" in _op_types(folder / "user_encoder.onnx")) == served_op
+        assert _quantized(folder / "user_encoder.onnx") == served_op
+    folder = fp32_only("nothing")
+    got = choose_user_encoder(folder, split, ([], []))
+    assert got == {"served": "fp32", "int8": "not built: no training sequence to calibrate on"}
+    assert {p.name for p in folder.iterdir()} == {"item_vectors.npy", "manifest.json", "user_encoder.onnx"}
 
 
 def test_new_items_are_fused_by_the_onnx_graph_as_by_torch(
