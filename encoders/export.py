@@ -312,6 +312,15 @@ class _NotFromPytorch(logging.Filter):
         return not record.getMessage().startswith("Model producer not matched")
 
 
+class NoPreprocessAdvice(logging.Filter):
+    """Drops onnxruntime.quantization's "Please consider (to run) pre-processing" advice, logged on the
+    root logger at every quantization: shape inference adds nothing to these graphs, and the line
+    printed in every `train`. Add it to the root logger around a quantize call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def _basic_pass(raw: Path, tmp: Path) -> Path:
     """ONNX Runtime's level-1 graph pass (constant folding, redundant node removal) that optimize_model
     runs before its fusions, run here because optimize_model imports torch to run it. It always runs
@@ -359,15 +368,20 @@ def _optimize(raw: _Raw, target: Path, tmp: Path, variant: Variant, source: _Sou
         # the first layer's FFN down-projection carries the largest activation outliers: keeping
         # it in fp32 lifts catalog top-10 neighbour overlap from 0.90 to 0.91 at no measurable cost
         keep = _first_ffn_down(fp32, source.intermediate_size, source.dim)
-        quantize_dynamic(
-            str(fp32),
-            str(target),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul", "Attention"],
-            nodes_to_exclude=keep,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        advice = NoPreprocessAdvice()
+        logging.getLogger().addFilter(advice)
+        try:
+            quantize_dynamic(
+                str(fp32),
+                str(target),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul", "Attention"],
+                nodes_to_exclude=keep,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        finally:
+            logging.getLogger().removeFilter(advice)
     else:
         optimized.save_model_to_file(str(target))
     return fusions

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from encoders.export import NoPreprocessAdvice
 from ranker.bundle import write_manifest
 from ranker.data import Catalog
 from ranker.model import ItemFusion, SeqRecModel
@@ -68,8 +69,8 @@ def quantize_user_encoder(fp32: Path, target: Path, calibration: Sequence[dict[s
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
 
-    advice = _NoPreprocessAdvice()
-    logging.getLogger().addFilter(advice)  # the quantizer logs it on the root logger at every call
+    advice = NoPreprocessAdvice()
+    logging.getLogger().addFilter(advice)
     try:
         quantize_static(
             str(fp32),
@@ -84,17 +85,6 @@ def quantize_user_encoder(fp32: Path, target: Path, calibration: Sequence[dict[s
         )
     finally:
         logging.getLogger().removeFilter(advice)
-
-
-class _NoPreprocessAdvice(logging.Filter):
-    """Drops onnxruntime.quantization's "Please consider (to run) pre-processing" advice: shape
-    inference adds nothing to this small graph, and the line would print in every `train`."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return (
-            "pre-processing before quantization" not in record.getMessage()
-            and "to run pre-processing" not in record.getMessage()
-        )
 
 
 def calibration_feeds(
