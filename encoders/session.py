@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +68,13 @@ class SessionConfig:
     cuda_tf32: bool = False
 
 
+def wants_cuda(cfg: SessionConfig, available: Sequence[str] | None = None) -> bool:
+    """Whether `create_session` puts a session on CUDA: asked for it, or "auto" where this
+    onnxruntime offers it (`available`: its providers, asked when None)."""
+    available = ort.get_available_providers() if available is None else available
+    return cfg.provider == "cuda" or (cfg.provider == "auto" and CUDA in available)
+
+
 def create_session(model: str | Path | bytes, cfg: SessionConfig = SessionConfig()) -> Any:
     """A session on CUDA when asked and present (auto), CUDA only (cuda: error when missing), or CPU.
     `model` is a file, or a serialized graph (bytes)."""
@@ -76,7 +84,7 @@ def create_session(model: str | Path | bytes, cfg: SessionConfig = SessionConfig
             f"CUDA was required but this onnxruntime offers only {available}; "
             "install 'fusionrec[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU"
         )
-    want_cuda = cfg.provider == "cuda" or (cfg.provider == "auto" and CUDA in available)
+    want_cuda = wants_cuda(cfg, available)
     cuda_options = {"device_id": str(cfg.device_id), "use_tf32": "1" if cfg.cuda_tf32 else "0"}
     providers: list[Any] = [(CUDA, cuda_options), CPU] if want_cuda else [CPU]
     opts = ort.SessionOptions()

@@ -32,7 +32,7 @@ import numpy as np
 
 from encoders.manifest import file_digest
 from encoders.sequence import SequenceEncoder
-from encoders.session import SessionConfig, create_session
+from encoders.session import SessionConfig, create_session, wants_cuda
 from encoders.text import TextEncoder
 from ranker.popularity import popular_items
 from schemas.codec import encode_item
@@ -106,6 +106,14 @@ def bundle_version(files: Mapping[str, str]) -> str:
     for name in sorted(files):
         h.update(f"{name}\0{files[name]}\n".encode())
     return "fr-" + h.hexdigest()[:12]
+
+
+def user_encoder_file(root: Path, session: SessionConfig, available: Sequence[str] | None = None) -> Path:
+    """The user encoder a session runs: the served one (int8 where `fit` chose it), but the fp32 graph
+    on CUDA, where int8 (QLinearMatMul) has no kernel and its nodes would run on the CPU with copies
+    each way. `available`: the onnxruntime's providers (asked when None)."""
+    fp32 = root / "user_encoder_fp32.onnx"
+    return fp32 if fp32.exists() and wants_cuda(session, available) else root / "user_encoder.onnx"
 
 
 def write_manifest(folder: Path, info: dict[str, Any], role: str = "main") -> dict[str, Any]:
@@ -252,7 +260,9 @@ class ModelBundle:
             item_vectors=np.load(root / "item_vectors.npy"),
             item_categories=np.load(root / "item_categories.npy"),
             category_names=json.loads((root / "category_names.json").read_text()),
-            encoder=SequenceEncoder(root / "user_encoder.onnx", session, max_length=int(manifest["model"]["max_len"])),
+            encoder=SequenceEncoder(
+                user_encoder_file(root, session), session, max_length=int(manifest["model"]["max_len"])
+            ),
             popularity=popularity,
             popular=popular_items(popularity),
         )

@@ -52,8 +52,9 @@ def quantize_user_encoder(fp32: Path, target: Path, calibration: Sequence[dict[s
     from `calibration`, feeds of real histories). Fixed ranges keep a user's vector independent of
     the batch it is encoded in: a dynamic copy (ranges measured per batch) ran 1.3x faster than fp32
     but moved a vector by up to 0.04 with its batch-mates. On Scientific, static int8 encoded a 500-user
-    micro-batch 1.14x faster, the test figures equal to 4 decimals; `fit` serves it only where
-    validation finds it as good (`ranker.fit.choose_user_encoder`)."""
+    micro-batch 1.03-1.14x faster than fp32 (three runs of bench/sequence.py --against), the test
+    figures equal to 3 decimals; `fit` serves it only where validation finds it as good
+    (`ranker.fit.choose_user_encoder`)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,

@@ -205,6 +205,8 @@ def choose_user_encoder(
     try:
         if not feeds:
             raise ValueError("no training sequence to calibrate on")
+        if not split.histories:
+            raise ValueError("no validation user to check it on")
         quantize_user_encoder(fp32, int8, feeds)
     except Exception as exc:  # the fp32 export serves as it is: quantizing is an optimisation
         int8.unlink(missing_ok=True)

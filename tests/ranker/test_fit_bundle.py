@@ -252,7 +252,27 @@ def test_the_int8_user_encoder_serves_only_where_validation_finds_it_as_good(
     folder = fp32_only("nothing")
     got = choose_user_encoder(folder, split, ([], []))
     assert got == {"served": "fp32", "int8": "not built: no training sequence to calibrate on"}
+    empty = replace(split, users=[], histories=[], history_types=[], targets=split.targets[:0])
+    got = choose_user_encoder(folder, empty, (split.histories, split.history_types))
+    assert got == {"served": "fp32", "int8": "not built: no validation user to check it on"}
     assert {p.name for p in folder.iterdir()} == {"item_vectors.npy", "manifest.json", "user_encoder.onnx"}
+
+
+def test_a_cuda_session_runs_the_fp32_user_encoder(tmp_path: Path) -> None:
+    """int8 (QLinearMatMul) has no CUDA kernel: where a session goes to CUDA, the bundle's fp32 graph
+    runs; on the CPU, or where no fp32 graph was kept (fp32 served), the served one."""
+    from encoders.session import SessionConfig
+    from ranker.bundle import user_encoder_file
+
+    served, fp32 = tmp_path / "user_encoder.onnx", tmp_path / "user_encoder_fp32.onnx"
+    served.touch()
+    gpu, cpu = ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]
+    assert user_encoder_file(tmp_path, SessionConfig(), gpu) == served  # fp32 served: nothing else to run
+    fp32.touch()
+    assert user_encoder_file(tmp_path, SessionConfig(), gpu) == fp32
+    assert user_encoder_file(tmp_path, SessionConfig(provider="cuda"), cpu) == fp32
+    assert user_encoder_file(tmp_path, SessionConfig(), cpu) == served
+    assert user_encoder_file(tmp_path, SessionConfig(provider="cpu"), gpu) == served
 
 
 def test_new_items_are_fused_by_the_onnx_graph_as_by_torch(
