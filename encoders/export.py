@@ -20,6 +20,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -312,13 +314,22 @@ class _NotFromPytorch(logging.Filter):
         return not record.getMessage().startswith("Model producer not matched")
 
 
-class NoPreprocessAdvice(logging.Filter):
-    """Drops onnxruntime.quantization's "Please consider (to run) pre-processing" advice, logged on the
-    root logger at every quantization: shape inference adds nothing to these graphs, and the line
-    printed in every `train`. Add it to the root logger around a quantize call."""
-
+class _NoPreprocessAdvice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextmanager
+def no_preprocess_advice() -> Iterator[None]:
+    """Drops onnxruntime.quantization's "Please consider (to run) pre-processing" advice, which it logs
+    on the root logger at every quantization: shape inference adds nothing to these graphs, and the
+    line printed in every `train`."""
+    advice = _NoPreprocessAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(advice)
 
 
 def _basic_pass(raw: Path, tmp: Path) -> Path:
@@ -368,9 +379,7 @@ def _optimize(raw: _Raw, target: Path, tmp: Path, variant: Variant, source: _Sou
         # the first layer's FFN down-projection carries the largest activation outliers: keeping
         # it in fp32 lifts catalog top-10 neighbour overlap from 0.90 to 0.91 at no measurable cost
         keep = _first_ffn_down(fp32, source.intermediate_size, source.dim)
-        advice = NoPreprocessAdvice()
-        logging.getLogger().addFilter(advice)
-        try:
+        with no_preprocess_advice():
             quantize_dynamic(
                 str(fp32),
                 str(target),
@@ -380,8 +389,6 @@ def _optimize(raw: _Raw, target: Path, tmp: Path, variant: Variant, source: _Sou
                 nodes_to_exclude=keep,
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
-        finally:
-            logging.getLogger().removeFilter(advice)
     else:
         optimized.save_model_to_file(str(target))
     return fusions

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from encoders.export import NoPreprocessAdvice
+from encoders.export import no_preprocess_advice
 from ranker.bundle import write_manifest
 from ranker.data import Catalog
 from ranker.model import ItemFusion, SeqRecModel
@@ -70,9 +69,7 @@ def quantize_user_encoder(fp32: Path, target: Path, calibration: Sequence[dict[s
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
 
-    advice = NoPreprocessAdvice()
-    logging.getLogger().addFilter(advice)
-    try:
+    with no_preprocess_advice():
         quantize_static(
             str(fp32),
             str(target),
@@ -84,8 +81,6 @@ def quantize_user_encoder(fp32: Path, target: Path, calibration: Sequence[dict[s
             op_types_to_quantize=["MatMul", "Gemm"],
             calibrate_method=CalibrationMethod.MinMax,
         )
-    finally:
-        logging.getLogger().removeFilter(advice)
 
 
 def calibration_feeds(
