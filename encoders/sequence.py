@@ -18,7 +18,7 @@ import numpy as np
 from encoders.manifest import EncoderError
 from encoders.session import ORT_ERRORS, SessionConfig, create_session, model_error
 
-__all__ = ["SequenceEncoder"]
+__all__ = ["SequenceEncoder", "length_buckets", "padded_feed"]
 
 _NP_TYPES = {
     "tensor(float)": np.float32,
@@ -76,23 +76,10 @@ class SequenceEncoder:
         mask_type = _NP_TYPES.get(self.inputs["mask"].type, np.float32)
         out: np.ndarray | None = None
         for idx in length_buckets(lengths, batch_size):
-            lens = lengths[idx]
-            width = max(int(lens.max()), 1)
-            user = np.repeat(np.arange(len(idx)), lens)
-            col = width - lens[user] + (np.arange(int(lens.sum())) - (np.cumsum(lens) - lens)[user])
-            rows = np.zeros((len(idx), width), dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.float32)
-            rows[user, col] = np.fromiter(chain.from_iterable(hist[i] for i in idx), dtype=np.int64)
-            mask[user, col] = 1
-            feed: dict[str, np.ndarray] = {
-                "item_vectors": np.asarray(table[rows], dtype=np.float32) * mask[:, :, None],
-                "mask": mask.astype(mask_type),
-            }
-            if "event_types" in self.inputs:
-                types = np.zeros((len(idx), width), dtype=np.int64)
-                if typed is not None:
-                    types[user, col] = np.fromiter(chain.from_iterable(typed[i] for i in idx), dtype=np.int64)
-                feed["event_types"] = types
+            feed = padded_feed(table, [hist[i] for i in idx], [typed[i] for i in idx] if typed is not None else None)
+            feed["mask"] = feed["mask"].astype(mask_type)
+            if "event_types" not in self.inputs:
+                del feed["event_types"]
             try:
                 result = self.session.run([self.output_name], feed)[0]
             except ORT_ERRORS as exc:
@@ -102,6 +89,27 @@ class SequenceEncoder:
             out[idx] = result
         assert out is not None
         return out
+
+
+def padded_feed(
+    table: np.ndarray, histories: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None = None
+) -> dict[str, np.ndarray]:
+    """The graph's feed for `histories` (item ROWS of `table`, oldest first, each at most the window):
+    left-padded to the longest, with one gather: item_vectors [B, W, D] (zeros at padding), mask
+    [B, W] float32, event_types [B, W] int64 (zeros without `types`)."""
+    lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    width = max(int(lens.max()), 1) if len(lens) else 1
+    user = np.repeat(np.arange(len(lens)), lens)
+    col = width - lens[user] + (np.arange(int(lens.sum())) - (np.cumsum(lens) - lens)[user])
+    rows = np.zeros((len(lens), width), dtype=np.int64)
+    mask = np.zeros((len(lens), width), dtype=np.float32)
+    rows[user, col] = np.fromiter(chain.from_iterable(histories), dtype=np.int64)
+    mask[user, col] = 1
+    event_types = np.zeros((len(lens), width), dtype=np.int64)
+    if types is not None:
+        event_types[user, col] = np.fromiter(chain.from_iterable(types), dtype=np.int64)
+    vectors = np.asarray(table[rows], dtype=np.float32) * mask[:, :, None]
+    return {"item_vectors": vectors, "mask": mask, "event_types": event_types}
 
 
 def length_buckets(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from encoders.export import no_preprocess_advice
+from encoders.sequence import padded_feed
 from ranker.bundle import write_manifest
 from ranker.data import Catalog
 from ranker.model import ItemFusion, SeqRecModel
@@ -99,18 +100,9 @@ def calibration_feeds(
     picked = rng.choice(keep, size=min(users, len(keep)), replace=False) if keep else np.zeros(0, np.int64)
     feeds: list[dict[str, np.ndarray]] = []
     for start in range(0, len(picked), batch):
-        idx = picked[start : start + batch]
-        hist = [list(histories[i])[-max_len:] for i in idx]
-        kinds = [list(types[i])[-len(h) :] for i, h in zip(idx, hist, strict=True)]
-        width = max(len(h) for h in hist)
-        vectors = np.zeros((len(idx), width, table.shape[1]), dtype=np.float32)
-        mask = np.zeros((len(idx), width), dtype=np.float32)
-        event_types = np.zeros((len(idx), width), dtype=np.int64)
-        for row, (h, k) in enumerate(zip(hist, kinds, strict=True)):
-            vectors[row, width - len(h) :] = table[h]
-            mask[row, width - len(h) :] = 1
-            event_types[row, width - len(h) :] = k
-        feeds.append({"item_vectors": vectors, "mask": mask, "event_types": event_types})
+        hist = [list(histories[i])[-max_len:] for i in picked[start : start + batch]]
+        kinds = [list(types[i])[-len(h) :] for i, h in zip(picked[start : start + batch], hist, strict=True)]
+        feeds.append(padded_feed(table, hist, kinds))
     return feeds
 
 
