@@ -53,7 +53,7 @@ def quantize_user_encoder(fp32: Path, target: Path, calibration: Sequence[dict[s
     the batch it is encoded in: a dynamic copy (ranges measured per batch) ran 1.3x faster than fp32
     but moved a vector by up to 0.04 with its batch-mates. On Scientific, static int8 encoded a 500-user
     micro-batch 1.03-1.14x faster than fp32 (three runs of bench/sequence.py --against), the test
-    figures equal to 3 decimals; `fit` serves it only where validation finds it as good
+    figures within 0.0004 of fp32's; `fit` serves it only where validation finds it as good
     (`ranker.fit.choose_user_encoder`)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
