@@ -224,10 +224,13 @@ def test_the_int8_user_encoder_serves_only_where_validation_finds_it_as_good(
         assert ndcg_at_k(ranks, 10) == pytest.approx(ndcg["int8"], abs=1e-6)
         cosine = (served * fp32_vectors).sum(1) / np.linalg.norm(served, axis=1) / np.linalg.norm(fp32_vectors, axis=1)
         assert cosine.min() > 0.99
-        # fixed activation ranges: a user's vector does not depend on who else is in the batch
+        # fixed activation ranges: a user's vector does not depend on who else is in the batch. Not
+        # bit for bit: the graph's fp32 kernels (norms, softmax, the unquantized products) round in the
+        # last place differently with the batch's shape (1.2e-7 seen); a dynamic copy moved it by 0.04
         alone = SequenceEncoder(int8_path, max_length=max_len)
         for u in range(0, len(rows), 53):
-            np.testing.assert_array_equal(alone.encode_rows(table, [rows[u]], [split.history_types[u]])[0], served[u])
+            own = alone.encode_rows(table, [rows[u]], [split.history_types[u]])[0]
+            np.testing.assert_allclose(own, served[u], rtol=0, atol=1e-5)
     else:
         assert not (root / "user_encoder_int8.onnx").exists()
 
