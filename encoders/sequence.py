@@ -77,7 +77,7 @@ class SequenceEncoder:
         out: np.ndarray | None = None
         for idx in length_buckets(lengths, batch_size):
             feed = padded_feed(table, [hist[i] for i in idx], [typed[i] for i in idx] if typed is not None else None)
-            feed["mask"] = feed["mask"].astype(mask_type)
+            feed["mask"] = feed["mask"].astype(mask_type, copy=False)  # float32 graphs: no copy
             if "event_types" not in self.inputs:
                 del feed["event_types"]
             try:

@@ -100,8 +100,9 @@ def calibration_feeds(
     picked = rng.choice(keep, size=min(users, len(keep)), replace=False) if keep else np.zeros(0, np.int64)
     feeds: list[dict[str, np.ndarray]] = []
     for start in range(0, len(picked), batch):
-        hist = [list(histories[i])[-max_len:] for i in picked[start : start + batch]]
-        kinds = [list(types[i])[-len(h) :] for i, h in zip(picked[start : start + batch], hist, strict=True)]
+        idx = picked[start : start + batch]
+        hist = [list(histories[i])[-max_len:] for i in idx]
+        kinds = [list(types[i])[-len(h) :] for i, h in zip(idx, hist, strict=True)]
         feeds.append(padded_feed(table, hist, kinds))
     return feeds
 
