@@ -15,10 +15,12 @@ from fusionrec.settings import Settings
 from ranker.bundle import ModelBundle
 from ranker.cooccurrence import fit_cooccurrence
 from ranker.online import BundleRanker
+from ranker.ranking import RankingPolicy
 from ranker.text_fusion import TextFusionModel, because, fit_text_fusion
 from schemas.errors import ConfigError, StoreUnavailable
 from shopdata import Dataset
 from streams.core import Pipeline, PipelineSensor, Ranker, RetryPolicy
+from streams.settings import WorkerSettings
 from streams.state_cache import StateCache
 from streams.stores import UrlStore, open_store
 from streams.stores.base import ResultsStore
@@ -39,7 +41,10 @@ log = logging.getLogger("fusionrec.wiring")
 
 
 def build_ranker(
-    dataset: Dataset | None = None, bundle: str | Path | None = None, ranking_stage: bool = True
+    dataset: Dataset | None = None,
+    bundle: str | Path | None = None,
+    ranking_stage: bool = True,
+    policy: RankingPolicy = RankingPolicy(),
 ) -> Ranker:
     """The bundle's ranker when a bundle is given (ONNX user encoder, batched; its own catalog and
     popularity, so no dataset is read; its learned ranking stage unless `ranking_stage` is false),
@@ -48,12 +53,23 @@ def build_ranker(
         # no spinning: a worker shares its cores with the Kafka client, the store driver and (here)
         # the services; idle ONNX threads busy-waiting for the next batch cost ~10% throughput
         session = SessionConfig(allow_spinning=False)
-        return BundleRanker(ModelBundle.load(bundle, session), retrieval=session, ranking_stage=ranking_stage)
+        return BundleRanker(
+            ModelBundle.load(bundle, session), policy=policy, retrieval=session, ranking_stage=ranking_stage
+        )
     if dataset is None:
         raise ConfigError(
             "no model: give a bundle (--bundle, from `fusionrec train`) or a dataset to fit co-occurrence"
         )
     return fit_cooccurrence(dataset.item_sequences())
+
+
+def new_items_policy(worker: WorkerSettings) -> RankingPolicy:
+    """The ranking policy with the worker's new-arrival slots (worker.new_items_*)."""
+    return RankingPolicy(
+        new_items_after=worker.new_items_after,
+        new_items_every=worker.new_items_every,
+        new_items_share=worker.new_items_share,
+    )
 
 
 def ensure_encoder(folder: str | Path) -> Path:

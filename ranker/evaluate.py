@@ -24,7 +24,7 @@ from ranker.baselines import ItemKNN, popularity_scores, text_profile_scores
 from ranker.bundle import PRETRAINED_TEXT, ModelBundle
 from ranker.data import Catalog, Split, SplitData, build_catalog, holdout_split, leave_one_out, user_sequences
 from ranker.metrics import summarize, target_ranks
-from ranker.stage import RankingStage
+from ranker.ranking import RankingPolicy, new_item_slots, with_new_item_slots
 from ranker.stage_fit import stage_scores
 from schemas.errors import ConfigError
 from shopdata.loader import Dataset
@@ -32,6 +32,9 @@ from shopdata.loader import Dataset
 __all__ = ["PROTOCOLS", "evaluate", "read_holdout"]
 
 log = logging.getLogger("fusionrec.evaluate")
+
+#: positions of each list that follow the worker's new-arrival slots: the longest cut-off any metric reads
+SLOT_DEPTH = 50
 
 #: Protocol name -> one line for the report.
 PROTOCOLS = {
@@ -67,6 +70,42 @@ def _score_model(
     return summarize(ranks, n_cand, top10, catalog.n_items, _crosses(split, catalog)), ranks
 
 
+def _with_new_slots(
+    scores: np.ndarray, new: np.ndarray, split: Split, remove_history: bool, policy: RankingPolicy, depth: int = 0
+) -> np.ndarray:
+    """`scores` [users, n_items] re-ordered as the worker lists them with the new-arrival slots
+    (RankingPolicy.new_items_*, ranker.ranking.with_new_item_slots) over each user's first `depth`
+    positions (default SLOT_DEPTH, the longest list the metrics read), after the history is removed
+    when the protocol removes it: those positions get scores above every other item, in their new
+    order; the rest keep theirs. `new`: [users, n_items] the new items worth a slot for that user
+    (ranker.stage_fit.stage_scores)."""
+    masked = scores.copy()
+    if remove_history:
+        for u, h in enumerate(split.histories):
+            masked[u, [i - 1 for i in h]] = -np.inf
+    d = min(depth or SLOT_DEPTH, scores.shape[1])
+    eligible_all = new & np.isfinite(masked)
+    width = min(d + int(eligible_all.sum(axis=1).max(initial=0)), scores.shape[1])
+    if d == 0 or width == 0:
+        return scores
+    # each user's first d items and every new item worth a slot, best first: what the slots draw from
+    key = np.where(eligible_all, np.inf, masked)
+    top = np.argpartition(-key, width - 1, axis=1)[:, :width]
+    order = np.argsort(-np.take_along_axis(masked, top, axis=1), axis=1, kind="stable")
+    rows = np.take_along_axis(top, order, axis=1)
+    picked = np.take_along_axis(masked, rows, axis=1)
+    eligible = np.take_along_axis(eligible_all, rows, axis=1)
+    rows, picked = with_new_item_slots(rows, picked, eligible, d, policy.new_items_after, policy.new_items_every)
+    rows, picked = rows[:, :d], picked[:, :d]
+    finite = np.isfinite(picked)
+    best = np.where(finite, picked, -np.inf).max(axis=1, initial=0.0)
+    lifted = best[:, None] + 1.0 + (d - np.arange(d, dtype=np.float64))[None, :]
+    users = np.broadcast_to(np.arange(len(rows))[:, None], rows.shape)
+    out = scores.astype(np.float64)
+    out[users[finite], rows[finite]] = lifted[finite]
+    return out
+
+
 def _subset(split: Split, rows: list[int]) -> Split:
     return Split(
         users=[split.users[r] for r in rows],
@@ -100,15 +139,10 @@ def _in_catalog_order(bundle: ModelBundle, catalog: Catalog, scores: np.ndarray)
     return scores[:, _to_row(bundle, catalog)]
 
 
-def _bundle_scores(
-    bundle: ModelBundle, split: Split, catalog: Catalog, stage: RankingStage | None = None
-) -> np.ndarray:
-    """The bundle as the worker ranks: the user encoder, then its ranking stage when it has one."""
+def _bundle_scores(bundle: ModelBundle, split: Split, catalog: Catalog) -> np.ndarray:
+    """The bundle's user encoder alone (no ranking stage), in catalog order."""
     rows = _rows_split(bundle, split, catalog)
-    if stage is not None:
-        scores, _ = stage_scores(stage, bundle, rows)
-    else:
-        scores = bundle.scores([[i - 1 for i in h] for h in rows.histories], rows.history_types)
+    scores = bundle.scores([[i - 1 for i in h] for h in rows.histories], rows.history_types)
     return _in_catalog_order(bundle, catalog, scores)
 
 
@@ -143,8 +177,23 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
         train_for_baselines = [[i for i in seq if i not in cold] for seq in train_for_baselines]
     text = np.load(bundle_dir / "text_vectors.npy") if (bundle_dir / "text_vectors.npy").is_file() else None
     stage = bundle.ranking_stage(threads=0)
-    scorers: dict[str, Callable[[], np.ndarray]] = {
-        "fusionrec": lambda: _bundle_scores(bundle, split, catalog, stage),
+    policy = RankingPolicy()  # what the worker's lists follow: the same new-arrival slots here
+    new_slots: dict[str, np.ndarray] = {}  # model -> [users, n_items] new items worth a slot
+    scorers: dict[str, Callable[[], np.ndarray]] = {}
+    if stage is not None:
+        share = policy.new_items_share if policy.new_items_every > 0 else 0.0
+        extra = len(new_item_slots(SLOT_DEPTH, policy.new_items_after, policy.new_items_every))
+        rows_split = _rows_split(bundle, split, catalog)
+        full, _, new = stage_scores(stage, bundle, rows_split, new_share=share, new_extra=extra)
+        fused = _in_catalog_order(bundle, catalog, full)
+        del full
+        scorers["fusionrec"] = lambda: fused
+        if new.any():  # the lists with their new-arrival slots, and without them beside
+            new_slots["fusionrec"] = _in_catalog_order(bundle, catalog, new)
+            scorers["fusionrec:no-new-slots"] = lambda: fused
+    else:
+        scorers["fusionrec"] = lambda: _bundle_scores(bundle, split, catalog)
+    scorers |= {
         "popularity": lambda: np.array(popularity_scores(train_for_baselines, catalog.n_items, len(split.users))),
         "item-knn": lambda: ItemKNN(train_for_baselines, catalog.n_items).scores(split.histories),
     }
@@ -186,11 +235,16 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
     ranks: dict[str, dict[str, np.ndarray]] = {p: {} for p in protocols}
     for name, fn in scorers.items():
         scores = fn()
+        new_ = new_slots.get(name)
         for p, remove in (("published", False), ("production", True)):
-            protocols[p]["results"][name], ranks[p][name] = _score_model(scores, split, catalog, remove)
+            listed = scores if new_ is None else _with_new_slots(scores, new_, split, remove, policy)
+            protocols[p]["results"][name], ranks[p][name] = _score_model(listed, split, catalog, remove)
         if cold:
+            part = scores[cold_rows]
+            if new_ is not None:
+                part = _with_new_slots(part, new_[cold_rows], cold_split, True, policy)
             protocols["cold-items"]["results"][name], ranks["cold-items"][name] = _score_model(
-                scores[cold_rows], cold_split, catalog, True
+                part, cold_split, catalog, True
             )
     chosen = bundle.manifest.get("chosen_variant", "fusionrec")
     alone = "retriever:sequential" if stage is not None else "fusionrec"  # the chosen variant, before any stage

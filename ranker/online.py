@@ -33,7 +33,7 @@ from encoders.session import SessionConfig
 from encoders.topk import OnnxExactRetriever
 from ranker.bundle import ModelBundle, fuse_items
 from ranker.popularity import popular_rows
-from ranker.ranking import RankingPolicy, first_unseen, rank_candidates
+from ranker.ranking import RankingPolicy, first_unseen, new_item_slots, rank_candidates, with_new_item_slots
 from ranker.retrieval import EXACT_UP_TO, Retriever, make_retriever
 from ranker.search import HybridIndex
 from ranker.stage import RankingStage
@@ -176,7 +176,15 @@ class BundleRanker:
             want = max(self.stage.config.seq_top, k) + longest + self._slack()
             rows, _ = self.retriever.search(vectors, want)
             b = self.bundle
-            rows, scores = self.stage.rerank(vectors, b.item_vectors, b.item_categories, histories, types, rows)
+            p = self.policy
+            share = p.new_items_share if p.new_items_every > 0 else 0.0
+            extra = len(new_item_slots(k, p.new_items_after, p.new_items_every))
+            rows, scores, new = self.stage.rerank_new(
+                vectors, b.item_vectors, b.item_categories, histories, types, rows, share, extra
+            )
+            if new.any():  # new arrivals get their slots (RankingPolicy.new_items_*) after the seen are out
+                seen = histories if p.exclude_seen else None
+                rows, scores = with_new_item_slots(rows, scores, new, k, p.new_items_after, p.new_items_every, seen)
         else:
             rows, scores = self.retriever.search(vectors, k + longest + self._slack())
         return self._select(rows, _rounded(scores), k, histories)
@@ -271,7 +279,8 @@ class BundleRanker:
 
     def _plain_policy(self) -> bool:
         """Only seen items are filtered: k + len(history) candidates always hold the top k."""
-        return self.policy == RankingPolicy(exclude_seen=self.policy.exclude_seen)
+        p = self.policy
+        return p.categories is None and not p.unavailable and p.max_per_category is None
 
     def _slack(self) -> int:
         """Extra candidates for business filters (categories, availability, diversity) to drop."""

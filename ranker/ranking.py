@@ -9,7 +9,7 @@ from math import isfinite
 
 import numpy as np
 
-__all__ = ["RankingPolicy", "first_unseen", "rank_candidates"]
+__all__ = ["RankingPolicy", "first_unseen", "new_item_slots", "rank_candidates", "slot_order", "with_new_item_slots"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,13 @@ class RankingPolicy:
     categories: Collection[int] | None = None  # only these category indices, when set
     unavailable: Collection[int] = ()  # item rows that must not be shown
     max_per_category: int | None = None  # diversity: cap items per category in the list
+    # new arrivals (items without events when the model was trained, or added live): from position
+    # `new_items_after` on, at least one in every `new_items_every` positions holds the best remaining
+    # new item that is among the user's top `new_items_share` of the catalog by text similarity, while
+    # any is left (0: off). The top positions stay the model's; see `with_new_item_slots`
+    new_items_after: int = 10
+    new_items_every: int = 3
+    new_items_share: float = 0.1
 
 
 def rank_candidates(
@@ -71,17 +78,108 @@ def first_unseen(
     Same result as `rank_candidates` with `RankingPolicy()` row by row, vectorised: the streaming
     worker ranks hundreds of users per micro-batch, and a Python loop per candidate was a fifth of
     its time. Returns (rows, scores) arrays per user, each of length <= k."""
-    n = rows.shape[0]
     keep = np.isfinite(scores)
-    if seen is not None and any(len(s) for s in seen):
-        span = int(max(rows.max(initial=0), max((max(s) for s in seen if len(s)), default=0))) + 1
-        user = np.arange(n, dtype=np.int64)
-        seen_keys = np.repeat(user, [len(s) for s in seen]) * span + np.fromiter(
-            chain.from_iterable(seen), dtype=np.int64
-        )
-        keep &= ~np.isin(user[:, None] * span + rows, seen_keys)
+    if seen is not None:
+        keep &= ~_seen_mask(rows, seen)
     keep &= np.cumsum(keep, axis=1) <= k
     flat_rows, flat_scores = rows[keep], scores[keep]
     ends = np.cumsum(keep.sum(axis=1))
     starts = ends - keep.sum(axis=1)
     return [(flat_rows[a:b], flat_scores[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
+def new_item_slots(k: int, after: int, every: int) -> list[int]:
+    """0-based positions below k that must hold a new item (while one is left): the last of every
+    `every` positions from `after` on. after=10, every=3: 12, 15, 18, ..."""
+    if every <= 0:
+        return []
+    return list(range(max(after, 0) + every - 1, k, every))
+
+
+def slot_order(eligible: Sequence[bool], k: int, after: int, every: int) -> list[int]:
+    """The rule for one user (`with_new_item_slots` computes the same for a batch at once).
+    Positions into the user's list (best first, already filtered) reordered so that by each slot
+    position (`new_item_slots`) the list holds at least that many eligible items, taking the best
+    eligible one not yet placed when it falls short; every other position takes the best item not yet
+    placed. The first k positions are decided; the rest follow in their order. Eligible items that
+    rank high enough on their own keep their places (a quota, not reserved seats)."""
+    slots = set(new_item_slots(k, after, every))
+    if not slots:
+        return list(range(len(eligible)))
+    queue = [j for j, e in enumerate(eligible) if e]
+    placed: list[int] = []
+    taken: set[int] = set()
+    nxt = qi = shown = 0
+    need = 0
+    while len(placed) < min(k, len(eligible)):
+        if len(placed) in slots:
+            need += 1
+        pick = -1
+        if shown < need:
+            while qi < len(queue) and queue[qi] in taken:
+                qi += 1
+            if qi < len(queue):
+                pick = queue[qi]
+        if pick < 0:
+            while nxt in taken:
+                nxt += 1
+            pick = nxt
+        placed.append(pick)
+        taken.add(pick)
+        shown += bool(eligible[pick])
+    return placed + [j for j in range(len(eligible)) if j not in taken]
+
+
+def with_new_item_slots(
+    rows: np.ndarray,
+    scores: np.ndarray,
+    eligible: np.ndarray,
+    k: int,
+    after: int,
+    every: int,
+    seen: Sequence[Sequence[int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`rows`/`scores` [U, C] (best first, -inf invalid) with each user's `seen` rows and invalid
+    entries scored -inf and moved to the end, and the new-item quota of `slot_order` applied to the
+    first k positions, using `eligible` [U, C]: the same lists as `slot_order` user by user, for the
+    whole batch at once (a Python loop per user cost the worker a tenth of its batch). Scores stay
+    the model's: a promoted new item keeps its own (lower) score, so the list's order is its positions.
+
+    How: the rule keeps the order among eligible items and among the others, and puts the j-th
+    eligible item (0-based) at position min(its own, slot j) for the slots below k; it then follows
+    exactly p - j of the others, so it sorts just before the (p - j)-th of them."""
+    keep = np.isfinite(scores)
+    if seen is not None:
+        keep &= ~_seen_mask(rows, seen)
+    el = eligible & keep
+    slots = np.array(new_item_slots(k, after, every), dtype=np.int64)
+    out_scores = np.where(keep, scores, -np.inf)
+    front = np.argsort(~keep, axis=1, kind="stable")  # the kept entries first, in their order
+    if not len(slots) or not el.any():
+        return np.take_along_axis(rows, front, axis=1), np.take_along_axis(out_scores, front, axis=1)
+    width = rows.shape[1]
+    col = np.broadcast_to(np.arange(width, dtype=np.int64), rows.shape)
+    kept = np.take_along_axis(keep, front, axis=1)
+    el = np.take_along_axis(el, front, axis=1)
+    j = np.cumsum(el, axis=1) - 1
+    own = np.where(el & (j < len(slots)), np.minimum(col, slots[np.clip(j, 0, len(slots) - 1)]), col)
+    others = kept & ~el
+    at = np.argsort(~others, axis=1, kind="stable")
+    other_pos = np.where(np.take_along_axis(others, at, axis=1), at, 2 * width)  # t-th other's position
+    before = np.take_along_axis(other_pos, np.clip(own - j, 0, width - 1), axis=1) - 0.5
+    before = np.where(own - j < width, before, 2 * width - 0.5)
+    key = np.where(el, before, col.astype(np.float64))
+    key = np.where(kept, key, 4 * width + col)
+    order = np.take_along_axis(front, np.argsort(key, axis=1, kind="stable"), axis=1)
+    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(out_scores, order, axis=1)
+
+
+def _seen_mask(rows: np.ndarray, seen: Sequence[Sequence[int]]) -> np.ndarray:
+    """[U, C] True where the candidate is one of that user's `seen` rows."""
+    n = rows.shape[0]
+    if not any(len(s) for s in seen):
+        return np.zeros(rows.shape, dtype=bool)
+    span = int(max(rows.max(initial=0), max((max(s) for s in seen if len(s)), default=0))) + 1
+    user = np.arange(n, dtype=np.int64)
+    seen_keys = np.repeat(user, [len(s) for s in seen]) * span + np.fromiter(chain.from_iterable(seen), dtype=np.int64)
+    return np.isin(user[:, None] * span + rows, seen_keys)

@@ -355,6 +355,19 @@ class RankingStage:
         """(candidates [U, C] rows, valid [U, C] bool, features [U, C, len(FEATURES)]) for users with a
         non-empty history of rows. `seq_rows`: the sequential model's top rows per user, best first
         (at least `seq_top`), as a retriever returns them."""
+        cands, valid, feats, _ = self._features(user_vectors, item_vectors, categories, histories, types, seq_rows)
+        return cands, valid, feats
+
+    def _features(
+        self,
+        user_vectors: np.ndarray,
+        item_vectors: np.ndarray,
+        categories: np.ndarray,
+        histories: Sequence[Sequence[int]],
+        types: Sequence[Sequence[int]],
+        seq_rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`features`, and the users' text-profile scores of every row [U, n] it computed on the way."""
         cfg = self.config
         # the last `history_window` events only: what a worker's user state keeps (ranker.state.RECENT_ITEMS),
         # so an offline history of any length gives the features the worker would compute
@@ -430,7 +443,7 @@ class RankingStage:
             np.broadcast_to(last_type[:, None], cands.shape),
         ]
         feats = np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=2)
-        return cands, valid, feats
+        return cands, valid, feats, text_all
 
     def target_ranks(
         self,
@@ -466,14 +479,33 @@ class RankingStage:
         profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-9)
         return profiles
 
-    def _new_top(self, text_all: np.ndarray, n: int) -> np.ndarray:
-        """[users, <= new_top] rows of the items without events (popularity 0) by text score, best
-        first: a column over the new items only, so its cost follows how many there are."""
+    def _new_top(self, text_all: np.ndarray, n: int, top: int | None = None) -> np.ndarray:
+        """[users, <= top] (default `new_top`) rows of the items without events (popularity 0) by text
+        score, best first: a column over the new items only, so its cost follows how many there are."""
         new = np.flatnonzero(self.log_popularity[:n] <= 0)
-        k = min(self.config.new_top, len(new))
+        k = min(self.config.new_top if top is None else top, len(new))
         if k <= 0:
             return np.zeros((text_all.shape[0], 0), dtype=np.int64)
         return new[top_rows(text_all[:, new], k)]
+
+    def new_eligible(self, text_all: np.ndarray, rows: np.ndarray, share: float) -> np.ndarray:
+        """[U, C] True where `rows` is a new item (no events: popularity 0) among the user's top `share`
+        of the catalog by text-profile score (`text_all` [U, n]): the new arrivals worth a slot in
+        that user's list (ranker.ranking.with_new_item_slots). The cut is each user's score at that
+        share, taken over an even sample of 1,024 items on larger catalogs (a partial sort of the
+        whole catalog per user would cost a good part of the stage)."""
+        n = text_all.shape[1]
+        pop = self.log_popularity[:n]
+        if share <= 0 or n == 0 or not (pop <= 0).any():
+            return np.zeros(rows.shape, dtype=bool)
+        sample = text_all if n <= 2048 else text_all[:, np.linspace(0, n - 1, 1024).astype(np.int64)]
+        m = sample.shape[1]
+        at = min(max(int(np.ceil(share * m)), 1), m) - 1  # 0-based place of the cut in the sample
+        cut = -np.partition(-sample, at, axis=1)[:, at]
+        inside = (rows >= 0) & (rows < len(pop))
+        safe = np.where(inside, rows, 0)
+        score = np.take_along_axis(text_all, safe, axis=1)
+        return inside & (pop[safe] <= 0) & (score >= cut[:, None])
 
     def predict(self, feats: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """[U, C] model scores, -inf for invalid (duplicate) candidates."""
@@ -500,7 +532,27 @@ class RankingStage:
         """(rows [U, C'], scores [U, C']) best first: the candidates by model score, then the rest of
         `seq_rows` in their order with scores below every candidate's (so a policy that drops seen
         items still finds k). Invalid slots score -inf."""
-        cands, valid, feats = self.features(user_vectors, item_vectors, categories, histories, types, seq_rows)
+        rows, scores, _ = self.rerank_new(user_vectors, item_vectors, categories, histories, types, seq_rows, 0.0)
+        return rows, scores
+
+    def rerank_new(
+        self,
+        user_vectors: np.ndarray,
+        item_vectors: np.ndarray,
+        categories: np.ndarray,
+        histories: Sequence[Sequence[int]],
+        types: Sequence[Sequence[int]],
+        seq_rows: np.ndarray,
+        new_share: float,
+        new_extra: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`rerank`, and [U, C'] which of its rows are new items worth a slot (`new_eligible` at
+        `new_share`; all False at 0). With `new_extra` the new-items retriever's next `new_extra`
+        items by text score (after its `new_top` candidates) follow at the end, unscored: enough new
+        arrivals for the slots of a list longer than the candidates hold (duplicates score -inf)."""
+        cands, valid, feats, text_all = self._features(
+            user_vectors, item_vectors, categories, histories, types, seq_rows
+        )
         scores = self.predict(feats, valid)
         order = np.argsort(-scores, axis=1, kind="stable")
         rows = np.take_along_axis(cands, order, axis=1)
@@ -512,7 +564,16 @@ class RankingStage:
             tail = floor - 1.0 - np.arange(rest.shape[1])[None, :] * 1e-3
             rows = np.concatenate([rows, rest], axis=1)
             scores = np.concatenate([scores, tail], axis=1)
-        return rows, scores
+        if new_share > 0 and new_extra > 0:
+            more = self._new_top(text_all, text_all.shape[1], self.config.new_top + new_extra)
+            if more.shape[1]:
+                dup = (more < 0) | (more[:, :, None] == rows[:, None, :]).any(axis=2)
+                floor = np.where(np.isfinite(scores), scores, np.inf).min(axis=1, keepdims=True)
+                floor = np.where(np.isfinite(floor), floor, 0.0)
+                tail = floor - 2.0 - np.arange(more.shape[1])[None, :] * 1e-3
+                rows = np.concatenate([rows, np.maximum(more, 0)], axis=1)
+                scores = np.concatenate([scores, np.where(dup, -np.inf, tail)], axis=1)
+        return rows, scores, self.new_eligible(text_all, rows, new_share)
 
     # persistence: ranking/ in a bundle
     def save(self, folder: Path, info: dict[str, Any]) -> None:

@@ -85,14 +85,23 @@ def _lgb_set(
 
 
 def stage_scores(
-    stage: RankingStage, bundle: ModelBundle, split: Split, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+    stage: RankingStage,
+    bundle: ModelBundle,
+    split: Split,
+    progress: bool = False,
+    new_share: float = 0.0,
+    new_extra: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(full-ranking scores [users, n_items], sequential-model scores [users, n_items]) in bundle
     row order for `split` (1-based catalog indices = row + 1): the stage's candidates get their
-    model scores, every other item its sequential score far below them. What `evaluate` scores."""
+    model scores, every other item its sequential score far below them. What `evaluate` scores.
+    Third: [users, n_items] the new items worth a slot in each list (RankingStage.new_eligible at
+    `new_share`, among the stage's rows and `new_extra` more new items, as RankingStage.rerank_new
+    gives them to the worker; all False at 0)."""
     n = len(bundle.item_ids)
     full = np.empty((len(split.users), n), dtype=np.float32)
     seq_all = np.empty((len(split.users), n), dtype=np.float32)
+    new_all = np.zeros((len(split.users), n), dtype=bool)
     for lo in range(0, len(split.users), CHUNK):
         hist = [[i - 1 for i in h] for h in split.histories[lo : lo + CHUNK]]
         types = split.history_types[lo : lo + CHUNK]
@@ -100,15 +109,19 @@ def stage_scores(
         seq = vectors @ bundle.item_vectors.T
         seq_all[lo : lo + len(hist)] = seq
         seq_rows = top_rows(seq, stage.config.seq_top)
-        rows, scores = stage.rerank(vectors, bundle.item_vectors, bundle.item_categories, hist, types, seq_rows)
+        rows, scores, new = stage.rerank_new(
+            vectors, bundle.item_vectors, bundle.item_categories, hist, types, seq_rows, new_share, new_extra
+        )
         block = seq - 1e4  # below any model score
         finite = np.isfinite(scores)
         u = np.repeat(np.arange(len(hist)), rows.shape[1]).reshape(rows.shape)
-        block[u[finite], rows[finite]] = scores[finite]
+        block[u[finite], rows[finite]] = scores[finite]  # an unscored new arrival keeps its text-order score
         full[lo : lo + len(hist)] = block
+        new &= finite
+        new_all[lo + u[new], rows[new]] = True
         if progress:
             log.info("stage_scores users=%d/%d", min(lo + CHUNK, len(split.users)), len(split.users))
-    return full, seq_all
+    return full, seq_all, new_all
 
 
 def fewest_rounds(curve: Sequence[float], tolerance: float) -> int:

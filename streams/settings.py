@@ -138,6 +138,17 @@ class WorkerSettings(Frozen):
         "without the ranking stage (about 3x as fast): fresh lists first after a start, a restart or a "
         "burst; 0: never",
     )
+    new_items_every: int = Field(
+        3,
+        ge=0,
+        description="new arrivals (items without events in the bundle's training, or added live): from position "
+        "new_items_after on, at least one in this many positions of a list is the best new item among the user's "
+        "top new_items_share of the catalog by text, while one is left; 0: off (lists by model score only)",
+    )
+    new_items_after: int = Field(10, ge=0, description="positions at the top of each list that new arrivals never take")
+    new_items_share: float = Field(
+        0.1, gt=0, le=1, description="a new item is worth a slot within this share of the user's text ranking"
+    )
     batch_within_s: float = Field(0.05, gt=0, description="max wait to fill a micro-batch")
     k: int = Field(20, ge=1, le=1000, description="length of each stored list")
     commit_interval_s: float = Field(1.0, gt=0, description="how often acked offsets are committed")

@@ -22,6 +22,7 @@ from fusionrec.wiring import (
     build_text_fusion,
     ensure_encoder,
     explainer,
+    new_items_policy,
     open_results_store,
     wait_for_store,
 )
@@ -254,7 +255,9 @@ def worker(
         results = OffloadedWrites(results, replication=s.cassandra.replication())
         results.begin()  # the writer process starts while the model loads: a restart is back sooner
     ranker = (
-        build_ranker(bundle=bundle, ranking_stage=s.worker.ranking_stage) if bundle else build_ranker(load_data(s.data))
+        build_ranker(bundle=bundle, ranking_stage=s.worker.ranking_stage, policy=new_items_policy(s.worker))
+        if bundle
+        else build_ranker(load_data(s.data))
     )
     sensor = PrometheusSensor()
 

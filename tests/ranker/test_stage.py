@@ -122,7 +122,7 @@ def test_offline_and_online_rank_the_same(bundles: list[Path], shop_dir: Path) -
     catalog = build_catalog(dataset)
     assert catalog.ids == bundle.item_ids
     split = leave_one_out(user_sequences(dataset, catalog)).test
-    full, _ = stage_scores(stage, bundle, split)
+    full, _, _ = stage_scores(stage, bundle, split)
     ranker = BundleRanker(bundle)
     users = range(0, len(split.users), max(len(split.users) // 60, 1))
     states = [
