@@ -548,8 +548,9 @@ class RankingStage:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`rerank`, and [U, C'] which of its rows are new items worth a slot (`new_eligible` at
         `new_share`; all False at 0). With `new_extra` the new-items retriever's next `new_extra`
-        items by text score (after its `new_top` candidates) follow at the end, unscored: enough new
-        arrivals for the slots of a list longer than the candidates hold (duplicates score -inf)."""
+        items by text score (after its `new_top` candidates) follow the candidates, unscored, before
+        the rest of `seq_rows`: enough new arrivals for the slots of a list longer than the
+        candidates hold. A row listed twice scores -inf after its first place."""
         cands, valid, feats, text_all = self._features(
             user_vectors, item_vectors, categories, histories, types, seq_rows
         )
@@ -557,23 +558,27 @@ class RankingStage:
         order = np.argsort(-scores, axis=1, kind="stable")
         rows = np.take_along_axis(cands, order, axis=1)
         scores = np.take_along_axis(scores, order, axis=1)
+        floor = np.where(np.isfinite(scores), scores, np.inf).min(axis=1, keepdims=True)
+        floor = np.where(np.isfinite(floor), floor, 0.0)
+        below = 1.0
+        if new_share > 0 and new_extra > 0:  # after the candidates, before the rest: one list for any batch
+            more = self._new_top(text_all, text_all.shape[1], self.config.new_top + new_extra)
+            dup = (more < 0) | (more[:, :, None] == rows[:, None, :]).any(axis=2)
+            tail = floor - below - np.arange(more.shape[1])[None, :] * 1e-3
+            rows = np.concatenate([rows, np.maximum(more, 0)], axis=1)
+            scores = np.concatenate([scores, np.where(dup, -np.inf, tail)], axis=1)
+            below += 1.0
+        # only the candidates and those new items qualify for a slot: the rest's length follows the batch
+        # (its longest history), and a user's list must not
+        new = self.new_eligible(text_all, rows, new_share)
         rest = seq_rows[:, self.config.seq_top :]
         if rest.shape[1]:
-            floor = np.where(np.isfinite(scores), scores, np.inf).min(axis=1, keepdims=True)
-            floor = np.where(np.isfinite(floor), floor, 0.0)
-            tail = floor - 1.0 - np.arange(rest.shape[1])[None, :] * 1e-3
+            dup = (rest[:, :, None] == rows[:, cands.shape[1] :][:, None, :]).any(axis=2)
+            tail = floor - below - np.arange(rest.shape[1])[None, :] * 1e-3
             rows = np.concatenate([rows, rest], axis=1)
-            scores = np.concatenate([scores, tail], axis=1)
-        if new_share > 0 and new_extra > 0:
-            more = self._new_top(text_all, text_all.shape[1], self.config.new_top + new_extra)
-            if more.shape[1]:
-                dup = (more < 0) | (more[:, :, None] == rows[:, None, :]).any(axis=2)
-                floor = np.where(np.isfinite(scores), scores, np.inf).min(axis=1, keepdims=True)
-                floor = np.where(np.isfinite(floor), floor, 0.0)
-                tail = floor - 2.0 - np.arange(more.shape[1])[None, :] * 1e-3
-                rows = np.concatenate([rows, np.maximum(more, 0)], axis=1)
-                scores = np.concatenate([scores, np.where(dup, -np.inf, tail)], axis=1)
-        return rows, scores, self.new_eligible(text_all, rows, new_share)
+            scores = np.concatenate([scores, np.where(dup, -np.inf, tail)], axis=1)
+            new = np.concatenate([new, np.zeros(rest.shape, dtype=bool)], axis=1)
+        return rows, scores, new
 
     # persistence: ranking/ in a bundle
     def save(self, folder: Path, info: dict[str, Any]) -> None:

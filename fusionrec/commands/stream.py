@@ -91,7 +91,7 @@ def demo(
         f"{len(dataset.events)} events"
     )
     if bundle is not None:
-        ranker = build_ranker(bundle=bundle)
+        ranker = build_ranker(bundle=bundle, policy=new_items_policy(s.worker))
         typer.echo(f"model: bundle {bundle} ({ranker.version})")
     else:
         enc = ensure_encoder(cfg.encoder)
@@ -235,9 +235,6 @@ def worker(
     setup_logging()
     if spare:
         raise typer.Exit(_supervise(instance_id or settings().worker.instance_id))
-    # lazy: faust costs ~0.7 s at import and only this command needs it
-    from streams.faust_worker import run_worker
-
     s = settings().with_overrides(
         kafka={"topic": topic, "dead_letter_topic": dead_letter_topic, "group": group, "items_topic": items_topic},
         worker={"batch_size": batch_size, "metrics_port": metrics_port, "store_url": store, "instance_id": instance_id},
@@ -254,6 +251,11 @@ def worker(
     if s.worker.writer_process and not results.url.startswith("memory:"):
         results = OffloadedWrites(results, replication=s.cassandra.replication())
         results.begin()  # the writer process starts while the model loads: a restart is back sooner
+    # lazy, and after the writer process is on its way: faust costs ~0.3 s at import (only this command
+    # needs it), and the writer's own start (a new interpreter, the Cassandra driver, the connection)
+    # runs meanwhile on another core instead of after it
+    from streams.faust_worker import run_worker
+
     ranker = (
         build_ranker(bundle=bundle, ranking_stage=s.worker.ranking_stage, policy=new_items_policy(s.worker))
         if bundle

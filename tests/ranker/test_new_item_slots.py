@@ -109,14 +109,19 @@ def test_rerank_new_appends_more_new_items_once_each() -> None:
     categories = np.zeros(40, np.int64)
     seq_rows = np.array([[1, 2, 3, 4]])
     args = (vectors[[1]], vectors, categories, [[3, 7]], [[1, 1]], seq_rows)
-    rows, _ = stage.rerank(*args)
+    rows, _ = stage.rerank(*args)  # the candidates, then the rest of seq_rows (one row here)
+    c = rows.shape[1] - 1
     more_rows, more_scores, new = stage.rerank_new(*args, new_share=1.0, new_extra=5)
-    assert more_rows[:, : rows.shape[1]].tolist() == rows.tolist()
-    added = more_rows[0, rows.shape[1] :][np.isfinite(more_scores[0, rows.shape[1] :])]
-    assert len(added) == 5 and set(added.tolist()) <= set(range(30, 40))
-    listed = more_rows[0][np.isfinite(more_scores[0])].tolist()
-    assert len(listed) == len(set(listed))  # no item twice
-    assert new[0][np.isfinite(more_scores[0])].sum() == len({r for r in listed if r >= 30})
+    assert more_rows[:, :c].tolist() == rows[:, :c].tolist()
+    assert more_rows.shape[1] == c + 2 + 5 + 1  # the new-items retriever's 2 + 5 more, then the rest
+    extra = more_rows[0, c : c + 7]
+    assert set(extra.tolist()) <= set(range(30, 40))
+    fresh = np.isfinite(more_scores[0, c : c + 7])
+    assert set(extra[fresh].tolist()).isdisjoint(rows[0, :c].tolist())  # each new item once
+    assert len(set(extra[fresh].tolist())) == fresh.sum()
+    assert more_rows[0, -1] == rows[0, -1] and not new[0, -1]  # the rest never takes a slot
+    listed = more_rows[0, : c + 7][np.isfinite(more_scores[0, : c + 7])].tolist()
+    assert new[0, : c + 7][np.isfinite(more_scores[0, : c + 7])].sum() == len({r for r in listed if r >= 30})
 
 
 def test_evaluate_lists_follow_the_same_slots() -> None:
