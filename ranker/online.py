@@ -185,6 +185,7 @@ class BundleRanker:
             if new.any():  # new arrivals get their slots (RankingPolicy.new_items_*) after the seen are out
                 seen = histories if p.exclude_seen else None
                 rows, scores = with_new_item_slots(rows, scores, new, k, p.new_items_after, p.new_items_every, seen)
+                return self._select(rows, _rounded(scores), k, None)  # the seen are out already (-inf)
         else:
             rows, scores = self.retriever.search(vectors, k + longest + self._slack())
         return self._select(rows, _rounded(scores), k, histories)
