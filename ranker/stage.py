@@ -550,7 +550,7 @@ class RankingStage:
         `new_share`; all False at 0). With `new_extra` the new-items retriever's next `new_extra`
         items by text score (after its `new_top` candidates) follow the candidates, unscored, before
         the rest of `seq_rows`: enough new arrivals for the slots of a list longer than the
-        candidates hold. A row listed twice scores -inf after its first place."""
+        candidates hold. A row listed twice scores -inf after its first place (in `rerank` too)."""
         cands, valid, feats, text_all = self._features(
             user_vectors, item_vectors, categories, histories, types, seq_rows
         )
@@ -563,7 +563,8 @@ class RankingStage:
         below = 1.0
         if new_share > 0 and new_extra > 0:  # after the candidates, before the rest: one list for any batch
             more = self._new_top(text_all, text_all.shape[1], self.config.new_top + new_extra)
-            dup = (more < 0) | (more[:, :, None] == rows[:, None, :]).any(axis=2)
+            listed = np.where(np.isfinite(scores), rows, -1)  # an invalid candidate's row 0 is no listing
+            dup = (more < 0) | (more[:, :, None] == listed[:, None, :]).any(axis=2)
             tail = floor - below - np.arange(more.shape[1])[None, :] * 1e-3
             rows = np.concatenate([rows, np.maximum(more, 0)], axis=1)
             scores = np.concatenate([scores, np.where(dup, -np.inf, tail)], axis=1)
@@ -573,7 +574,9 @@ class RankingStage:
         new = self.new_eligible(text_all, rows, new_share)
         rest = seq_rows[:, self.config.seq_top :]
         if rest.shape[1]:
-            dup = (rest[:, :, None] == rows[:, cands.shape[1] :][:, None, :]).any(axis=2)
+            # a row already listed (a candidate of another retriever, or a new item above) is not listed again
+            listed = np.where(np.isfinite(scores), rows, -1)
+            dup = (rest[:, :, None] == listed[:, None, :]).any(axis=2)
             tail = floor - below - np.arange(rest.shape[1])[None, :] * 1e-3
             rows = np.concatenate([rows, rest], axis=1)
             scores = np.concatenate([scores, np.where(dup, -np.inf, tail)], axis=1)

@@ -112,6 +112,14 @@ def test_rerank_orders_by_model_and_appends_the_rest() -> None:
     assert np.all(np.diff(finite) <= 0)  # best first, duplicates (-inf) out of the way
     assert list(rows[0, -3:]) == [10, 11, 0]  # the retriever's rest, after every candidate
     assert scores[0, -3] < finite[:-3].min()
+    # a row of the rest that is already a candidate is not listed twice: its second place scores -inf
+    for u in range(2):
+        listed = rows[u][np.isfinite(scores[u])].tolist()
+        assert len(listed) == len(set(listed))
+    tail = seq_rows[0, stage.config.seq_top :]
+    above = rows[0, : -len(tail)][np.isfinite(scores[0, : -len(tail)])]
+    assert np.isin(tail, above).any()  # this case has such a row
+    assert np.isneginf(scores[0, -len(tail) :][np.isin(tail, above)]).all()
 
 
 def test_offline_and_online_rank_the_same(bundles: list[Path], shop_dir: Path) -> None:
