@@ -16,7 +16,7 @@ import pytest
 
 from ranker.baselines import ItemKNN
 from ranker.bundle import ModelBundle
-from ranker.data import build_catalog, leave_one_out, user_sequences
+from ranker.data import Split, build_catalog, leave_one_out, user_sequences
 from ranker.evaluate import _with_new_slots
 from ranker.online import BundleRanker
 from ranker.ranking import new_item_slots
@@ -122,6 +122,20 @@ def test_rerank_orders_by_model_and_appends_the_rest() -> None:
     assert np.isneginf(scores[0, -len(tail) :][np.isin(tail, above)]).all()
 
 
+def _sampled_states(bundle: ModelBundle, split: Split) -> tuple[range, list[UserState]]:
+    """About 60 of the split's users (every n-th), as the worker holds them: item ids and type names."""
+    users = range(0, len(split.users), max(len(split.users) // 60, 1))
+    states = [
+        UserState(
+            split.users[u],
+            recent_items=tuple(bundle.item_ids[i - 1] for i in split.histories[u]),
+            recent_types=tuple(TYPE_NAME[t] for t in split.history_types[u]),
+        )
+        for u in users
+    ]
+    return users, states
+
+
 def test_offline_and_online_rank_the_same(bundles: list[Path], shop_dir: Path) -> None:
     """`evaluate`'s path (stage_scores over a split) and the worker's (BundleRanker.rank_many over
     user states) give the same top 10 with the same scores: one feature code, two callers."""
@@ -134,15 +148,7 @@ def test_offline_and_online_rank_the_same(bundles: list[Path], shop_dir: Path) -
     split = leave_one_out(user_sequences(dataset, catalog)).test
     full, _, _ = stage_scores(stage, bundle, split)
     ranker = BundleRanker(bundle)
-    users = range(0, len(split.users), max(len(split.users) // 60, 1))
-    states = [
-        UserState(
-            split.users[u],
-            recent_items=tuple(bundle.item_ids[i - 1] for i in split.histories[u]),
-            recent_types=tuple(TYPE_NAME[t] for t in split.history_types[u]),
-        )
-        for u in users
-    ]
+    users, states = _sampled_states(bundle, split)
     online = ranker.rank_many(states, 10)
     for u, (items, source) in zip(users, online, strict=True):
         assert source == "personal"
@@ -181,15 +187,7 @@ def test_offline_and_online_give_new_arrivals_the_same_slots(bundles: list[Path]
     extra = len(new_item_slots(k, policy.new_items_after, policy.new_items_every))
     full, _, new = stage_scores(stage, bundle, split, new_share=policy.new_items_share, new_extra=extra)
     listed = _with_new_slots(full, new, split, True, policy, depth=k)
-    users = range(0, len(split.users), max(len(split.users) // 60, 1))
-    states = [
-        UserState(
-            split.users[u],
-            recent_items=tuple(bundle.item_ids[i - 1] for i in split.histories[u]),
-            recent_types=tuple(TYPE_NAME[t] for t in split.history_types[u]),
-        )
-        for u in users
-    ]
+    users, states = _sampled_states(bundle, split)
     row = {item: r for r, item in enumerate(bundle.item_ids)}
     promoted = 0
     for u, (items, _) in zip(users, ranker.rank_many(states, k), strict=True):
