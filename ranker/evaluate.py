@@ -24,7 +24,7 @@ from ranker.baselines import ItemKNN, popularity_scores, text_profile_scores
 from ranker.bundle import PRETRAINED_TEXT, ModelBundle
 from ranker.data import Catalog, Split, SplitData, build_catalog, holdout_split, leave_one_out, user_sequences
 from ranker.metrics import summarize, target_ranks
-from ranker.ranking import RankingPolicy, new_item_slots, with_new_item_slots
+from ranker.ranking import RankingPolicy, with_new_item_slots
 from ranker.stage_fit import stage_scores
 from schemas.errors import ConfigError
 from shopdata.loader import Dataset
@@ -181,10 +181,9 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
     new_slots: dict[str, np.ndarray] = {}  # model -> [users, n_items] new items worth a slot
     scorers: dict[str, Callable[[], np.ndarray]] = {}
     if stage is not None:
-        share = policy.new_items_share if policy.new_items_every > 0 else 0.0
-        extra = len(new_item_slots(SLOT_DEPTH, policy.new_items_after, policy.new_items_every))
         rows_split = _rows_split(bundle, split, catalog)
-        full, _, new = stage_scores(stage, bundle, rows_split, new_share=share, new_extra=extra)
+        extra = len(policy.new_slots(SLOT_DEPTH))
+        full, _, new = stage_scores(stage, bundle, rows_split, new_share=policy.new_share, new_extra=extra)
         fused = _in_catalog_order(bundle, catalog, full)
         del full
         scorers["fusionrec"] = lambda: fused

@@ -33,7 +33,7 @@ from encoders.session import SessionConfig
 from encoders.topk import OnnxExactRetriever
 from ranker.bundle import ModelBundle, fuse_items
 from ranker.popularity import popular_rows
-from ranker.ranking import RankingPolicy, first_unseen, new_item_slots, rank_candidates, with_new_item_slots
+from ranker.ranking import RankingPolicy, first_unseen, rank_candidates, with_new_item_slots
 from ranker.retrieval import EXACT_UP_TO, Retriever, make_retriever
 from ranker.search import HybridIndex
 from ranker.stage import RankingStage
@@ -177,10 +177,8 @@ class BundleRanker:
             rows, _ = self.retriever.search(vectors, want)
             b = self.bundle
             p = self.policy
-            share = p.new_items_share if p.new_items_every > 0 else 0.0
-            extra = len(new_item_slots(k, p.new_items_after, p.new_items_every))
             rows, scores, new = self.stage.rerank_new(
-                vectors, b.item_vectors, b.item_categories, histories, types, rows, share, extra
+                vectors, b.item_vectors, b.item_categories, histories, types, rows, p.new_share, len(p.new_slots(k))
             )
             if new.any():  # new arrivals get their slots (RankingPolicy.new_items_*) after the seen are out
                 seen = histories if p.exclude_seen else None

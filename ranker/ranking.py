@@ -26,6 +26,15 @@ class RankingPolicy:
     new_items_every: int = 3
     new_items_share: float = 0.1
 
+    def new_slots(self, k: int) -> list[int]:
+        """The positions below k that new arrivals may claim (none when the rule is off)."""
+        return new_item_slots(k, self.new_items_after, self.new_items_every)
+
+    @property
+    def new_share(self) -> float:
+        """The text share within which a new item qualifies for a slot; 0 when the rule is off."""
+        return self.new_items_share if self.new_items_every > 0 else 0.0
+
 
 def rank_candidates(
     rows: Sequence[int],
