@@ -43,13 +43,22 @@ def test_two_kills_and_a_rebalance_stay_exact(
     assert len(events) >= 50_000
     ensure_topics(services["bootstrap"], {names["topic"]: 4, names["dead_letter_topic"]: 1})
     records = list(event_records(shop))
-    # the last 40% are produced only once the second worker owns partitions: a fast first worker could
-    # otherwise drain the topic before the rebalance completes, leaving the second nothing to read
-    held_back = int(0.6 * len(records))
-    produce_records(services["bootstrap"], names["topic"], records[:held_back], progress=False)
+    # produced in steps, each a little ahead of the worker that reads it: a fast worker (or a slow poll of the
+    # store) cannot then run past its kill point into the next step's share. The last 40% are produced only
+    # once the second worker owns partitions, so a fast first worker cannot drain the topic before the
+    # rebalance completes and leave the second nothing to read.
+    produced = 0
+
+    def produce_to(share: float) -> None:
+        nonlocal produced
+        upto = int(share * len(records))
+        produce_records(services["bootstrap"], names["topic"], records[produced:upto], progress=False)
+        produced = upto
+
     slow_commits = {"FUSIONREC_WORKER__COMMIT_INTERVAL_S": "3600"}  # every kill leaves work to replay
     marks = []
-    for n, share in enumerate((0.15, 0.35)):
+    for n, (share, ahead) in enumerate(((0.15, 0.2), (0.35, 0.4))):
+        produce_to(ahead)
         w = named_worker(tmp_path, names, f"killed{n}", env=slow_commits).start()
         wait_for(
             lambda w=w, share=share: _folded(store) >= share * len(events) or not w.alive(),  # type: ignore[misc]
@@ -59,7 +68,8 @@ def test_two_kills_and_a_rebalance_stay_exact(
         assert w.alive(), w.log()[-3000:]
         w.kill()
         marks.append(_folded(store))
-    assert marks[0] < marks[1] and marks[1] + 2000 < held_back  # the restarted worker has produced events left
+    assert marks[0] < marks[1] <= produced  # each kill came after progress, never past what was produced
+    produce_to(0.6)
     first = named_worker(tmp_path, names, "first").start()
     wait_for(lambda: _folded(store) > marks[1] + 2000 or not first.alive(), 300, "the restarted worker to progress")
     second = named_worker(tmp_path, names, "second").start()  # joins the group: partitions are rebalanced
@@ -70,7 +80,7 @@ def test_two_kills_and_a_rebalance_stay_exact(
             "the second worker to own partitions",
         )
         assert second.alive(), second.log()[-3000:]
-        produce_records(services["bootstrap"], names["topic"], records[held_back:], progress=False)
+        produce_to(1.0)
         wait_for(
             lambda: _folded(store) >= len(events) or not (first.alive() and second.alive()),
             600,
