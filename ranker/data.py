@@ -24,6 +24,7 @@ __all__ = [
     "SplitData",
     "build_catalog",
     "cold_item_ids",
+    "cold_items_salt",
     "drop_cold_items",
     "holdout_split",
     "leave_one_out",
@@ -177,6 +178,12 @@ def cold_item_ids(item_ids: Iterable[str], share: float, salt: bytes = b"") -> l
         raise ValueError(f"the cold-item share is in [0, 1), got {share}")
     limit = int(share * 2**64)
     return [i for i in item_ids if int.from_bytes(hashlib.sha256(salt + i.encode()).digest()[:8], "big") < limit]
+
+
+def cold_items_salt(draw: str) -> bytes:
+    """The salt of `fusionrec train --cold-items-draw`: "" is the protocol's default share (no salt,
+    as bundles before the option); any other text draws another, never the ranking stage's own."""
+    return f"cold-{draw}:".encode() if draw else b""
 
 
 def drop_cold_items(data: SplitData, cold: set[int]) -> SplitData:

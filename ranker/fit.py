@@ -30,6 +30,7 @@ from ranker.data import (
     SplitData,
     build_catalog,
     cold_item_ids,
+    cold_items_salt,
     drop_cold_items,
     leave_one_out,
     train_all_but_last,
@@ -241,6 +242,7 @@ def fit(
     progress: bool = True,
     trained_models: dict[str, Any] | None = None,
     cold_items: float = 0.0,
+    cold_items_draw: str = "",
     ranking_stage: bool = True,
     screen_epochs: int = SCREEN_EPOCHS,
     keep: int = KEEP_VARIANTS,
@@ -252,7 +254,8 @@ def fit(
     """Train, choose and write the bundle to `out`; returns its manifest. `trained_models`, when
     given, receives each variant's trained torch model by name (to check the ONNX export against).
     `cold_items` > 0 holds out that share of the items (ranker.data.cold_item_ids) from every
-    training sequence and records them in the manifest, for `evaluate`'s cold-items protocol. Without
+    training sequence and records them in the manifest, for `evaluate`'s cold-items protocol;
+    `cold_items_draw` names which such share (ranker.data.cold_items_salt). Without
     a max_len in `model_overrides`, it follows the data (ranker.train.auto_max_len). `ranking_stage`:
     also fit the learned ranking stage (ranker.stage) on the validation targets, into ranking/, with
     `stage_config`'s candidate counts and `new_item_share` of the items shown to it as new.
@@ -267,7 +270,7 @@ def fit(
     text, encoder_info = encode_texts(catalog, encoder_dir, progress)
     seqs = user_sequences(dataset, catalog)
     data = leave_one_out(seqs) if protocol == "leave-one-out" else train_all_but_last(seqs)
-    cold = cold_item_ids(catalog.ids, cold_items) if cold_items > 0 else []
+    cold = cold_item_ids(catalog.ids, cold_items, cold_items_salt(cold_items_draw)) if cold_items > 0 else []
     index = catalog.index()
     data = drop_cold_items(data, {index[i] for i in cold})
     with tempfile.TemporaryDirectory(prefix="fusionrec-tower-") as scratch:
@@ -366,7 +369,7 @@ def fit(
                 "train_sequences": len(data.train),
                 "train_windows": len(training_windows(data.train, data.train_types, base.max_len)),
             },
-            "cold_items": {"share": cold_items, "items": cold},
+            "cold_items": {"share": cold_items, "draw": cold_items_draw, "items": cold},
             "versions": {"torch": torch.__version__, "python": platform.python_version()},
         }
         if trained_models is not None:

@@ -137,6 +137,13 @@ def train(
             "recorded in the manifest, for evaluate's cold-items protocol (0: none).",
         ),
     ] = 0.0,
+    cold_items_draw: Annotated[
+        str,
+        typer.Option(
+            help="Which share --cold-items holds out: another text hashes to another ~share of the items "
+            "(the same ones every run). A cold-items figure chosen on one draw is checked on another.",
+        ),
+    ] = "",
     ranking_stage: Annotated[
         bool,
         typer.Option(
@@ -236,6 +243,7 @@ def train(
         variants=chosen,
         model_overrides={"item_dropout": item_dropout, **({"max_len": max_len} if max_len else {})},
         cold_items=cold_items,
+        cold_items_draw=cold_items_draw,
         ranking_stage=ranking_stage,
         screen_epochs=screen_epochs,
         keep=finalists,

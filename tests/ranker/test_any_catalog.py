@@ -73,7 +73,7 @@ def test_cold_items_bundle_and_the_three_protocols(shop_dir: Path, tiny_encoder:
     bundle = _fit(shop_dir, tiny_encoder, tmp_path / "bundle", cold=0.2)
     dataset = load_dataset(shop_dir)
     cold = cold_item_ids([it.item_id for it in dataset.items], 0.2)
-    assert bundle.manifest["cold_items"] == {"share": 0.2, "items": cold} and cold
+    assert bundle.manifest["cold_items"] == {"share": 0.2, "draw": "", "items": cold} and cold
     out = evaluate(dataset, tmp_path / "bundle")
     protocols = out["protocols"]
     assert set(protocols) == {"published", "production", "cold-items"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ranker.data import Catalog, Split, SplitData, cold_item_ids, drop_cold_items
+from ranker.data import Catalog, Split, SplitData, cold_item_ids, cold_items_salt, drop_cold_items
 from ranker.evaluate import _score_model
 from ranker.metrics import auc, recall_at_k, target_ranks
 from ranker.train import auto_max_len, training_windows
@@ -67,6 +67,18 @@ def test_cold_items_are_deterministic_and_about_the_share() -> None:
     assert 400 < len(cold) < 600
     assert set(cold_item_ids(ids, 0.05)) < set(cold)  # nested shares
     assert cold_item_ids(ids, 0.0) == []
+
+
+def test_another_cold_draw_is_another_share_and_the_default_is_unchanged() -> None:
+    """`train --cold-items-draw`: "" keeps the protocol's items of every earlier bundle; another text
+    holds out other items (to check a figure on items it was not chosen on), not the ranking stage's."""
+    ids = [f"item-{i}" for i in range(5000)]
+    default = set(cold_item_ids(ids, 0.1, cold_items_salt("")))
+    assert default == set(cold_item_ids(ids, 0.1))
+    other = set(cold_item_ids(ids, 0.1, cold_items_salt("b")))
+    assert 400 < len(other) < 600 and len(default & other) < 100  # independent draws overlap by ~share
+    assert other == set(cold_item_ids(ids, 0.1, cold_items_salt("b")))
+    assert other != set(cold_item_ids(ids, 0.1, b"stage-new:"))
 
 
 def test_cold_items_leave_every_training_sequence_and_validation() -> None:
