@@ -17,6 +17,7 @@ from encoders.text import TextEncoder
 from ranker.bundle import ModelBundle
 from ranker.online import BundleRanker
 from ranker.popularity import popular_items, popular_rows
+from ranker.ranking import RankingPolicy
 from ranker.search import HybridIndex, SearchWeights
 from ranker.state import UserState
 from ranker.text_fusion import TextFusionModel
@@ -100,12 +101,14 @@ class ServingResources:
         taste = taste[: self.item_vectors.shape[1]]
         return taste.astype(np.float32) if np.any(taste) else None
 
-    def list_affinity_from_histories(self, histories: Sequence[Sequence[str]], k: int = 20) -> np.ndarray:
+    def list_affinity_from_histories(
+        self, histories: Sequence[Sequence[str]], k: int = 20, policy: RankingPolicy = RankingPolicy()
+    ) -> np.ndarray:
         """Offline twin of what the API serves, for search-eval: each history's list as the worker
-        writes it (ranker.online.BundleRanker, the ranking stage included when the bundle has one;
-        scores rounded as stored), then the affinity of that list's `list_taste`."""
+        writes it (ranker.online.BundleRanker with the worker's `policy`, the ranking stage included
+        when the bundle has one; scores rounded as stored), then the affinity of that list's `list_taste`."""
         assert self.bundle is not None, "list affinity needs a bundle"
-        ranker = BundleRanker(self.bundle)
+        ranker = BundleRanker(self.bundle, policy=policy)
         out = np.zeros((len(histories), len(self.items)), dtype=np.float32)
         for lo in range(0, len(histories), 256):
             chunk = histories[lo : lo + 256]

@@ -12,7 +12,7 @@ import typer
 
 from encoders.text import TextEncoder
 from fusionrec.commands.context import settings, setup_logging
-from fusionrec.wiring import open_results_store
+from fusionrec.wiring import new_items_policy, open_results_store
 from serving.quality import evaluate_search
 from serving.resources import load_resources
 from serving.reviews import load_reviews
@@ -177,12 +177,15 @@ def search_eval(
     ds = load_dataset(data)
     res = load_resources(ds.items, bundle=bundle, encoder=encoder, cache=cache, popularity=ds.item_counts())
     sequences = {u: [e.item_id for e in evs if e.item_id] for u, evs in ds.by_user().items()}
+    policy = new_items_policy(settings().worker)  # the lists as this shop's worker writes them
     out = evaluate_search(
         res.index,
         sequences,
         res.items,
         lambda qs: res.encoder.encode(qs, batch_size=128),
-        res.list_affinity_from_histories if taste == "list" else (lambda hist: res.affinity(res.user_vectors(hist))),
+        (lambda hist: res.list_affinity_from_histories(hist, policy=policy))
+        if taste == "list"
+        else (lambda hist: res.affinity(res.user_vectors(hist))),
         tune_users=tune_users,
     )
     out["model_version"] = res.model_version

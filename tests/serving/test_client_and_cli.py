@@ -118,6 +118,33 @@ def test_search_eval_reports_every_mode(shop_dir: Path, bundles: list[Path], tmp
     assert (tmp_path / "rep" / "search.png").stat().st_size > 0
 
 
+def test_search_eval_lists_follow_the_workers_new_item_slots(
+    shop_dir: Path, bundles: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """search-eval's offline lists are the worker's: a shop's worker.new_items_* reach them too."""
+    import fusionrec.commands.context as context
+    import serving.resources as resources
+
+    real = resources.BundleRanker
+    policies = []
+
+    def spy(bundle: object, **kw: object) -> object:
+        policies.append(kw.get("policy"))
+        return real(bundle, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(resources, "BundleRanker", spy)
+    monkeypatch.setattr(context, "_loaded", [])  # read afresh with the variables below (one process per command)
+    monkeypatch.setenv("FUSIONREC_WORKER__NEW_ITEMS_EVERY", "5")
+    monkeypatch.setenv("FUSIONREC_WORKER__NEW_ITEMS_AFTER", "4")
+    result = CliRunner().invoke(
+        app,
+        ["search-eval", "--data", str(shop_dir), "--bundle", str(bundles[0]), "--json", str(tmp_path / "s.json"),
+         "--cache", str(tmp_path / "cache"), "--tune-users", "100"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert policies and all(p is not None and (p.new_items_every, p.new_items_after) == (5, 4) for p in policies)
+
+
 def test_several_worker_processes_share_one_metrics_view(
     shop: Dataset, shop_dir: Path, bundles: list[Path], tmp_path: Path
 ) -> None:
