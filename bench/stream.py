@@ -382,6 +382,8 @@ def freshness(
             extra["exact_folds"] = True
             extra["after_s"] = round(disturbed - start, 1)
             extra["after"] = _percentiles([ms for t, ms in latencies if disturbed <= t < disturbed + 60])
+            logs = [x.log() for x in (w, second) if x is not None]
+            extra["after_event_s"] = _milestones(logs, disturbed)
         last_users = list(dict.fromkeys(e.user_id for e in reversed(source)))[:5]
         visible = new_item_visible(p, topic, items_topic, store, dataset, last_users, tag) if live else None
         if live:
@@ -417,6 +419,31 @@ def _kill_active(w: WorkerProcess) -> int:
     pid = int(found[-1])
     os.killpg(pid, signal.SIGKILL)
     return pid
+
+
+#: what a restart, a takeover or a rebalance goes through, as the workers log it: (name, marker)
+MILESTONES = (("takeover", "cold=0 replaced="), ("worker_ready", "worker_ready "),
+              ("partitions_assigned", "partitions_assigned count="), ("first_batch", "batch_first n=1 "))  # fmt: skip
+_LOG_TIME = re.compile(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})")
+
+
+def _milestones(logs: list[str], since: float) -> dict[str, float]:
+    """Seconds from the event (a kill, a second worker's launch) to the first line of each milestone
+    logged after it in any worker's log: where the gap after a restart goes (the new process's start
+    to `worker_ready`, the join, the first batch written). Log times are local, to the millisecond."""
+    out: dict[str, float] = {}
+    for log_text in logs:
+        for line in log_text.splitlines():
+            m = _LOG_TIME.match(line)
+            if m is None:
+                continue
+            at = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+            if at < since - 0.001:  # logged at millisecond resolution: the event's own millisecond counts
+                continue
+            for name, marker in MILESTONES:
+                if marker in line and (name not in out or at - since < out[name]):
+                    out[name] = round(at - since, 3)
+    return out
 
 
 def _timeline(latencies: list[tuple[float, float]], start: float) -> list[list[float]]:
@@ -509,7 +536,8 @@ def curve_main(args: argparse.Namespace) -> dict[str, Any]:
             f"rate={rate:.0f} achieved={row['achieved_eps']} p50={row['p50']} p95={row['p95']} p99={row['p99']} "
             f"lag_at_end={row['lag_at_end']} samples={row['samples']}/{row['expected_samples']} "
             f"censored_at_10s={row['censored']}"
-            + (f" after={row['after']} exact_folds={row['exact_folds']}" if "after" in row else ""),
+            + (f" after={row['after']} exact_folds={row['exact_folds']}" if "after" in row else "")
+            + (f" after_event_s={row['after_event_s']}" if "after_event_s" in row else ""),
             file=sys.stderr,
         )
     k = knee(curve)
