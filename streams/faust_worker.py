@@ -24,6 +24,7 @@ from streams.core import Pipeline
 from streams.gc_tuning import tune_gc
 from streams.kafka_config import kafka_client_config
 from streams.settings import KafkaSettings, WorkerSettings
+from streams.static_leave import install as install_static_leave
 
 try:
     import faust
@@ -239,6 +240,7 @@ def build_app(
     """The faust app: one agent over the clickstream, one over the items topic (when named);
     `sensor` (optional) also receives consumer lag per partition."""
     Path(datadir).mkdir(parents=True, exist_ok=True)
+    install_static_leave(worker.leave_on_stop)  # a static member stopping on purpose hands its partitions over
     app = _App(
         stopping,
         kafka.group,

@@ -176,6 +176,13 @@ class WorkerSettings(Frozen):
         description="static consumer-group membership (Kafka KIP-345), unique per worker process: a worker "
         "restarted under the same id takes its partitions back at once instead of waiting for the dead "
         "one's session to expire (10 s); for workers that come back under one name (StatefulSet pods, "
-        "systemd units). A static worker that stops for good leaves its partitions idle for that session "
-        "timeout, so leave it unset for workers that scale in and out",
+        "systemd units). A static worker that stops on purpose leaves the group (worker.leave_on_stop); one "
+        "that crashes holds its partitions until that session timeout",
+    )
+    leave_on_stop: bool = Field(
+        True,
+        description="a static worker (instance_id) that stops on purpose (SIGTERM) leaves the group, so its "
+        "partitions move to the others at once instead of idling for the session timeout (a rolling "
+        "deploy, a scale-in); a crash never leaves. False: they wait for a process that comes back under "
+        "the same id (streams.static_leave)",
     )
