@@ -230,6 +230,8 @@ def train(
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
+    if cold_items_draw and not cold_items:
+        raise typer.BadParameter("--cold-items-draw picks which items --cold-items holds out: give --cold-items too")
     wanted = {x.strip() for x in variants.split(",")}
     chosen = DEFAULT_VARIANTS if variants == "all" else tuple(v for v in DEFAULT_VARIANTS if v[0] in wanted)
     if not chosen:

@@ -55,6 +55,13 @@ def test_non_utf8_items_in_train(tmp_path: Path) -> None:
     assert_error(proc, str(d / "items.csv"), "is not UTF-8 (it looks like UTF-16)")
 
 
+def test_a_cold_items_draw_without_cold_items_is_refused(tmp_path: Path) -> None:
+    d = dataset(tmp_path, ITEMS.encode())
+    proc = run_cli("train", "--data", str(d), "--out", str(tmp_path / "bundle"), "--cold-items-draw", "b")
+    assert_error(proc, "--cold-items-draw picks which items --cold-items holds out: give --cold-items too")
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     d = dataset(tmp_path, codecs.BOM_UTF8 + ITEMS.encode(), codecs.BOM_UTF8 + EVENTS.encode())
     proc = demo(tmp_path, d)
