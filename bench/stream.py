@@ -24,7 +24,10 @@ every user's stored state against its exact fold. `--no-warm-up`: workers start 
 `--static-membership`: each worker joins with its own `--instance-id` (Kafka static membership).
 `--spare`: the worker runs as `worker --spare` (a warmed-up second process waits to take over, see
 fusionrec.spare); `--crash-at S` then SIGKILLs the active worker process (and its writer) S s in,
-and the spare takes over; the 60 s after are reported as for a restart.
+and the spare takes over; the 60 s after are reported as for a restart. Such a run also gives the
+seconds from the event to each step the workers log after it (`after_event_s`: takeover,
+worker_ready, partitions_assigned, first_batch), and a `--from-start` run the same from the
+worker's launch (`after_launch_s`).
 
   python bench/stream.py --json out/curve.json --data ../shared/data/scientific --bundle out/bundle \
       --rates 500,1000,2000,4000 --seconds 60 --from-start
@@ -384,6 +387,8 @@ def freshness(
             extra["after"] = _percentiles([ms for t, ms in latencies if disturbed <= t < disturbed + 60])
             logs = [x.log() for x in (w, second) if x is not None]
             extra["after_event_s"] = _milestones(logs, disturbed)
+        if from_start:  # where the first seconds went: the launch to the worker's readiness, join, first batch
+            extra["after_launch_s"] = _milestones([w.log()], launched)
         last_users = list(dict.fromkeys(e.user_id for e in reversed(source)))[:5]
         visible = new_item_visible(p, topic, items_topic, store, dataset, last_users, tag) if live else None
         if live:
@@ -537,7 +542,8 @@ def curve_main(args: argparse.Namespace) -> dict[str, Any]:
             f"lag_at_end={row['lag_at_end']} samples={row['samples']}/{row['expected_samples']} "
             f"censored_at_10s={row['censored']}"
             + (f" after={row['after']} exact_folds={row['exact_folds']}" if "after" in row else "")
-            + (f" after_event_s={row['after_event_s']}" if "after_event_s" in row else ""),
+            + (f" after_event_s={row['after_event_s']}" if "after_event_s" in row else "")
+            + (f" after_launch_s={row['after_launch_s']}" if "after_launch_s" in row else ""),
             file=sys.stderr,
         )
     k = knee(curve)

@@ -212,7 +212,8 @@ def worker(
         str | None,
         typer.Option(
             help="Static group membership: a worker restarted under the same id gets its partitions back "
-            "at once (settings worker.instance_id; unique per worker process)."
+            "at once; one stopped on purpose (SIGTERM) still leaves the group, so the others take its "
+            "partitions at once (settings worker.instance_id, unique per worker process; worker.leave_on_stop)."
         ),
     ] = None,
     spare: Annotated[
