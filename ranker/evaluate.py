@@ -146,7 +146,11 @@ def _bundle_scores(bundle: ModelBundle, split: Split, catalog: Catalog) -> np.nd
     return _in_catalog_order(bundle, catalog, scores)
 
 
-def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) -> dict[str, Any]:
+def evaluate(
+    dataset: Dataset, bundle_dir: Path, holdout: Path | None = None, policy: RankingPolicy = RankingPolicy()
+) -> dict[str, Any]:
+    """Every model under every protocol (module docstring). `policy`: the new-arrival slots the
+    worker's lists follow (its worker.new_items_* settings), applied to `fusionrec`'s lists here too."""
     started = time.perf_counter()
     catalog = build_catalog(dataset)
     seqs = user_sequences(dataset, catalog)
@@ -177,7 +181,6 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
         train_for_baselines = [[i for i in seq if i not in cold] for seq in train_for_baselines]
     text = np.load(bundle_dir / "text_vectors.npy") if (bundle_dir / "text_vectors.npy").is_file() else None
     stage = bundle.ranking_stage(threads=0)
-    policy = RankingPolicy()  # what the worker's lists follow: the same new-arrival slots here
     new_slots: dict[str, np.ndarray] = {}  # model -> [users, n_items] new items worth a slot
     scorers: dict[str, Callable[[], np.ndarray]] = {}
     if stage is not None:
@@ -258,6 +261,11 @@ def evaluate(dataset: Dataset, bundle_dir: Path, holdout: Path | None = None) ->
         "bundle": bundle.version,
         "chosen_variant": chosen,
         "ranking_stage": bundle.manifest.get("ranking"),
+        "new_item_slots": {
+            "after": policy.new_items_after,
+            "every": policy.new_items_every,
+            "share": policy.new_items_share,
+        },
         "seconds": round(time.perf_counter() - started, 1),
         "results": protocols["production"]["results"],  # before protocols existed: kept for old readers
         "protocols": protocols,

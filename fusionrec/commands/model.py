@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 import typer
 
 from encoders import SessionConfig, TextEncoder, encode_catalog
-from fusionrec.commands.context import setup_logging
+from fusionrec.commands.context import settings, setup_logging
+from fusionrec.wiring import new_items_policy
 from ranker.evaluate import evaluate as run_evaluation
 from ranker.report import markdown_table, write_report
 from ranker.stage import StageConfig
@@ -317,9 +318,12 @@ def evaluate(
     papers' RecBole protocol), production (history removed; a target in the history is a miss; the
     top-level "results") and cold-items (bundles trained with --cold-items). Baselines (popularity,
     item-kNN, text-only) and every fusion variant are scored by the same code in the same run.
+    `fusionrec`'s lists get the worker's new-arrival slots (settings worker.new_items_*, e.g.
+    FUSIONREC_WORKER__NEW_ITEMS_EVERY=2 for one new item in every 2 positions after the first 10;
+    `fusionrec:no-new-slots` is the same without them).
     """
     setup_logging()
-    out = run_evaluation(load_dataset(data), bundle, holdout)
+    out = run_evaluation(load_dataset(data), bundle, holdout, policy=new_items_policy(settings().worker))
     public = {k: v for k, v in out.items() if not k.startswith("_")}
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(public, indent=2))

@@ -5,6 +5,7 @@ through the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -334,11 +335,12 @@ def test_same_seed_same_bundle(bundles: list[Path]) -> None:
     assert np.array_equal(np.load(bundles[0] / "item_vectors.npy"), np.load(bundles[1] / "item_vectors.npy"))
 
 
-def _evaluate(shop_dir: Path, bundle: Path, out: Path, *extra: str) -> None:
-    """`fusionrec evaluate` as a user runs it; fails the test with its stderr when it fails."""
+def _evaluate(shop_dir: Path, bundle: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    """`fusionrec evaluate` as a user runs it (`env`: settings variables added); fails the test with its
+    stderr when it fails."""
     cmd = [sys.executable, "-m", "fusionrec", "evaluate", "--data", str(shop_dir), "--bundle", str(bundle),
            "--json", str(out), *extra]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -367,6 +369,11 @@ def test_evaluate_cli_default_and_holdout(bundles: list[Path], shop_dir: Path, t
     _evaluate(shop_dir, bundles[1], out2, "--holdout", str(holdout))
     res2 = json.loads(out2.read_text())
     assert res2["protocol"] == "holdout" and res2["n_users"] == 2
+    # the lists follow the worker's new-arrival slots: the defaults, or what the shop's settings say
+    assert res["new_item_slots"] == {"after": 10, "every": 3, "share": 0.1}
+    env = {"FUSIONREC_WORKER__NEW_ITEMS_EVERY": "2", "FUSIONREC_WORKER__NEW_ITEMS_AFTER": "5"}
+    _evaluate(shop_dir, bundles[1], out2, "--holdout", str(holdout), env=env)
+    assert json.loads(out2.read_text())["new_item_slots"] == {"after": 5, "every": 2, "share": 0.1}
 
 
 def test_a_bundle_that_learned_the_last_events_is_scored_on_a_holdout_only(
