@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Annotated
@@ -245,13 +246,21 @@ def worker(
     # the start below is seconds of CPU: at a lower priority it does not slow a worker already serving
     # on this host (a spare's supervisor started this process lowered already); back at the join
     lowered = priority.lower() if warm_up or standby else False
-    ensure_topics(kafka, {kafka.topic: kafka.partitions, kafka.dead_letter_topic: 1, kafka.items_topic: 1})
     if bundle and data:
         log.warning("data_ignored data=%s reason=the bundle carries its own catalog and popularity", data)
     results: ResultsStore = open_results_store(s)
+    reads: ResultsStore = results  # what the warm-up waits for: the store this process reads
     if s.worker.writer_process and not results.url.startswith("memory:"):
-        results = OffloadedWrites(results, replication=s.cassandra.replication())
-        results.begin()  # the writer process starts while the model loads: a restart is back sooner
+        results = OffloadedWrites(reads, replication=s.cassandra.replication())
+        # the writer process starts while the model loads: a restart is back sooner. Forked: no client
+        # or model session exists yet in this process, and the child needs none of its imports again
+        results.begin(fork=True)
+    # the topics' check is a round trip to the brokers (0.15 s here) that nothing before the join needs
+    topics = ThreadPoolExecutor(1, thread_name_prefix="ensure_topics")
+    topics_made = topics.submit(
+        ensure_topics, kafka, {kafka.topic: kafka.partitions, kafka.dead_letter_topic: 1, kafka.items_topic: 1}
+    )
+    topics.shutdown(wait=False)
     # lazy, and after the writer process is on its way: faust costs ~0.3 s at import (only this command
     # needs it), and the writer's own start (a new interpreter, the Cassandra driver, the connection)
     # runs meanwhile on another core instead of after it
@@ -277,6 +286,7 @@ def worker(
 
     if not standby:
         serve_metrics()
+    topics_made.result()
     run_worker(
         kafka,
         s.worker,
@@ -286,7 +296,9 @@ def worker(
         warm=warm_up,
         join_when=join_when if standby else None,
         before_join=_restore_priority if lowered else None,
-        store_ready=lambda: wait_for_store(results),  # after the ranker's warm-up: the writer starts meanwhile
+        # beside the ranker's warm-up: this process's own connection. The writer process is waited for
+        # at the first write, so its start overlaps the warm-up, the group join and the first batch's ranking
+        store_ready=lambda: wait_for_store(reads),
     )
 
 

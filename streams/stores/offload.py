@@ -19,7 +19,9 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
+import os
 import signal
+import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -78,10 +80,16 @@ def _reply(conn: Connection, message: list[str]) -> bool:
     return True
 
 
-def _serve(conn: Connection, url: str, replication: str | None, access: Any = None) -> None:
+def _serve(
+    conn: Connection, url: str, replication: str | None, access: Any = None, parents_end: Connection | None = None
+) -> None:
     """The child: open the store (with the parent's Cassandra login/TLS settings, `access`), then answer
     one reply per batch until the parent hangs up (or, once asked to stop, stays idle for
-    IDLE_AFTER_STOP_S: what lets multiprocessing's exit handler, which terminates and joins, finish)."""
+    IDLE_AFTER_STOP_S: what lets multiprocessing's exit handler, which terminates and joins, finish).
+    `parents_end`: a forked child's copy of the parent's end of the pipe, closed first; kept open, the
+    parent's hang-up would never reach this end."""
+    if parents_end is not None:
+        parents_end.close()
     stop = _StopLatch()
     try:
         store = open_store(url, replication=replication, cassandra=access)
@@ -118,6 +126,17 @@ def _serve(conn: Connection, url: str, replication: str | None, access: Any = No
         store.close()
 
 
+def _start_method(fork: bool) -> str:
+    """ "fork" when the caller asks for it and this process runs no Python thread but its main one:
+    the child has the parent's modules already imported and only connects (0.06-0.1 s of CPU here),
+    where a new interpreter imports them all again (0.9-1.0 s, on the cores a restart needs for its
+    own start). The caller vouches that no store driver or Kafka client exists yet; the native pools
+    that imports start (BLAS, ONNX Runtime) sit idle then and the child never calls into them.
+    "spawn" otherwise: forking a process that runs driver, Kafka or ONNX threads can leave the child
+    holding a lock that no thread of its will release (a writer restarted mid-run)."""
+    return "fork" if fork and hasattr(os, "fork") and threading.active_count() == 1 else "spawn"
+
+
 class OffloadedWrites:
     """Wraps a store (sqlite:// or cassandra:// URL, opened in both processes): `put_results` in a
     writer process, the rest in this one."""
@@ -133,23 +152,30 @@ class OffloadedWrites:
         self._proc: Any = None
         self._pending: tuple[Connection, Any] | None = None  # spawned by begin(), not yet ready
         self._hangs_up_at_exit = False
+        self._method = "spawn"
 
     def setup(self) -> None:
         self.local.setup()
         if self._conn is None:
             self._start()
 
-    def begin(self) -> None:
-        """Spawn the writer process without waiting for it: it imports its driver and connects while
-        the caller goes on (the worker loads its model meanwhile); `setup` waits for it to be ready."""
+    def begin(self, fork: bool = False) -> None:
+        """Start the writer process without waiting for it: it connects while the caller goes on (the
+        worker loads its model meanwhile); `setup` or the first write waits for it to be ready.
+        `fork`: the caller has no store driver or Kafka client yet (see `_start_method`)."""
         if self._conn is not None or self._pending is not None:
             return
-        ctx = multiprocessing.get_context("spawn")  # no fork: the parent runs driver and ONNX threads
+        self._method = _start_method(fork)
+        ctx: Any = multiprocessing.get_context("fork" if self._method == "fork" else "spawn")
         parent, child = ctx.Pipe()
         access = getattr(self.local, "access", None)  # a CassandraStore's [cassandra] settings (login, TLS)
-        proc = ctx.Process(target=_serve, args=(child, self.url, self.replication, access), daemon=True, name="writer")
+        inherited = parent if self._method == "fork" else None
+        proc = ctx.Process(
+            target=_serve, args=(child, self.url, self.replication, access, inherited), daemon=True, name="writer"
+        )
         proc.start()
         child.close()
+        log.info("writer_process_starting pid=%d start=%s", proc.pid, self._method)
         self._pending = (parent, proc)
         if not self._hangs_up_at_exit:
             atexit.register(self._hang_up)
@@ -175,7 +201,7 @@ class OffloadedWrites:
             proc.join(5)
             raise StoreUnavailable(f"the writer process cannot open {self.url}: {message}")
         self._conn, self._proc = parent, proc
-        log.info("writer_process_started pid=%d store=%s", proc.pid, self.url)
+        log.info("writer_process_started pid=%d store=%s start=%s", proc.pid, self.url, self._method)
 
     def close(self) -> None:
         if self._pending is not None:  # begun, never waited for

@@ -106,9 +106,12 @@ def test_a_stop_signal_to_the_writer_waits_for_its_parent(tmp_path: Path) -> Non
     assert not proc.is_alive() and time.monotonic() - started < IDLE_AFTER_STOP_S
 
 
-def test_a_process_that_exits_without_closing_its_writer_ends_it_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fork", [False, True], ids=["spawned", "forked"])
+def test_a_process_that_exits_without_closing_its_writer_ends_it_at_once(tmp_path: Path, fork: bool) -> None:
     """The worker exits without closing its store: its exit hook hangs up on the writer first, so
-    multiprocessing's own exit handler (SIGTERM, then join) does not wait out IDLE_AFTER_STOP_S."""
+    multiprocessing's own exit handler (SIGTERM, then join) does not wait out IDLE_AFTER_STOP_S. A
+    forked writer (the worker's start) holds a copy of the parent's end of the pipe unless it closes
+    it: then the hang-up never reached it. Its writes land as a spawned one's do."""
     import subprocess
     import sys
     import time
@@ -117,17 +120,41 @@ def test_a_process_that_exits_without_closing_its_writer_ends_it_at_once(tmp_pat
 
     db = tmp_path / "x.db"
     code = (
+        "import signal\n"
         "from streams.stores import SQLiteStore\n"
         "from streams.stores.offload import OffloadedWrites\n"
+        "from tests.contract.conftest import make_list, make_state\n"
         f"s = OffloadedWrites(SQLiteStore({str(db)!r}, url='sqlite:///{db}'))\n"
+        f"s.begin(fork={fork})\n"
         "s.setup()\n"
-        "print(s._proc.pid, flush=True)\n"
+        "s.put_results([make_list('u1', ['a', 'b'])], [make_state('u1', 2)])\n"
+        "assert s.get_recommendations('u1') is not None\n"
+        "print(s._method, flush=True)\n"
     )
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["fork" if fork else "spawn"]
     elapsed = time.monotonic() - started
     assert elapsed < IDLE_AFTER_STOP_S, f"exit took {elapsed:.1f} s: the writer waited out its idle time"
+
+
+def test_a_writer_is_forked_only_where_asked_and_no_other_python_thread_runs() -> None:
+    """A store driver or a Kafka client runs threads: forking beside them can leave the child holding
+    a lock nobody releases. The worker asks for a fork only at its start; anything later spawns."""
+    import threading
+
+    from streams.stores.offload import _start_method
+
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    try:
+        assert _start_method(fork=True) == "spawn"
+        assert _start_method(fork=False) == "spawn"
+    finally:
+        release.set()
+        other.join()
 
 
 def test_a_writer_whose_parent_gave_up_ends_without_a_traceback(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ import pytest
 
 from ranker.online import BundleRanker
 from ranker.state import UserState
+from schemas.errors import StoreUnavailable
 from streams.batch_runner import WARM_UP_USER, BatchRunner, Progress, batch_limit, warm_up
 from streams.core import BatchOutcome, Pipeline, PreparedBatch, RawRecord
 from streams.metrics import PrometheusSensor
@@ -79,20 +81,41 @@ def test_warm_up_calls_the_rankers_own_warm_up_with_the_batch_sizes() -> None:
     assert calls == [([1, 32, 500], 20)]
 
 
-def test_the_store_is_waited_for_after_the_ranker_warms_and_before_it_is_read() -> None:
-    """The ranker's warm-up needs no store: the worker warms it while its writer process and store
-    connection come up (`store_ready`), then reads the store."""
+def test_the_store_is_waited_for_beside_the_rankers_warm_up_and_before_it_is_read() -> None:
+    """The ranker's warm-up needs no store: the worker warms it while its store connection comes
+    up (`store_ready`, in a thread), then reads the store. Each side below waits for the other to
+    have begun, so run one after the other they would time out."""
     order: list[str] = []
+    ranker_began, store_began = threading.Event(), threading.Event()
 
     class Store(SpyStore):
         def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
             order.append("store read")
             return super().get_states(user_ids)
 
-    ranker = SimpleNamespace(version="w", warm_up=lambda batch_sizes, k: order.append("ranker"))
-    pipeline = SimpleNamespace(ranker=ranker, store=Store())
-    warm_up(pipeline, batch_size=10, store_ready=lambda: order.append("store ready"))
+    def ranker_warm_up(batch_sizes: Sequence[int], k: int) -> None:
+        ranker_began.set()
+        assert store_began.wait(5), "the store was not waited for during the ranker's warm-up"
+        order.append("ranker")
+
+    def store_ready() -> None:
+        store_began.set()
+        assert ranker_began.wait(5), "the ranker did not warm during the wait for the store"
+        time.sleep(0.05)  # the store answers after the ranker is done: warm_up still waits for it
+        order.append("store ready")
+
+    ranker = SimpleNamespace(version="w", warm_up=ranker_warm_up)
+    warm_up(SimpleNamespace(ranker=ranker, store=Store()), batch_size=10, store_ready=store_ready)
     assert order == ["ranker", "store ready", "store read", "store read"]
+
+
+def test_a_store_that_never_answers_fails_the_warm_up_with_its_own_error() -> None:
+    def store_ready() -> None:
+        raise StoreUnavailable("no Cassandra at 127.0.0.1:1")
+
+    ranker = SimpleNamespace(version="w", warm_up=lambda batch_sizes, k: None)
+    with pytest.raises(StoreUnavailable, match="no Cassandra"):
+        warm_up(SimpleNamespace(ranker=ranker, store=MemoryStore()), batch_size=10, store_ready=store_ready)
 
 
 def test_readiness_gauge_follows_set_ready() -> None:
