@@ -23,7 +23,7 @@ class RankingPolicy:
     # new item that is among the user's top `new_items_share` of the catalog by text similarity, while
     # any is left (0: off). The top positions stay the model's; see `with_new_item_slots`
     new_items_after: int = 10
-    new_items_every: int = 3
+    new_items_every: int = 2
     new_items_share: float = 0.1
 
     def new_slots(self, k: int) -> list[int]:

@@ -139,7 +139,7 @@ class WorkerSettings(Frozen):
         "burst; 0: never",
     )
     new_items_every: int = Field(
-        3,
+        2,
         ge=0,
         description="new arrivals (items without events in the bundle's training, or added live): from position "
         "new_items_after on, at least one in this many positions of a list is the best new item among the user's "

@@ -319,7 +319,7 @@ def evaluate(
     top-level "results") and cold-items (bundles trained with --cold-items). Baselines (popularity,
     item-kNN, text-only) and every fusion variant are scored by the same code in the same run.
     `fusionrec`'s lists get the worker's new-arrival slots (settings worker.new_items_*, e.g.
-    FUSIONREC_WORKER__NEW_ITEMS_EVERY=2 for one new item in every 2 positions after the first 10;
+    FUSIONREC_WORKER__NEW_ITEMS_EVERY=3 for one new item in every 3 positions after the first 10, not 2;
     `fusionrec:no-new-slots` is the same without them).
     """
     setup_logging()
