@@ -15,5 +15,5 @@ def main() -> None:
     cli_main()
 
 
-if __name__ == "__main__":  # guarded: spawned child processes (the worker's writer) import this module
+if __name__ == "__main__":  # guarded: spawned child processes (a writer restarted mid-run) import this module
     main()

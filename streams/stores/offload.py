@@ -150,7 +150,7 @@ class OffloadedWrites:
         self.start_timeout_s = start_timeout_s
         self._conn: Connection | None = None
         self._proc: Any = None
-        self._pending: tuple[Connection, Any] | None = None  # spawned by begin(), not yet ready
+        self._pending: tuple[Connection, Any] | None = None  # started by begin(), not yet ready
         self._hangs_up_at_exit = False
         self._method = "spawn"
 
