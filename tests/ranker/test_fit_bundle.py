@@ -370,10 +370,10 @@ def test_evaluate_cli_default_and_holdout(bundles: list[Path], shop_dir: Path, t
     res2 = json.loads(out2.read_text())
     assert res2["protocol"] == "holdout" and res2["n_users"] == 2
     # the lists follow the worker's new-arrival slots: the defaults, or what the shop's settings say
-    assert res["new_item_slots"] == {"after": 10, "every": 3, "share": 0.1}
-    env = {"FUSIONREC_WORKER__NEW_ITEMS_EVERY": "2", "FUSIONREC_WORKER__NEW_ITEMS_AFTER": "5"}
+    assert res["new_item_slots"] == {"after": 10, "every": 2, "share": 0.1}
+    env = {"FUSIONREC_WORKER__NEW_ITEMS_EVERY": "3", "FUSIONREC_WORKER__NEW_ITEMS_AFTER": "5"}
     _evaluate(shop_dir, bundles[1], out2, "--holdout", str(holdout), env=env)
-    assert json.loads(out2.read_text())["new_item_slots"] == {"after": 5, "every": 2, "share": 0.1}
+    assert json.loads(out2.read_text())["new_item_slots"] == {"after": 5, "every": 3, "share": 0.1}
 
 
 def test_a_bundle_that_learned_the_last_events_is_scored_on_a_holdout_only(
