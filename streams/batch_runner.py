@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from ranker.state import UserState
 from schemas.codec import decode_item
 from schemas.errors import InvalidItem, StoreUnavailable
 from schemas.items import Item
+from streams.background import Background
 from streams.core import BatchOutcome, PreparedBatch, RawRecord
 from streams.state_cache import StateCache
 
@@ -137,7 +137,7 @@ def warm_up(
     (0.2-0.8 s of a 2.5 s start here). Its error, if any, is raised here. Logs `worker_ready`, sets
     the readiness gauge, and returns the seconds it took."""
     started = time.perf_counter()
-    waiter = _InThread(store_ready, "store_ready") if store_ready is not None else None
+    waiter = Background(store_ready, "store_ready") if store_ready is not None else None
     ranker = getattr(pipeline, "ranker", None)
     sizes = sorted({1, min(32, batch_size), batch_size})
     ranker_warm_up = getattr(ranker, "warm_up", None)
@@ -164,26 +164,6 @@ def warm_up(
         warm_s, ranker_s, waited_s, warm_s - ranker_s - waited_s,
     )  # fmt: skip
     return warm_s
-
-
-class _InThread:
-    """One call in a daemon thread; `result()` joins it and raises what it raised."""
-
-    def __init__(self, fn: Callable[[], None], name: str) -> None:
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[[], None]) -> None:
-        try:
-            fn()
-        except BaseException as exc:  # handed to the caller's thread by result()
-            self._error = exc
-
-    def result(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 class Progress:

@@ -7,7 +7,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +29,7 @@ from fusionrec.wiring import (
 from ranker.text_fusion import TextFusionModel
 from schemas.codec import encode_recommendations
 from shopdata import event_records, load_data
+from streams.background import Background
 from streams.embedded import records_from_values, run_embedded
 from streams.metrics import PrometheusSensor
 from streams.replay import ensure_topics, produce_records
@@ -256,11 +256,10 @@ def worker(
         # or model session exists yet in this process, and the child needs none of its imports again
         results.begin(fork=True)
     # the topics' check is a round trip to the brokers (0.15 s here) that nothing before the join needs
-    topics = ThreadPoolExecutor(1, thread_name_prefix="ensure_topics")
-    topics_made = topics.submit(
-        ensure_topics, kafka, {kafka.topic: kafka.partitions, kafka.dead_letter_topic: 1, kafka.items_topic: 1}
+    topics_made = Background(
+        lambda: ensure_topics(kafka, {kafka.topic: kafka.partitions, kafka.dead_letter_topic: 1, kafka.items_topic: 1}),
+        "ensure_topics",
     )
-    topics.shutdown(wait=False)
     # lazy, and after the writer process is on its way: faust costs ~0.3 s at import (only this command
     # needs it), and the writer's own start (a new interpreter, the Cassandra driver, the connection)
     # runs meanwhile on another core instead of after it

@@ -120,7 +120,6 @@ def test_a_process_that_exits_without_closing_its_writer_ends_it_at_once(tmp_pat
 
     db = tmp_path / "x.db"
     code = (
-        "import signal\n"
         "from streams.stores import SQLiteStore\n"
         "from streams.stores.offload import OffloadedWrites\n"
         "from tests.contract.conftest import make_list, make_state\n"
