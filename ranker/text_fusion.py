@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy.sparse import coo_matrix
-from scipy.sparse.linalg import svds
 
 from ranker.baselines import recency_weights
 from ranker.popularity import popular_items
@@ -75,6 +74,8 @@ def behaviour_embeddings(
     k = min(dim, n_items - 2, max(ppmi.nnz - 1, 1))
     if ppmi.nnz == 0 or k < 1:
         return out
+    from scipy.sparse.linalg import svds  # lazy: training only, and 0.04 s of every worker's start
+
     u, s, vt = svds(ppmi.astype(np.float64), k=k, random_state=0)
     # context + word vectors (u + v): for the symmetric, hollow PPMI of pairs, u alone can put two
     # items that always co-occur at right angles (U = I, V = swap is a valid SVD)

@@ -8,25 +8,31 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 __all__ = ["Background"]
 
+T = TypeVar("T")
 
-class Background:
-    """Runs `fn()` at once in a daemon thread named `name`; `result()` joins it and raises what it raised."""
 
-    def __init__(self, fn: Callable[[], None], name: str) -> None:
+class Background(Generic[T]):
+    """Runs `fn()` at once in a daemon thread named `name`; `result()` joins it and returns what it
+    returned, or raises what it raised."""
+
+    def __init__(self, fn: Callable[[], T], name: str) -> None:
         self._error: BaseException | None = None
+        self._value: T | None = None
         self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
         self._thread.start()
 
-    def _run(self, fn: Callable[[], None]) -> None:
+    def _run(self, fn: Callable[[], T]) -> None:
         try:
-            fn()
+            self._value = fn()
         except BaseException as exc:  # handed to the caller's thread by result()
             self._error = exc
 
-    def result(self) -> None:
+    def result(self) -> T:
         self._thread.join()
         if self._error is not None:
             raise self._error
+        return self._value  # type: ignore[return-value]  # set by _run when no error was raised
