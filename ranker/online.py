@@ -233,8 +233,7 @@ class BundleRanker:
             return 0.0
         searching = search != "off" and self._can_fuse()
         if searching and search == "background":  # first: it overlaps the sessions' runs below
-            self.search_warming = threading.Thread(target=self._warm_search, args=(k,), name="warm_search", daemon=True)
-            self.search_warming.start()
+            self.warm_search_in_background(k)
         window = max(int(getattr(self.bundle.encoder, "max_length", 50)), 1)
         ids = self.bundle.item_ids
         types = list(EVENT_TYPE_INDEX)
@@ -250,6 +249,16 @@ class BundleRanker:
             self._warm_search(k)
         return time.perf_counter() - started
 
+    def warm_search_in_background(self, k: int = 20) -> None:
+        """Starts the search path's warm-up (`_warm_search`) in a daemon thread, once; a no-op when the
+        bundle cannot fuse items or it has started already. A worker calls it after its first batch
+        (streams.batch_runner), where it no longer takes the interpreter from the join and the
+        backlog's first batch."""
+        if self.search_warming is not None or not self.bundle.item_ids or not self._can_fuse():
+            return
+        self.search_warming = threading.Thread(target=self._warm_search, args=(k,), name="warm_search", daemon=True)
+        self.search_warming.start()
+
     def _warm_search(self, k: int) -> None:
         """The search path on synthetic search-only users (one to four queries); what it builds is kept.
         A failure is logged, not raised: the first real search builds it again and fails there."""
@@ -261,6 +270,8 @@ class BundleRanker:
                 self._search_list(("warm up query",) * n, k)
         except Exception as exc:
             log.warning("warm_up_search_failed error=%s", exc)
+            return
+        log.info("warm_up_search_done")
 
     def _select(
         self, rows: np.ndarray, scores: np.ndarray, k: int, histories: list[list[int]] | None

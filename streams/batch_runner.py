@@ -119,6 +119,11 @@ class ReadySensor(Protocol):
 #: prefix of the synthetic users of the warm-up: only ever read, never written
 WARM_UP_USER = "__warm_up__"
 
+#: the warm-up's largest batch: enough users for every history length up to a 50-event window. A
+#: batch of the worker's own size (500) cost 0.15-0.25 s of the start here and bought nothing: with one
+#: BLAS thread, a cold ranker's first batch of 1,000 users took 0.29 s, as long as after that warm-up
+WARM_UP_BATCH = 64
+
 
 def warm_up(
     pipeline: object,
@@ -128,20 +133,26 @@ def warm_up(
     store_ready: Callable[[], None] | None = None,
 ) -> float:
     """Before the worker joins its consumer group: the ranker's sessions run on synthetic users with
-    real shapes (its `warm_up`, else one `rank_many`), and the store's read path (prepared
-    statements, connection pool, the node's read path) answers reads of absent users, one and
-    many. Nothing is written and no cache is touched, so no trace is left. `store_ready` (waits
-    until the store answers: its connection, schema and statements) runs in a thread beside the
-    ranker's warm-up, which needs no store: ONNX runs release the interpreter lock, and the
-    connection mostly waits on the network, so a start pays for the longer of the two, not their sum
-    (0.2-0.8 s of a 2.5 s start here). Its error, if any, is raised here. Logs `worker_ready`, sets
-    the readiness gauge, and returns the seconds it took."""
+    real shapes (its `warm_up`, one user and `WARM_UP_BATCH` users; else one `rank_many`), and the
+    store's read path (prepared statements, connection pool, the node's read path) answers reads of
+    absent users, one and many. Nothing is written and no cache is touched, so no trace is left.
+    `store_ready` (waits until the store answers: its connection, schema and statements) runs in a
+    thread beside the ranker's warm-up, which needs no store: ONNX runs release the interpreter lock,
+    and the connection mostly waits on the network, so a start pays for the longer of the two, not
+    their sum. A ranker with a search path (`warm_search_in_background`) warms it after the first
+    batch is written instead (`BatchRunner`); a search or a live item that comes first builds it.
+    The store's error, if any, is raised here. Logs `worker_ready`, sets the readiness gauge, and
+    returns the seconds it took."""
     started = time.perf_counter()
     waiter = Background(store_ready, "store_ready") if store_ready is not None else None
     ranker = getattr(pipeline, "ranker", None)
-    sizes = sorted({1, min(32, batch_size), batch_size})
+    sizes = sorted({1, min(WARM_UP_BATCH, batch_size)})
     ranker_warm_up = getattr(ranker, "warm_up", None)
-    if callable(ranker_warm_up):
+    if callable(ranker_warm_up) and callable(getattr(ranker, "warm_search_in_background", None)):
+        # its search path warms after the first batch (BatchRunner): begun here, that thread's 0.2-0.4 s
+        # of Python took the interpreter from the join and the first batch of a restart's backlog
+        ranker_warm_up(batch_sizes=sizes, k=k, search="off")
+    elif callable(ranker_warm_up):
         ranker_warm_up(batch_sizes=sizes, k=k)
     elif ranker is not None and hasattr(ranker, "rank_many"):
         ranker.rank_many([UserState(WARM_UP_USER)], k)
@@ -385,6 +396,10 @@ class BatchRunner:
         for e in events:
             await ack(e)
         self.progress.add(outcome)
+        if self.progress.batches == 1:  # the ranker's search path warms now, off the start's path (`warm_up`)
+            warm_search = getattr(self.pipeline.ranker, "warm_search_in_background", None)
+            if callable(warm_search):
+                warm_search()
         last: dict[TopicPartition, int] = {}
         for e in events:
             last[e.message.tp] = e.message.offset

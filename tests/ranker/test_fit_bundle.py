@@ -496,6 +496,8 @@ def test_the_warm_up_builds_the_search_path_in_the_background_and_lists_stay_the
     assert thread is not None and thread.name == "warm_search"
     got = [ranker.rank(searcher, 10), ranker.rank(shopper, 10)]  # possibly while the thread still runs
     ranker.add_items([new_item])
+    ranker.warm_search_in_background()  # what a worker calls after its first batch: started once only
+    assert ranker.search_warming is thread
     thread.join(60)
     assert not thread.is_alive() and ranker._fusion is not None
     assert got == want

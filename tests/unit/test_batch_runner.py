@@ -426,3 +426,37 @@ def test_a_late_batch_is_ranked_without_the_stage_and_an_on_time_one_with_it() -
     runner.close()
     assert seen == [True, False]
     assert runner.progress.stage_shed == 1 and "stage_shed_batches=1" in runner.progress.line()
+
+
+def test_the_search_path_warms_after_the_first_batch_is_written_and_once() -> None:
+    """A worker's search path (the text encoder, item fusion, the hybrid index) warms after its first
+    batch, not during the start: there its thread took the interpreter from the join and from the
+    first batch of a restart's backlog."""
+    events: list[str] = []
+
+    class Ranker:
+        def warm_search_in_background(self) -> None:
+            events.append("warm search")
+
+    class Recording(FakePipeline):
+        def write(self, batch: PreparedBatch) -> BatchOutcome:
+            outcome = super().write(batch)
+            events.append(f"written {batch.generation}")
+            return outcome
+
+    pipeline, dead = Recording(ranker=Ranker()), DeadLetters()
+    runner = _runner(pipeline, dead)
+    acked: list[int] = []
+
+    async def ack(e: Ev) -> None:
+        acked.append(e.message.offset)
+
+    async def feed() -> AsyncIterator[list[Ev]]:
+        yield _batch(0, 3)
+        await _until(lambda: len(acked) == 3)
+        yield _batch(3, 3)
+        await _until(lambda: len(acked) == 6)
+
+    _run(runner.consume(feed(), ack))
+    runner.close()
+    assert events == ["written 0", "warm search", "written 1"]

@@ -18,7 +18,7 @@ import pytest
 from ranker.online import BundleRanker
 from ranker.state import UserState
 from schemas.errors import StoreUnavailable
-from streams.batch_runner import WARM_UP_USER, BatchRunner, Progress, batch_limit, warm_up
+from streams.batch_runner import WARM_UP_BATCH, WARM_UP_USER, BatchRunner, Progress, batch_limit, warm_up
 from streams.core import BatchOutcome, Pipeline, PreparedBatch, RawRecord
 from streams.metrics import PrometheusSensor
 from streams.state_cache import StateCache
@@ -78,7 +78,16 @@ def test_warm_up_calls_the_rankers_own_warm_up_with_the_batch_sizes() -> None:
     calls: list[tuple[list[int], int]] = []
     ranker = SimpleNamespace(version="w", warm_up=lambda batch_sizes, k: calls.append((list(batch_sizes), k)))
     warm_up(SimpleNamespace(ranker=ranker, store=MemoryStore()), batch_size=500, k=20)
-    assert calls == [([1, 32, 500], 20)]
+    assert calls == [([1, WARM_UP_BATCH], 20)]
+    warm_up(SimpleNamespace(ranker=ranker, store=MemoryStore()), batch_size=8, k=5)
+    assert calls[1] == ([1, 8], 5)  # never more than a batch
+
+
+def test_a_ranker_with_a_search_path_warms_it_after_the_first_batch_not_before_the_join() -> None:
+    calls: list[dict[str, Any]] = []
+    ranker = SimpleNamespace(version="w", warm_up=lambda **kw: calls.append(kw), warm_search_in_background=lambda: None)
+    warm_up(SimpleNamespace(ranker=ranker, store=MemoryStore()), batch_size=500, k=20)
+    assert calls == [{"batch_sizes": [1, WARM_UP_BATCH], "k": 20, "search": "off"}]  # BatchRunner starts it
 
 
 def test_the_store_is_waited_for_beside_the_rankers_warm_up_and_before_it_is_read() -> None:
