@@ -251,9 +251,9 @@ class BundleRanker:
 
     def warm_search_in_background(self, k: int = 20) -> None:
         """Starts the search path's warm-up (`_warm_search`) in a daemon thread, once; a no-op when the
-        bundle cannot fuse items or it has started already. A worker calls it after its first batch
-        (streams.batch_runner), where it no longer takes the interpreter from the join and the
-        backlog's first batch."""
+        bundle cannot fuse items or it has started already. A worker calls it once it has caught up
+        with its backlog (streams.batch_runner), where it no longer takes the interpreter from the
+        join and the backlog's batches."""
         if self.search_warming is not None or not self.bundle.item_ids or not self._can_fuse():
             return
         self.search_warming = threading.Thread(target=self._warm_search, args=(k,), name="warm_search", daemon=True)

@@ -119,6 +119,11 @@ class ReadySensor(Protocol):
 #: prefix of the synthetic users of the warm-up: only ever read, never written
 WARM_UP_USER = "__warm_up__"
 
+#: the ranker's search path warms once the worker has caught up (its lag after a batch is smaller
+#: than that batch), or at this batch if it never does: warmed during the backlog after a start, its
+#: 0.2-0.4 s of Python slowed the drain (from a start at 1,000 events/s: seconds 1-3 waited 0.9-1.3 s)
+SEARCH_WARM_BY_BATCH = 20
+
 #: the warm-up's largest batch: enough users for every history length up to a 50-event window. A
 #: batch of the worker's own size (500) cost 0.15-0.25 s of the start here and bought nothing: with one
 #: BLAS thread, a cold ranker's first batch of 1,000 users took 0.29 s, as long as after that warm-up
@@ -139,8 +144,8 @@ def warm_up(
     `store_ready` (waits until the store answers: its connection, schema and statements) runs in a
     thread beside the ranker's warm-up, which needs no store: ONNX runs release the interpreter lock,
     and the connection mostly waits on the network, so a start pays for the longer of the two, not
-    their sum. A ranker with a search path (`warm_search_in_background`) warms it after the first
-    batch is written instead (`BatchRunner`); a search or a live item that comes first builds it.
+    their sum. A ranker with a search path (`warm_search_in_background`) warms it once the worker
+    has caught up instead (`BatchRunner`); a search or a live item that comes first builds it.
     The store's error, if any, is raised here. Logs `worker_ready`, sets the readiness gauge, and
     returns the seconds it took."""
     started = time.perf_counter()
@@ -149,8 +154,8 @@ def warm_up(
     sizes = sorted({1, min(WARM_UP_BATCH, batch_size)})
     ranker_warm_up = getattr(ranker, "warm_up", None)
     if callable(ranker_warm_up) and callable(getattr(ranker, "warm_search_in_background", None)):
-        # its search path warms after the first batch (BatchRunner): begun here, that thread's 0.2-0.4 s
-        # of Python took the interpreter from the join and the first batch of a restart's backlog
+        # its search path warms once the worker has caught up (BatchRunner): begun here, that thread's
+        # 0.2-0.4 s of Python took the interpreter from the join and the first batch of a restart's backlog
         ranker_warm_up(batch_sizes=sizes, k=k, search="off")
     elif callable(ranker_warm_up):
         ranker_warm_up(batch_sizes=sizes, k=k)
@@ -327,6 +332,7 @@ class BatchRunner:
         # the partitions of the last assignment and its group generation (None: unknown)
         self._owned: set[str] = set()
         self._owned_generation: int | None = None
+        self._search_warmed = False  # the ranker's search path: warmed once the backlog is drained
 
     async def consume(self, batches: AsyncIterable[Sequence[E]], ack: Ack[E]) -> None:
         """Takes each batch off at once and hands it to the two stages: a runtime like faust fills its
@@ -396,10 +402,6 @@ class BatchRunner:
         for e in events:
             await ack(e)
         self.progress.add(outcome)
-        if self.progress.batches == 1:  # the ranker's search path warms now, off the start's path (`warm_up`)
-            warm_search = getattr(self.pipeline.ranker, "warm_search_in_background", None)
-            if callable(warm_search):
-                warm_search()
         last: dict[TopicPartition, int] = {}
         for e in events:
             last[e.message.tp] = e.message.offset
@@ -410,6 +412,13 @@ class BatchRunner:
                 self.lag[name] = max(int(high) - offset - 1, 0)
                 if self.sensor is not None:
                     self.sensor.set_lag(name, int(high) - offset - 1)
+        if not self._search_warmed and (
+            sum(self.lag.values()) < len(events) or self.progress.batches >= SEARCH_WARM_BY_BATCH
+        ):  # caught up: the ranker's search path warms now, off the start's and the backlog's path (`warm_up`)
+            self._search_warmed = True
+            warm_search = getattr(self.pipeline.ranker, "warm_search_in_background", None)
+            if callable(warm_search):
+                warm_search()
 
     async def consume_items(self, batches: AsyncIterable[Sequence[E]], ack: Ack[E]) -> None:
         """New or changed items: each batch decoded, invalid records dead-lettered (confirmed), the

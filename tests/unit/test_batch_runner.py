@@ -428,10 +428,10 @@ def test_a_late_batch_is_ranked_without_the_stage_and_an_on_time_one_with_it() -
     assert runner.progress.stage_shed == 1 and "stage_shed_batches=1" in runner.progress.line()
 
 
-def test_the_search_path_warms_after_the_first_batch_is_written_and_once() -> None:
-    """A worker's search path (the text encoder, item fusion, the hybrid index) warms after its first
-    batch, not during the start: there its thread took the interpreter from the join and from the
-    first batch of a restart's backlog."""
+def test_the_search_path_warms_once_the_worker_has_caught_up_and_once() -> None:
+    """A worker's search path (the text encoder, item fusion, the hybrid index) warms once its lag
+    after a batch is smaller than that batch, not during the start or the backlog: there its thread
+    took the interpreter from the join and from the batches that drain a restart's backlog."""
     events: list[str] = []
 
     class Ranker:
@@ -445,18 +445,24 @@ def test_the_search_path_warms_after_the_first_batch_is_written_and_once() -> No
             return outcome
 
     pipeline, dead = Recording(ranker=Ranker()), DeadLetters()
-    runner = _runner(pipeline, dead)
+    highwater = [10]  # the partition's end offset: 10 events, then 12
+    runner = BatchRunner(pipeline, dead.send, lambda tp: highwater[0])
     acked: list[int] = []
 
     async def ack(e: Ev) -> None:
         acked.append(e.message.offset)
 
     async def feed() -> AsyncIterator[list[Ev]]:
-        yield _batch(0, 3)
+        yield _batch(0, 3)  # lag 7 after it: behind
         await _until(lambda: len(acked) == 3)
-        yield _batch(3, 3)
+        yield _batch(3, 3)  # lag 4: behind
         await _until(lambda: len(acked) == 6)
+        highwater[0] = 12
+        yield _batch(6, 5)  # lag 1: caught up
+        await _until(lambda: len(acked) == 11)
+        yield _batch(11, 1)  # lag 0
+        await _until(lambda: len(acked) == 12)
 
     _run(runner.consume(feed(), ack))
     runner.close()
-    assert events == ["written 0", "warm search", "written 1"]
+    assert events == ["written 0", "written 1", "written 2", "warm search", "written 3"]
