@@ -124,9 +124,10 @@ WARM_UP_USER = "__warm_up__"
 #: 0.2-0.4 s of Python slowed the drain (from a start at 1,000 events/s: seconds 1-3 waited 0.9-1.3 s)
 SEARCH_WARM_BY_BATCH = 20
 
-#: the warm-up's largest batch: enough users for every history length up to a 50-event window. A
-#: batch of the worker's own size (500) cost 0.15-0.25 s of the start here and bought nothing: with one
-#: BLAS thread, a cold ranker's first batch of 1,000 users took 0.29 s, as long as after that warm-up
+#: the warm-up's largest batch: a user of every history length up to 64 events (the Scientific
+#: bundle's window is 50). A batch of the worker's own size (500) cost 0.15-0.25 s of the start here
+#: and bought nothing: with one BLAS thread, a cold ranker's first batch of 1,000 users took 0.29 s,
+#: as long as after that warm-up
 WARM_UP_BATCH = 64
 
 
