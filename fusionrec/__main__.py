@@ -1,5 +1,5 @@
 """`python -m fusionrec` and the `fusionrec` script. A starting worker lowers its CPU priority here,
-before the command line's imports (about a second of CPU), so that its whole start yields to a
+before the command line's imports (0.4 s of CPU on an idle host, more under load), so that its whole start yields to a
 worker already serving on the host (fusionrec.priority); it returns to normal as it joins."""
 
 import sys
