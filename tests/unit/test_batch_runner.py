@@ -18,7 +18,7 @@ import pytest
 
 from ranker.state import UserState
 from schemas.items import Item
-from streams.batch_runner import BatchRunner, StageShedding
+from streams.batch_runner import SEARCH_WARM_IDLE_S, BatchRunner, StageShedding
 from streams.core import BatchOutcome, DeadLetterRecord, PreparedBatch, RawRecord
 from streams.state_cache import StateCache
 
@@ -466,3 +466,26 @@ def test_the_search_path_warms_once_the_worker_has_caught_up_and_once() -> None:
     _run(runner.consume(feed(), ack))
     runner.close()
     assert events == ["written 0", "written 1", "written 2", "warm search", "written 3"]
+
+
+def test_an_idle_worker_warms_its_search_path_a_second_after_its_assignment() -> None:
+    """No traffic after an assignment: nothing to take the interpreter from, so the search path warms
+    then, not in the first batches when traffic comes. A batch within the second defers it."""
+    warmed: list[float] = []
+
+    class Ranker:
+        def warm_search_in_background(self) -> None:
+            warmed.append(time.monotonic())
+
+    async def scenario() -> float:
+        runner = _runner(FakePipeline(ranker=Ranker()), DeadLetters())
+        assigned = time.monotonic()
+        runner.on_assigned([TP("clicks", 0)], 1)
+        await _until(lambda: bool(warmed))
+        runner.on_assigned([TP("clicks", 0)], 2)  # once only
+        await asyncio.sleep(SEARCH_WARM_IDLE_S + 0.2)
+        runner.close()
+        return assigned
+
+    assigned = _run(scenario())
+    assert len(warmed) == 1 and warmed[0] - assigned >= SEARCH_WARM_IDLE_S * 0.9
