@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,22 +46,35 @@ def build_ranker(
     bundle: str | Path | None = None,
     ranking_stage: bool = True,
     policy: RankingPolicy = RankingPolicy(),
+    threads: int = 1,
 ) -> Ranker:
     """The bundle's ranker when a bundle is given (ONNX user encoder, batched; its own catalog and
-    popularity, so no dataset is read; its learned ranking stage unless `ranking_stage` is false),
-    else the co-occurrence baseline fitted on the dataset."""
+    popularity, so no dataset is read; its learned ranking stage unless `ranking_stage` is false;
+    a large batch ranked on `threads` threads), else the co-occurrence baseline fitted on the dataset."""
     if bundle is not None:
         # no spinning: a worker shares its cores with the Kafka client, the store driver and (here)
         # the services; idle ONNX threads busy-waiting for the next batch cost ~10% throughput
         session = SessionConfig(allow_spinning=False)
         return BundleRanker(
-            ModelBundle.load(bundle, session), policy=policy, retrieval=session, ranking_stage=ranking_stage
+            ModelBundle.load(bundle, session),
+            policy=policy,
+            retrieval=session,
+            ranking_stage=ranking_stage,
+            threads=threads,
         )
     if dataset is None:
         raise ConfigError(
             "no model: give a bundle (--bundle, from `fusionrec train`) or a dataset to fit co-occurrence"
         )
     return fit_cooccurrence(dataset.item_sequences())
+
+
+def rank_threads(worker: WorkerSettings) -> int:
+    """worker.rank_threads, with 0 read as one thread per core this process may run on, at most 4."""
+    if worker.rank_threads:
+        return worker.rank_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
 
 
 def new_items_policy(worker: WorkerSettings) -> RankingPolicy:

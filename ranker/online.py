@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,28 @@ __all__ = ["POPULAR_N", "SEARCH_USERS", "BundleRanker"]
 
 #: popular items kept for cold starts (enough to fill k after leaving out what the user has seen)
 POPULAR_N = 500
+
+#: a batch's users are ranked in chunks of at most this many: the ranking stage's [users, catalogue]
+#: and [users, candidates, d] arrays of 1,000 users at once left the cache (Scientific bundle, one
+#: BLAS thread: 250-400 ms for 1,000 users in one go, 230-260 ms in chunks of 256 or 500)
+RANK_CHUNK = 256
+#: with `threads` > 1, a batch of at least twice this many users is split over the threads (smaller
+#: chunks cost more in per-call overhead than a second thread gains)
+PARALLEL_MIN_CHUNK = 64
+
+
+def _chunks(n: int, threads: int) -> list[tuple[int, int]]:
+    """[lo, hi) bounds of the contiguous, near-equal chunks `rank_many` ranks `n` users in: at most
+    RANK_CHUNK users each, and at least `threads` chunks when each still has PARALLEL_MIN_CHUNK."""
+    parts = max(-(-n // RANK_CHUNK), min(threads, n // PARALLEL_MIN_CHUNK), 1)
+    step, extra = divmod(n, parts)
+    bounds, lo = [], 0
+    for i in range(parts):
+        hi = lo + step + (i < extra)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
+
 
 #: how a search-only shopper is ranked (module doc, step 2)
 SEARCH_USERS = ("hybrid", "encoder")
@@ -78,13 +101,19 @@ class BundleRanker:
         retrieval: SessionConfig = SessionConfig(provider="cpu", allow_spinning=False),
         ranking_stage: bool = True,
         search_users: str = "hybrid",
+        threads: int = 1,
     ) -> None:
         """`popular` overrides the bundle's popularity order (item ids, most popular first); by
         default the bundle's own (`bundle.popular`), then the items without events in catalog order:
         POPULAR_N in all. `ranking_stage=False` ranks by the user encoder alone even when the
-        bundle has a ranking stage. `search_users`: "hybrid" or "encoder" (see the module doc)."""
+        bundle has a ranking stage. `search_users`: "hybrid" or "encoder" (see the module doc).
+        `threads` > 1: a large batch's chunks are ranked on that many threads at once (`rank_many`)."""
         if search_users not in SEARCH_USERS:
             raise ValueError(f"search_users must be one of {SEARCH_USERS}, not {search_users!r}")
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
         self.search_users = search_users
         self._hybrid: HybridIndex | None = None
         self._live_texts: dict[str, str] = {}  # texts of items that came on the items topic
@@ -116,6 +145,23 @@ class BundleRanker:
         return self.rank_many([state], k)[0]
 
     def rank_many(self, states: Sequence[UserState], k: int) -> list[tuple[list[tuple[str, float]], str]]:
+        """Each state's top k and its source, in order. A batch is ranked in chunks (`_chunks`); with
+        `threads` > 1 the chunks run on that many threads at once: the encoder and retrieval sessions,
+        the matrix products and the compiled trees run outside the interpreter lock, so a second
+        thread nearly doubles a large batch's speed where a core is free (1,000 users of the Scientific
+        bundle, one BLAS thread each: 145-160 ms on two threads against 230-260 ms on one). Users are
+        ranked independently of each other, so the split changes no list beyond float rounding."""
+        bounds = _chunks(len(states), self.threads)
+        if len(bounds) == 1:
+            return self._rank_chunk(states, k)
+        if self.threads == 1:
+            return [r for lo, hi in bounds for r in self._rank_chunk(states[lo:hi], k)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rank")
+        parts = [self._pool.submit(self._rank_chunk, states[lo:hi], k) for lo, hi in bounds]
+        return [r for part in parts for r in part.result()]
+
+    def _rank_chunk(self, states: Sequence[UserState], k: int) -> list[tuple[list[tuple[str, float]], str]]:
         out: list[tuple[list[tuple[str, float]], str] | None] = [None] * len(states)
         known: list[int] = []
         searched: list[int] = []

@@ -132,11 +132,21 @@ class WorkerSettings(Frozen):
         True, description="re-rank with the bundle's learned ranking stage when it has one (costs throughput)"
     )
     stage_budget_ms: int = Field(
-        1000,
+        500,
         ge=0,
-        description="a batch whose oldest event has waited longer than this since it entered Kafka is ranked "
-        "without the ranking stage (about 3x as fast): fresh lists first after a start, a restart or a "
-        "burst; 0: never",
+        description="a batch whose lists would be written later than this after its oldest event entered Kafka if it "
+        "were ranked with the ranking stage (that event's wait so far, plus the batch's users times the last batches' "
+        "ranking and write time per user) is ranked without the stage (several times as fast): fresh lists first "
+        "after a start, a restart, a burst, or at a rate the stage cannot keep up with; 0: never",
+    )
+    rank_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="threads that rank the chunks of a large batch at once (the ONNX sessions, matrix products and "
+        "ranking trees run outside the interpreter lock): a backlog drains faster where a core is free; 0: one per "
+        "core, at most 4. On the 2-core reference machine, where the brokers and the store share the cores, a second "
+        "thread did not change freshness at 2,000 events/s (no core was free), so one is the default",
     )
     new_items_every: int = Field(
         2,

@@ -24,6 +24,7 @@ from fusionrec.wiring import (
     explainer,
     new_items_policy,
     open_results_store,
+    rank_threads,
     wait_for_store,
 )
 from ranker.text_fusion import TextFusionModel
@@ -265,7 +266,12 @@ def worker(
     # for that): the two took 0.37 s one after the other here and 0.29 s side by side
     loading = Background(
         lambda: (
-            build_ranker(bundle=bundle, ranking_stage=s.worker.ranking_stage, policy=new_items_policy(s.worker))
+            build_ranker(
+                bundle=bundle,
+                ranking_stage=s.worker.ranking_stage,
+                policy=new_items_policy(s.worker),
+                threads=rank_threads(s.worker),
+            )
             if bundle
             else build_ranker(load_data(s.data))
         ),

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -681,3 +682,37 @@ def test_a_batch_ranks_personal_lists_only_for_those_who_get_them(bundles: list[
     assert sizes == [3]  # one retrieval, for the three personal lists
     assert batch[1] == searched_alone and batch[1][1] == "personal+search"
     assert [batch[n] for n in (0, 2, 3)] == [alone[n] for n in (0, 2, 3)]
+
+
+def test_a_large_batch_is_ranked_in_chunks_on_the_threads_with_the_same_lists(bundles: list[Path]) -> None:
+    """`rank_many` splits a batch into contiguous chunks (at most RANK_CHUNK users, and one per thread
+    where each has PARALLEL_MIN_CHUNK); ranked on two threads, the lists are those of one thread
+    ranking the same chunks, in the batch's order."""
+    from ranker.online import PARALLEL_MIN_CHUNK, RANK_CHUNK, BundleRanker, _chunks
+    from ranker.state import UserState
+
+    for n, threads in ((0, 1), (1, 1), (1, 4), (600, 1), (600, 2), (130, 2), (127, 2), (5000, 3)):
+        bounds = _chunks(n, threads)
+        assert bounds[0][0] == 0 and bounds[-1][1] == n, (n, threads)
+        assert all(a[1] == b[0] for a, b in pairwise(bounds)), (n, threads)
+        assert max(hi - lo for lo, hi in bounds) <= max(RANK_CHUNK, 1 if n else 0), (n, threads)
+        if n >= threads * PARALLEL_MIN_CHUNK:
+            assert len(bounds) >= threads, (n, threads)
+    assert _chunks(127, 2) == [(0, 127)] and _chunks(130, 2) == [(0, 65), (65, 130)]
+
+    bundle = ModelBundle.load(bundles[0])
+    items = bundle.items()
+    users = [
+        UserState(
+            user_id=f"u{n}",
+            recent_items=tuple(items[(n * 7 + j) % len(items)].item_id for j in range(1 + n % 5)),
+            recent_types=("view",) * (1 + n % 5),
+        )
+        for n in range(600)
+    ]
+    one = BundleRanker(bundle).rank_many(users, 10)
+    two = BundleRanker(bundle, threads=2)
+    assert two.rank_many(users, 10) == one
+    assert two._pool is not None and two._pool._max_workers == 2
+    with pytest.raises(ValueError, match="threads"):
+        BundleRanker(bundle, threads=0)

@@ -396,6 +396,30 @@ def test_stage_shedding_follows_how_long_each_batch_has_waited() -> None:
     StageShedding(1.0).update(5.0, object())  # a ranker without a stage: nothing to shed, no error
 
 
+def test_stage_shedding_projects_when_a_batch_would_be_written_with_the_stage() -> None:
+    """Once batches ranked with the stage have taught it their cost per user, a batch is shed when its
+    oldest event's wait plus its users times that cost passes the budget, though the wait alone does not."""
+    ranker = SheddableRanker()
+    shed = StageShedding(0.5)
+
+    def written(users: int, rank_s: float, write_s: float) -> BatchOutcome:
+        return BatchOutcome(n_records=users, n_users=users, rank_s=rank_s, write_s=write_s)
+
+    shed.learn(written(20, 1.0, 1.0), shed=False)  # too few users: fixed costs would pass for a per-user cost
+    shed.learn(written(1000, 0.1, 0.1), shed=True)  # ranked without the stage: not the stage's cost
+    assert shed.per_user_s is None
+    shed.update(0.4, ranker, 1000)
+    assert ranker.shed_stage is False  # nothing learned yet: the wait alone decides
+    shed.learn(written(500, 0.15, 0.1), shed=False)  # 0.5 ms per user
+    assert shed.per_user_s == pytest.approx(0.0005)
+    for age, n, want in ((0.1, 100, False), (0.1, 1000, True), (0.3, 300, False), (0.3, 500, True), (0.6, 1, True)):
+        shed.update(age, ranker, n)
+        assert ranker.shed_stage is want, (age, n)
+        assert shed.projected_s(age, n) == pytest.approx(age + 0.0005 * n)
+    shed.learn(written(100, 0.1, 0.0), shed=False)  # 1 ms per user, smoothed in
+    assert shed.per_user_s == pytest.approx(0.0005 + StageShedding.SMOOTHING * 0.0005)
+
+
 def test_a_late_batch_is_ranked_without_the_stage_and_an_on_time_one_with_it() -> None:
     """Batch 1's records entered Kafka 5 s ago (a backlog): shed. Batch 2's just now: the stage again."""
     ranker = SheddableRanker()
@@ -489,3 +513,39 @@ def test_an_idle_worker_warms_its_search_path_a_second_after_its_assignment() ->
 
     assigned = _run(scenario())
     assert len(warmed) == 1 and warmed[0] - assigned >= SEARCH_WARM_IDLE_S * 0.9
+
+
+def test_the_runner_teaches_the_shedding_the_cost_of_batches_ranked_with_the_stage_only() -> None:
+    """A shed batch (its records 5 s old) teaches nothing; a batch ranked with the stage teaches its
+    ranking and write time per user, which the next batches' decisions project with."""
+    ranker = SheddableRanker()
+
+    class Costed(FakePipeline):
+        def prepare(self, records: Sequence[RawRecord]) -> PreparedBatch:
+            batch = super().prepare(records)
+            batch.outcome.n_users, batch.outcome.rank_s = len(records), 0.002 * len(records)
+            return batch
+
+    pipeline, dead = Costed(ranker=ranker), DeadLetters()
+    runner = BatchRunner(pipeline, dead.send, lambda tp: 100, stage_budget_s=1.0)
+    acked: list[int] = []
+    learned: list[float | None] = []
+
+    async def ack(e: Ev) -> None:
+        acked.append(e.message.offset)
+
+    def stamped(start: int, age_s: float) -> list[Ev]:
+        return [Ev(Msg("clicks", 0, o, b"ok", time.time() - age_s)) for o in range(start, start + 60)]
+
+    async def feed() -> AsyncIterator[list[Ev]]:
+        yield stamped(0, 5.0)
+        await _until(lambda: len(acked) == 60)
+        learned.append(runner.shedding.per_user_s)
+        yield stamped(60, 0.0)
+        await _until(lambda: len(acked) == 120)
+
+    _run(runner.consume(feed(), ack))
+    runner.close()
+    assert learned == [None]
+    assert runner.shedding.per_user_s == pytest.approx(0.002)
+    assert runner.shedding.batches == 1
