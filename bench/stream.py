@@ -414,6 +414,7 @@ def freshness(
         w.stop()
         if second is not None:
             second.stop()
+        extra["stage_shed_share"] = _shed_share([x.last_line("worker_stop") for x in (w, second) if x is not None])
     store.close()
     drop_keyspace(ks)
     out = _percentiles([ms for _, ms in latencies])
@@ -428,6 +429,17 @@ def freshness(
 WORKER_LINES = ("worker_progress", "worker_ready", "warm_up_search", "worker_start", "partitions_assigned",
                 "state_cache", "batch_first", "batch_slow", "worker_stop", "spare_worker", "worker_standby",
                 "worker_priority", "Traceback", "Error")  # fmt: skip
+
+
+def _shed_share(stop_lines: list[str | None]) -> float | None:
+    """The share of the lists the workers wrote that were ranked without the ranking stage (their
+    `worker_stop` lines' stage_shed_users / users; the run's warm-up and the window together)."""
+    users = shed = 0
+    for line in stop_lines:
+        m = re.search(r"\busers=(\d+) stage_shed_users=(\d+)", line or "")
+        if m:
+            users, shed = users + int(m.group(1)), shed + int(m.group(2))
+    return round(shed / users, 3) if users else None
 
 
 def _kill_active(w: WorkerProcess) -> int:
@@ -554,7 +566,7 @@ def curve_main(args: argparse.Namespace) -> dict[str, Any]:
         print(
             f"rate={rate:.0f} achieved={row['achieved_eps']} p50={row['p50']} p95={row['p95']} p99={row['p99']} "
             f"lag_at_end={row['lag_at_end']} samples={row['samples']}/{row['expected_samples']} "
-            f"censored_at_10s={row['censored']}"
+            f"censored_at_10s={row['censored']} stage_shed_share={row.get('stage_shed_share')}"
             + (f" after={row['after']} exact_folds={row['exact_folds']}" if "after" in row else "")
             + (f" after_event_s={row['after_event_s']}" if "after_event_s" in row else "")
             + (f" after_launch_s={row['after_launch_s']}" if "after_launch_s" in row else ""),

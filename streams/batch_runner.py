@@ -199,6 +199,7 @@ class Progress:
         self.every_s = every_s
         self.records = self.applied = self.duplicates = self.dead = self.batches = 0
         self.stage_shed = 0  # batches ranked without the ranking stage (StageShedding)
+        self.users = self.shed_users = 0  # lists written, and those ranked without the stage
         self.started = self.last = time.monotonic()
         self.first_batch: float | None = None  # when records first arrived: startup is not throughput
         self.last_batch_end = self.started
@@ -226,15 +227,18 @@ class Progress:
         return (
             f"records={self.records} applied={self.applied} duplicates={self.duplicates} "
             f"dead_letters={self.dead} batches={self.batches} elapsed_s={elapsed:.1f} "
-            f"active_s={active:.2f} active_eps={self.records / active:.0f} stage_shed_batches={self.stage_shed}"
+            f"active_s={active:.2f} active_eps={self.records / active:.0f} stage_shed_batches={self.stage_shed} "
+            f"users={self.users} stage_shed_users={self.shed_users}"
         )
 
     def begin(self) -> None:
         if self.first_batch is None:
             self.first_batch = time.monotonic()
 
-    def add(self, o: BatchOutcome) -> None:
+    def add(self, o: BatchOutcome, shed: bool = False) -> None:
         self.last_batch_end = time.monotonic()
+        self.users += o.n_users
+        self.shed_users += o.n_users if shed else 0
         self.records += o.n_records
         self.applied += o.n_applied
         self.duplicates += o.n_duplicates
@@ -435,7 +439,7 @@ class BatchRunner:
             await fut  # confirmed by the broker before the source offsets may be committed
         for e in events:
             await ack(e)
-        self.progress.add(outcome)
+        self.progress.add(outcome, shed)
         last: dict[TopicPartition, int] = {}
         for e in events:
             last[e.message.tp] = e.message.offset

@@ -549,3 +549,4 @@ def test_the_runner_teaches_the_shedding_the_cost_of_batches_ranked_with_the_sta
     assert learned == [None]
     assert runner.shedding.per_user_s == pytest.approx(0.002)
     assert runner.shedding.batches == 1
+    assert "users=120 stage_shed_users=60" in runner.progress.line()

@@ -27,3 +27,13 @@ def test_milestones_take_the_earliest_over_every_log() -> None:
     spare = "2026-12-05 12:26:09,200 INFO fusionrec.spare spare_worker_active pid=7 cold=0 replaced=6 returncode=-9\n"
     got = _milestones([LOG, spare], killed)
     assert got["takeover"] == 0.2 and got["worker_ready"] == 0.568
+
+
+def test_the_shed_share_adds_the_workers_stop_lines_up() -> None:
+    from bench.stream import _shed_share
+
+    first = "worker_stop records=9 batches=3 stage_shed_batches=1 users=300 stage_shed_users=30"
+    second = "worker_stop records=9 batches=3 stage_shed_batches=2 users=100 stage_shed_users=90"
+    assert _shed_share([first, second]) == 0.3
+    assert _shed_share([first, None]) == 0.1
+    assert _shed_share([None, "worker_stop records=0 stage_shed_batches=0"]) is None  # a worker of an older commit
