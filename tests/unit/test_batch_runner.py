@@ -420,6 +420,11 @@ def test_stage_shedding_projects_when_a_batch_would_be_written_with_the_stage() 
     assert shed.per_user_s == pytest.approx(0.0005 + StageShedding.SMOOTHING * 0.0005)
 
 
+def _stamped(start: int, n: int, age_s: float) -> list[Ev]:
+    """n clickstream records from offset `start` that entered Kafka `age_s` ago."""
+    return [Ev(Msg("clicks", 0, o, b"ok", time.time() - age_s)) for o in range(start, start + n)]
+
+
 def test_a_late_batch_is_ranked_without_the_stage_and_an_on_time_one_with_it() -> None:
     """Batch 1's records entered Kafka 5 s ago (a backlog): shed. Batch 2's just now: the stage again."""
     ranker = SheddableRanker()
@@ -437,13 +442,10 @@ def test_a_late_batch_is_ranked_without_the_stage_and_an_on_time_one_with_it() -
     async def ack(e: Ev) -> None:
         acked.append(e.message.offset)
 
-    def stamped(start: int, age_s: float) -> list[Ev]:
-        return [Ev(Msg("clicks", 0, o, b"ok", time.time() - age_s)) for o in range(start, start + 3)]
-
     async def feed() -> AsyncIterator[list[Ev]]:
-        yield stamped(0, 5.0)
+        yield _stamped(0, 3, 5.0)
         await _until(lambda: len(acked) == 3)
-        yield stamped(3, 0.0)
+        yield _stamped(3, 3, 0.0)
         await _until(lambda: len(acked) == 6)
 
     _run(runner.consume(feed(), ack))
@@ -534,14 +536,11 @@ def test_the_runner_teaches_the_shedding_the_cost_of_batches_ranked_with_the_sta
     async def ack(e: Ev) -> None:
         acked.append(e.message.offset)
 
-    def stamped(start: int, age_s: float) -> list[Ev]:
-        return [Ev(Msg("clicks", 0, o, b"ok", time.time() - age_s)) for o in range(start, start + 60)]
-
     async def feed() -> AsyncIterator[list[Ev]]:
-        yield stamped(0, 5.0)
+        yield _stamped(0, 60, 5.0)
         await _until(lambda: len(acked) == 60)
         learned.append(runner.shedding.per_user_s)
-        yield stamped(60, 0.0)
+        yield _stamped(60, 60, 0.0)
         await _until(lambda: len(acked) == 120)
 
     _run(runner.consume(feed(), ack))
