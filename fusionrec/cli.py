@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from fusionrec.priority import command_word
 from schemas.errors import FusionrecError
 
 __all__ = ["COMMANDS", "build_app", "main"]  # and `app` (module __getattr__)
@@ -70,7 +71,7 @@ def _root(
 def build_app(args: Sequence[str] = ()) -> typer.Typer:
     """The command line for `args`: only the named command's module when the first word of `args` is a
     command (`COMMANDS`), else every command (help, a mistyped name: the full list to choose from)."""
-    command = next((a for a in args if not a.startswith("-")), None)
+    command = command_word(args)
     modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
     cli = typer.Typer(
         name="fusionrec",

@@ -137,11 +137,15 @@ def _processes() -> dict[int, tuple[int, list[str]]]:
     return out
 
 
+def command_word(args: Sequence[str]) -> str | None:
+    """The command a command line names: its first word that is not an option (None: none)."""
+    return next((a for a in args if not a.startswith("-")), None)
+
+
 def starting_worker(args: Sequence[str]) -> bool:
     """Whether command-line `args` start a worker that warms up before it joins (not a spare's
     supervisor: its session holds the active worker, which must not be lowered with it)."""
-    command = next((a for a in args if not a.startswith("-")), None)
-    return command == "worker" and "--spare" not in args and "--no-warm-up" not in args
+    return command_word(args) == "worker" and "--spare" not in args and "--no-warm-up" not in args
 
 
 @dataclass(frozen=True)
