@@ -40,6 +40,7 @@ __all__ = [
     "STARTED_NICE_ENV",
     "WARM_NICE",
     "can_restore",
+    "command_word",
     "lower",
     "other_workers",
     "restore",

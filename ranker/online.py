@@ -20,6 +20,7 @@ The fallback chain, one per user, first that applies (the list's `source` names 
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import threading
@@ -71,6 +72,11 @@ def _chunks(n: int, threads: int) -> list[tuple[int, int]]:
         lo = hi
     return bounds
 
+
+#: how long the process's exit waits for a search warm-up still running: a daemon thread still inside
+#: ONNX Runtime when the interpreter finalizes takes the process down ("terminate called without an
+#: active exception", exit 134), as a worker stopped in its first second after the join was
+SEARCH_WARM_EXIT_WAIT_S = 30.0
 
 #: how a search-only shopper is ranked (module doc, step 2)
 SEARCH_USERS = ("hybrid", "encoder")
@@ -299,11 +305,12 @@ class BundleRanker:
         """Starts the search path's warm-up (`_warm_search`) in a daemon thread, once; a no-op when the
         bundle cannot fuse items or it has started already. A worker calls it once it has caught up
         with its backlog (streams.batch_runner), where it no longer takes the interpreter from the
-        join and the backlog's batches."""
+        join and the backlog's batches. The process's exit waits for it (`SEARCH_WARM_EXIT_WAIT_S`)."""
         if self.search_warming is not None or not self.bundle.item_ids or not self._can_fuse():
             return
         self.search_warming = threading.Thread(target=self._warm_search, args=(k,), name="warm_search", daemon=True)
         self.search_warming.start()
+        atexit.register(self.search_warming.join, SEARCH_WARM_EXIT_WAIT_S)
 
     def _warm_search(self, k: int) -> None:
         """The search path on synthetic search-only users (one to four queries); what it builds is kept.

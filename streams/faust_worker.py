@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from threadpoolctl import threadpool_limits
 
+from streams.background import Background
 from streams.batch_runner import BatchRunner, LagSensor, ReadySensor, TopicPartition, warm_up
 from streams.core import Pipeline
 from streams.gc_tuning import tune_gc
@@ -346,14 +347,20 @@ def run_worker(
     pipeline = pipeline_factory(stopping)
     tune_gc()
     ready = cast(ReadySensor, sensor) if hasattr(sensor, "set_ready") else None
-    if warm:
-        warm_up(pipeline, worker.batch_size, getattr(pipeline, "k", 20), ready, store_ready=store_ready)
+    warming: Background[float] | None = None
+    if warm:  # mostly ONNX runs, outside the interpreter lock: the app is built meanwhile (0.05 s of Python)
+        k = getattr(pipeline, "k", 20)
+        warming = Background(lambda: warm_up(pipeline, worker.batch_size, k, ready, store_ready=store_ready), "warm_up")
     else:
         if store_ready is not None:
             store_ready()
         log.info("worker_ready warm_s=0.00 warm_up=off")
         if ready is not None:
             ready.set_ready(True)
+    app = build_app(kafka, worker, pipeline, stopping, datadir=datadir, sensor=sensor)
+    faust_worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    if warming is not None:
+        warming.result()
     if join_when is not None:
         log.info("worker_standby group=%s instance_id=%s", kafka.group, worker.instance_id)
         if not join_when():
@@ -362,8 +369,6 @@ def run_worker(
         log.info("worker_standby_joining")
     if before_join is not None:
         before_join()
-    app = build_app(kafka, worker, pipeline, stopping, datadir=datadir, sensor=sensor)
-    faust_worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     log.info(
         "worker_start topic=%s group=%s bootstrap=%s batch_size=%d store=%s",
         kafka.topic,

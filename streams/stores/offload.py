@@ -17,6 +17,7 @@ the call raises `StoreUnavailable`, so the batch is retried, never dropped.
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import multiprocessing
 import os
@@ -173,6 +174,11 @@ class OffloadedWrites:
         proc = ctx.Process(
             target=_serve, args=(child, self.url, self.replication, access, inherited), daemon=True, name="writer"
         )
+        if self._method == "fork":
+            # what the two processes share from here is never visited by either's cycle collector: a
+            # collection writes to every object it visits, so each one copied the pages the other still
+            # shared (copy-on-write), and the child's first collection visited the parent's whole heap
+            gc.freeze()
         proc.start()
         child.close()
         log.info("writer_process_starting pid=%d start=%s", proc.pid, self._method)

@@ -513,6 +513,24 @@ def test_the_warm_up_builds_the_search_path_in_the_background_and_lists_stay_the
         off.warm_up(search="later")
 
 
+def test_a_process_that_exits_while_the_search_path_warms_waits_for_it(bundles: list[Path]) -> None:
+    """A daemon thread still inside ONNX Runtime at the interpreter's finalization aborted the process
+    (a worker stopped just after its join: exit 134). The exit now waits for the warm-up to finish."""
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "from ranker.bundle import ModelBundle\n"
+        "from ranker.online import BundleRanker\n"
+        f"ranker = BundleRanker(ModelBundle.load({str(bundles[0])!r}))\n"
+        "ranker.warm_search_in_background(5)\n"
+        "assert ranker.search_warming is not None and ranker.search_warming.is_alive()\n"
+        "sys.exit(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "warm_up_search_done" in done.stderr
+
+
 THREE = (*VARIANTS, ("weighted-b0.3", "weighted", 0.3))
 
 
