@@ -30,7 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import drop_keyspace, worker_bench_parser  # noqa: E402
+from bench.common import drop_keyspace, drop_topics, worker_bench_parser  # noqa: E402
 from bench.harness import named_worker, wait_for  # noqa: E402
 from schemas.codec import encode_event  # noqa: E402
 from schemas.events import Event, EventType  # noqa: E402
@@ -93,6 +93,7 @@ def main() -> None:
                 row[kind] = one_start(Path(tmp), f"{r}-{kind}", names, args.bundle, args.data)
                 print(f"round {r} {kind}: {row[kind]}", file=sys.stderr)
             drop_keyspace(names["keyspace"])
+            drop_topics(BOOT, [names["topic"], names["dead_letter_topic"]], groups=[names["group"]])
             rounds.append(row)
     medians = {
         kind: {

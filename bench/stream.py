@@ -58,7 +58,7 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 from confluent_kafka import Consumer  # noqa: E402
 
-from bench.common import committed, drop_keyspace, worker_bench_parser  # noqa: E402
+from bench.common import committed, drop_keyspace, drop_topics, worker_bench_parser  # noqa: E402
 from bench.harness import WorkerProcess, wait_for  # noqa: E402
 from schemas.codec import encode_event  # noqa: E402
 from schemas.events import Event, EventType  # noqa: E402
@@ -137,6 +137,7 @@ def pipeline_run(topic: str, n: int, partitions: int, batch: int, data: str, bun
             w.stop()
         line = w.last_line("worker_stop") or ""
     drop_keyspace(ks)
+    drop_topics(BOOT, [f"{topic}.dlq"], groups=[group])
     m = re.search(r"active_eps=(\d+)", line)
     if not m:
         raise SystemExit(f"worker did not report: {line!r}")
@@ -417,6 +418,7 @@ def freshness(
         extra["stage_shed_share"] = _shed_share([x.last_line("worker_stop") for x in (w, second) if x is not None])
     store.close()
     drop_keyspace(ks)
+    drop_topics(BOOT, [topic, f"{topic}.dlq", items_topic], groups=[group])
     out = _percentiles([ms for _, ms in latencies])
     out["expected_samples"] = sampled
     out["timeline"] = _timeline(latencies, start)
@@ -547,6 +549,7 @@ def warm_store(data: str, n: int = 5000) -> None:
     ensure_topics(BOOT, {topic: 4})
     produce_records(BOOT, topic, islice(event_records(dataset), n), progress=False)
     io_floor(topic, min(n, len(dataset.events)))
+    drop_topics(BOOT, [topic])
 
 
 def curve_main(args: argparse.Namespace) -> dict[str, Any]:
@@ -660,6 +663,7 @@ def main() -> None:
             "pipeline_over_batch1": round(out["pipeline_eps"] / max(out["batch1_eps"], 1), 2),
         }
     )
+    drop_topics(BOOT, [topic, t1])  # each pipeline run dropped its own group's dead-letter and leader topics
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

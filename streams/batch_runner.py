@@ -396,7 +396,7 @@ class BatchRunner:
         previous: asyncio.Future[None] | None = None
         while True:
             events = await queue.get()
-            limit = batch_limit(sum(self.lag.values()), len(events), self.drain_factor)
+            limit = batch_limit(self._backlog(events), len(events), self.drain_factor)
             while len(events) < limit and not queue.empty():
                 events += queue.get_nowait()  # behind: taken batches merged (see `batch_limit`)
             stamps = [t for t in (e.message.timestamp for e in events) if t]
@@ -421,6 +421,21 @@ class BatchRunner:
             written = loop.run_in_executor(self._writer, self.pipeline.write, prepared)
             previous = asyncio.ensure_future(self._finish(events, written, ack, shed))
             previous.add_done_callback(_report_failure)  # seen now, not only when the next batch comes
+
+    def _backlog(self, events: Sequence[E]) -> int:
+        """Records behind, this batch included: as of the last batch written (`lag`), or, before the
+        first write since an assignment (which clears `lag`), from the fetch's high watermarks, so that a
+        restart's backlog is merged from its second batch on instead of its third."""
+        if self.lag:
+            return sum(self.lag.values())
+        last: dict[TopicPartition, int] = {}
+        for e in events:
+            last[e.message.tp] = e.message.offset
+        behind = 0
+        for tp, offset in last.items():
+            high = self.highwater(tp)
+            behind += max(int(high) - offset - 1, 0) if high is not None else 0
+        return behind + len(events)
 
     async def _finish(self, events: list[E], written: Awaitable[BatchOutcome], ack: Ack[E], shed: bool) -> None:
         """After a batch's writes: dead letters confirmed by the broker, then the events acked (so

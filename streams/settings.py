@@ -161,7 +161,12 @@ class WorkerSettings(Frozen):
     )
     batch_within_s: float = Field(0.05, gt=0, description="max wait to fill a micro-batch")
     k: int = Field(20, ge=1, le=1000, description="length of each stored list")
-    commit_interval_s: float = Field(1.0, gt=0, description="how often acked offsets are committed")
+    commit_interval_s: float = Field(
+        0.2,
+        gt=0,
+        description="how often acked offsets are committed (what a restarted worker reads again is what was "
+        "acked since the last commit)",
+    )
     store_url: str | None = Field(None, description="overrides the Cassandra store, e.g. sqlite:///x.db")
     state_cache_users: int = Field(
         200_000,

@@ -232,3 +232,38 @@ def test_the_runner_merges_taken_batches_while_behind_and_keeps_order() -> None:
     assert pipeline.written == pipeline.prepared
     assert max(len(b) for b in pipeline.prepared) > 3 and len(pipeline.prepared) < 5
     assert runner.lag == {"clicks:0": 100 - 42 - 1}
+
+
+def test_before_its_first_write_the_runner_reads_the_backlog_from_the_high_watermarks() -> None:
+    """After an assignment `lag` is empty until a batch is written. A restart's backlog is merged anyway:
+    batch 0 is prepared slowly (the queue fills behind it) and its write is held, and the batches
+    waiting behind it (high-water 100) are still prepared as one, in order."""
+    from tests.unit.test_batch_runner import DeadLetters, Ev, FakePipeline, _batch, _feed, _run
+
+    pipeline, dead = FakePipeline(), DeadLetters()
+    release = threading.Event()
+    pipeline.hold_write[0] = release
+    original_prepare = pipeline.prepare
+    lags_seen: list[dict[str, int]] = []
+
+    def prepare(records: Sequence[RawRecord]) -> PreparedBatch:
+        lags_seen.append(dict(runner.lag))
+        if not lags_seen[1:]:
+            time.sleep(0.3)  # batch 0: the feeder fills the queue meanwhile
+        else:
+            release.set()
+        return original_prepare(records)
+
+    pipeline.prepare = prepare  # type: ignore[method-assign]
+    runner = BatchRunner(pipeline, dead.send, lambda tp: 100, drain_factor=4, batches_in_flight=4)
+    batches = [_batch(10 * i, 3) for i in range(5)]
+    acked: list[int] = []
+
+    async def ack(e: Ev) -> None:
+        acked.append(e.message.offset)
+
+    _run(runner.consume(_feed(batches, lambda: len(acked) == 15), ack))
+    runner.close()
+    assert lags_seen[1] == {}, "the second batch was taken before any write: no lag known yet"
+    assert [len(b) for b in pipeline.prepared] == [3, 12]
+    assert [o for b in pipeline.prepared for o in b] == [e.message.offset for b in batches for e in b] == acked
