@@ -428,14 +428,15 @@ class BatchRunner:
         restart's backlog is merged from its second batch on instead of its third."""
         if self.lag:
             return sum(self.lag.values())
+        return sum(max(n, 0) for n in self._behind(events).values()) + len(events)
+
+    def _behind(self, events: Sequence[E]) -> dict[TopicPartition, int]:
+        """Per partition of `events` whose high watermark is known: records after its last event there."""
         last: dict[TopicPartition, int] = {}
         for e in events:
             last[e.message.tp] = e.message.offset
-        behind = 0
-        for tp, offset in last.items():
-            high = self.highwater(tp)
-            behind += max(int(high) - offset - 1, 0) if high is not None else 0
-        return behind + len(events)
+        highs = {tp: self.highwater(tp) for tp in last}
+        return {tp: int(high) - last[tp] - 1 for tp, high in highs.items() if high is not None}
 
     async def _finish(self, events: list[E], written: Awaitable[BatchOutcome], ack: Ack[E], shed: bool) -> None:
         """After a batch's writes: dead letters confirmed by the broker, then the events acked (so
@@ -455,16 +456,11 @@ class BatchRunner:
         for e in events:
             await ack(e)
         self.progress.add(outcome, shed)
-        last: dict[TopicPartition, int] = {}
-        for e in events:
-            last[e.message.tp] = e.message.offset
-        for tp, offset in last.items():
-            high = self.highwater(tp)
-            if high is not None:
-                name = f"{tp.topic}:{tp.partition}"
-                self.lag[name] = max(int(high) - offset - 1, 0)
-                if self.sensor is not None:
-                    self.sensor.set_lag(name, int(high) - offset - 1)
+        for tp, behind in self._behind(events).items():
+            name = f"{tp.topic}:{tp.partition}"
+            self.lag[name] = max(behind, 0)
+            if self.sensor is not None:
+                self.sensor.set_lag(name, behind)
         if not self._search_warmed and (
             sum(self.lag.values()) < len(events) or self.progress.batches >= SEARCH_WARM_BY_BATCH
         ):  # caught up: the ranker's search path warms now, off the start's and the backlog's path (`warm_up`)
