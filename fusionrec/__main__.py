@@ -14,7 +14,7 @@ from fusionrec import priority
 
 def main() -> None:
     args = sys.argv[1:]
-    if priority.command_word(args) == "worker" and "--spare" not in args:
+    if priority.worker_process(args):
         gc.disable()
     if priority.starting_worker(args):
         priority.lower()

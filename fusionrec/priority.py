@@ -46,6 +46,7 @@ __all__ = [
     "restore",
     "start_niced",
     "starting_worker",
+    "worker_process",
 ]
 
 log = logging.getLogger("fusionrec.worker")
@@ -143,10 +144,16 @@ def command_word(args: Sequence[str]) -> str | None:
     return next((a for a in args if not a.startswith("-")), None)
 
 
+def worker_process(args: Sequence[str]) -> bool:
+    """Whether command-line `args` run a worker process itself, not a spare's supervisor (which only
+    starts and watches worker processes)."""
+    return command_word(args) == "worker" and "--spare" not in args
+
+
 def starting_worker(args: Sequence[str]) -> bool:
     """Whether command-line `args` start a worker that warms up before it joins (not a spare's
     supervisor: its session holds the active worker, which must not be lowered with it)."""
-    return command_word(args) == "worker" and "--spare" not in args and "--no-warm-up" not in args
+    return worker_process(args) and "--no-warm-up" not in args
 
 
 @dataclass(frozen=True)

@@ -230,6 +230,18 @@ def test_which_command_lines_start_a_lowered_worker() -> None:
     assert not starting_worker([])
 
 
+def test_which_command_lines_run_a_worker_process() -> None:
+    """A worker process starts with the collector off (fusionrec/__main__); a spare's supervisor
+    only watches worker processes and keeps it on."""
+    from fusionrec.priority import worker_process
+
+    assert worker_process(["worker", "--bundle", "b"])
+    assert worker_process(["worker", "--no-warm-up"])  # joins at once, still a worker process
+    assert not worker_process(["worker", "--spare"])
+    assert not worker_process(["serve", "--port", "8000"])
+    assert not worker_process([])
+
+
 def test_other_workers_are_the_hosts_worker_processes_but_this_ones_own_family() -> None:
     py, mod = "/usr/bin/python3", "-m"
     processes = {
