@@ -19,23 +19,51 @@ REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "deploy" / "local" / "services.sh"
 
 
+#: every `unique` suffix handed out this session: the topics named with them are deleted at its end
+_SUFFIXES: list[str] = []
+
+
 @pytest.fixture(scope="session")
-def services() -> dict[str, str]:
-    """Kafka + Cassandra up (idempotent: reuses running ones)."""
+def services() -> Iterator[dict[str, str]]:
+    """Kafka + Cassandra up (idempotent: reuses running ones). At the session's end the topics named
+    with this session's `unique` suffixes are deleted (and faust's leader topic of each such group):
+    a long-lived local broker otherwise fills with thousands of them, and every client's metadata
+    request (a worker's start too) carries them all."""
     proc = subprocess.run(["bash", str(SERVICES), "up"], capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         pytest.fail(f"local services failed to start:\n{proc.stdout}\n{proc.stderr}")
-    return {
+    found = {
         "bootstrap": f"127.0.0.1:{os.environ.get('FUSIONREC_KAFKA_PORT', '9092')}",
         "cassandra_host": "127.0.0.1",
         "cassandra_port": os.environ.get("FUSIONREC_CASSANDRA_PORT", "9042"),
     }
+    yield found
+    _drop_session_topics(found["bootstrap"])
+
+
+def _drop_session_topics(bootstrap: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        names = admin.list_topics(timeout=10).topics
+    except Exception as exc:  # the broker went away (a test stopped it): nothing to clean
+        print(f"\ntest topics left on {bootstrap}: {exc}")
+        return
+    ours = [t for t in names if any(s in t for s in _SUFFIXES)]
+    for topic, fut in admin.delete_topics(ours, operation_timeout=30).items() if ours else ():
+        try:
+            fut.result()
+        except Exception as exc:  # deleted meanwhile, or the broker refuses: leave it, say so
+            print(f"\ntest topic {topic} left: {exc}")
 
 
 @pytest.fixture
 def unique() -> str:
     """A short unique suffix, so every test gets its own topics, group and keyspace."""
-    return uuid.uuid4().hex[:10]
+    suffix = uuid.uuid4().hex[:10]
+    _SUFFIXES.append(suffix)
+    return suffix
 
 
 @pytest.fixture
