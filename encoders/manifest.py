@@ -9,6 +9,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from encoders.digests import cached_digest
 from schemas.errors import ConfigError
 
 __all__ = ["MANIFEST", "EncoderError", "EncoderManifest", "file_digest"]
@@ -129,7 +130,7 @@ class EncoderManifest:
             path = root / name
             if not path.is_file():
                 raise EncoderError(f"{path} is missing: the export is incomplete; {REEXPORT}")
-            got = file_digest(path)
+            got = cached_digest(path)
             if want and got != want:
                 raise EncoderError(
                     f"{path} does not match its digest in {root / MANIFEST}: the export was altered or is "

@@ -16,7 +16,8 @@
 manifest["files"] holds the sha256 of every file read at run time (every file in the folder but
 manifest.json itself; for a variant, its manifest.json, which in turn digests the variant's
 files), and `version` is a hash over all of them. `ModelBundle.load` checks them all, once, and
-raises BundleError naming the file that is missing or changed. Every stored list names `version`.
+raises BundleError naming the file that is missing or changed (a file unchanged since this host
+hashed it is not read again: encoders.digests). Every stored list names `version`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from encoders.digests import cached_digest
 from encoders.manifest import file_digest
 from encoders.sequence import SequenceEncoder
 from encoders.session import SessionConfig, create_session, wants_cuda
@@ -211,7 +213,7 @@ def _check_files(root: Path, manifest: dict[str, Any], variant: bool) -> None:
         target = root.joinpath(*rel.parts)
         if not target.is_file():
             raise _fail(target, "is missing: the bundle is incomplete")
-        if file_digest(target) != digest:
+        if cached_digest(target) != digest:
             raise _fail(target, f"does not match its digest in {MANIFEST}: the bundle was altered or is incomplete")
     if bundle_version(files) != manifest["version"]:
         raise _fail(path, "has a version that does not match its file digests: the manifest was altered")
