@@ -23,7 +23,7 @@ import re
 import time
 from pathlib import Path
 
-__all__ = ["SETTLED_S", "cached_digest", "digest_cache_folder"]
+__all__ = ["SETTLED_S", "cached_digest", "digest_cache_folder", "file_digest"]
 
 log = logging.getLogger("fusionrec.encoders")
 
@@ -49,9 +49,14 @@ def _identity(path: Path, st: os.stat_result) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def _hash(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+def file_digest(*paths: Path) -> str:
+    """sha256 over the files' bytes, in the order given."""
+    h = hashlib.sha256()
+    for p in paths:
+        with p.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def cached_digest(path: Path, cache: Path | None = None, settled_s: float | None = None) -> str:
@@ -68,7 +73,7 @@ def cached_digest(path: Path, cache: Path | None = None, settled_s: float | None
     if _HEX.fullmatch(known):
         return known
     started = time.time_ns()
-    digest = _hash(path)
+    digest = file_digest(path)
     after = path.stat()
     if _fields(after) != _fields(before) or before.st_ctime_ns > started - int(settled_s * 1e9):
         return digest  # changed while hashed, or too recently to trust the clock's tick

@@ -9,7 +9,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from encoders.digests import cached_digest
+from encoders.digests import cached_digest, file_digest
 from schemas.errors import ConfigError
 
 __all__ = ["MANIFEST", "EncoderError", "EncoderManifest", "file_digest"]
@@ -22,16 +22,6 @@ REEXPORT = "re-export it with `fusionrec export-encoder`"
 class EncoderError(ConfigError, RuntimeError):
     """An encoder cannot run as asked (missing provider, a damaged or altered export); the message
     names the file and what to do."""
-
-
-def file_digest(*paths: Path) -> str:
-    """sha256 over the files' bytes, in the order given."""
-    h = hashlib.sha256()
-    for p in paths:
-        with p.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 #: field -> the types its value must have (json gives int for whole numbers, bool is not an int here)

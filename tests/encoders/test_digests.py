@@ -36,7 +36,7 @@ def test_a_settled_file_is_hashed_once_then_answered_from_the_cache(
     cache = tmp_path / "cache"
     assert cached_digest(model, cache, settled_s=0) == _sha(model)
     assert len(list(cache.iterdir())) == 1
-    monkeypatch.setattr(digests, "_hash", _no_hashing)
+    monkeypatch.setattr(digests, "file_digest", _no_hashing)
     assert cached_digest(model, cache, settled_s=0) == _sha(model)
 
 
