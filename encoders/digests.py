@@ -23,7 +23,7 @@ import re
 import time
 from pathlib import Path
 
-__all__ = ["SETTLED_S", "cached_digest", "digest_cache_folder", "file_digest"]
+__all__ = ["SETTLED_S", "cache_root", "cached_digest", "digest_cache_folder", "file_digest"]
 
 log = logging.getLogger("fusionrec.encoders")
 
@@ -33,10 +33,16 @@ SETTLED_S = 2.0
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 
-def digest_cache_folder() -> Path:
-    """Where remembered digests are kept (the XDG cache convention)."""
+def cache_root() -> Path:
+    """fusionrec's folder under the user's cache (the XDG convention): digests here, the ranking
+    stage's compiled trees too (ranker.stage_compiled)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fusionrec" / "digests"
+    return Path(base) / "fusionrec"
+
+
+def digest_cache_folder() -> Path:
+    """Where remembered digests are kept."""
+    return cache_root() / "digests"
 
 
 def _fields(st: os.stat_result) -> tuple[int, ...]:

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from encoders.digests import cache_root
+
 __all__ = ["cache_folder", "compiled_predictor"]
 
 log = logging.getLogger("fusionrec.stage")
@@ -31,8 +33,7 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 
 def cache_folder() -> Path:
     """Where compiled ranking models are kept between runs (the XDG cache convention)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fusionrec" / "stage"
+    return cache_root() / "stage"
 
 
 def compiled_predictor(model_file: Path, threads: int = 1, cache: Path | None = None) -> Predictor | None:
