@@ -1,12 +1,13 @@
 """BM25 (Robertson/Sparck Jones, Lucene's k1/b form) over item texts, as one sparse matrix of
-precomputed term weights, so a query's scores are a sum of a few rows. Pure numpy/scipy."""
+precomputed term weights, so a query's scores are a sum of a few rows. Pure numpy: the matrix is kept
+as its CSR arrays (a term's postings are one slice), built without scipy, whose import was 0.1 s of
+every worker's start."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import sparse
 
 from ranker.text import tokenize
 
@@ -37,9 +38,12 @@ class BM25Index:
         idf = np.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5))
         norm = tf + k1 * (1.0 - b + b * lengths[c] / avg)
         weights = idf[r] * tf * (k1 + 1.0) / norm
-        self.weights = sparse.csr_matrix(
-            (weights.astype(np.float32), (r, c)), shape=(len(self.vocab), self.n_docs), dtype=np.float32
-        )
+        # [terms, docs] in CSR form: each term's postings, documents ascending
+        order = np.lexsort((c, r))
+        self.indptr = np.zeros(len(self.vocab) + 1, dtype=np.int64)
+        np.cumsum(df.astype(np.int64), out=self.indptr[1:])
+        self.indices = c[order].astype(np.int32)
+        self.data = weights[order].astype(np.float32)
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every document for the query (zeros where no term matches); a repeated
@@ -48,7 +52,7 @@ class BM25Index:
         if not terms:
             return np.zeros(self.n_docs, dtype=np.float32)
         # postings straight from the CSR arrays + one bincount: ~10x faster than sparse row indexing
-        ip, idx, data = self.weights.indptr, self.weights.indices, self.weights.data
+        ip, idx, data = self.indptr, self.indices, self.data
         docs = np.concatenate([idx[ip[t] : ip[t + 1]] for t in terms])
         weights = np.concatenate([data[ip[t] : ip[t + 1]] for t in terms])
         return np.bincount(docs, weights=weights, minlength=self.n_docs).astype(np.float32)

@@ -23,12 +23,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 
 __all__ = [
     "FEATURES",
@@ -128,11 +127,12 @@ class CoVisitation:
 
     neighbours: np.ndarray  # [n, M] int32 rows, -1 padding
     weights: np.ndarray  # [n, M] float32
-    _matrix: Any = field(default=None, repr=False)
 
     @classmethod
     def fit(cls, sequences: Sequence[Sequence[int]], n_items: int, window: int = 3, keep: int = 50) -> CoVisitation:
         """`sequences` of 0-based rows. The same weighting as ranker.baselines.ItemKNN, kept sparse."""
+        from scipy import sparse  # fitting only: scipy.sparse was 0.1 s of every worker's start
+
         lens = np.array([len(s) for s in sequences], dtype=np.int64)
         flat = np.fromiter((i for s in sequences for i in s), dtype=np.int64, count=int(lens.sum()))
         owner = np.repeat(np.arange(len(sequences)), lens)
@@ -171,20 +171,14 @@ class CoVisitation:
     def n_items(self) -> int:
         return int(self.neighbours.shape[0])
 
-    def matrix(self, n_rows: int) -> sparse.csr_matrix:
-        """[n_rows, n_rows] sparse neighbours (rows beyond the fitted ones, e.g. live items, have none)."""
-        if self._matrix is None or self._matrix.shape[0] != n_rows:
-            n = self.n_items
-            src = np.repeat(np.arange(n), self.neighbours.shape[1])
-            dst = self.neighbours.ravel().astype(np.int64)
-            ok = dst >= 0
-            self._matrix = sparse.csr_matrix(
-                (self.weights.ravel()[ok], (src[ok], dst[ok])), shape=(n_rows, n_rows), dtype=np.float32
-            )
-        return self._matrix
-
     def scores(self, histories: Sequence[Sequence[int]], n_rows: int, recent: int, decay: float) -> np.ndarray:
-        """[users, n_rows]: the neighbours of each user's last `recent` rows, the latest weighted 1."""
+        """[users, n_rows]: the neighbours of each user's last `recent` rows, the latest weighted 1
+        (rows beyond the fitted ones, e.g. live items, have none).
+
+        Straight from the [n, M] neighbour arrays: what a sparse product of the users' votes and the
+        neighbour matrix gives, to the bit (a row repeated in a history sums first, then each user's
+        rows in ascending order add up in float32), without scipy, whose import was 0.1 s of every
+        worker's start, or the [n, n] matrix that its first call built."""
         users, items, votes = [], [], []
         for u, hist in enumerate(histories):
             last = [r for r in hist[-recent:] if r < self.n_items]
@@ -192,9 +186,20 @@ class CoVisitation:
             users += [u] * len(last)
             items += last
             votes.append(w)
-        v = np.concatenate(votes) if votes else np.zeros(0, np.float32)
-        m = sparse.csr_matrix((v, (users, items)), shape=(len(histories), n_rows), dtype=np.float32)
-        return np.asarray((m @ self.matrix(n_rows)).todense(), dtype=np.float32)
+        out = np.zeros((len(histories), n_rows), dtype=np.float32)
+        if not items:
+            return out
+        key = np.asarray(users, dtype=np.int64) * self.n_items + np.asarray(items, dtype=np.int64)
+        order = np.argsort(key, kind="stable")
+        key, v = key[order], np.concatenate(votes).astype(np.float32)[order]
+        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        owner, rows = np.divmod(key[first], self.n_items)
+        v = np.add.reduceat(v, first)
+        dst = self.neighbours[rows].astype(np.int64)
+        ok = (dst >= 0) & (dst < n_rows)
+        weighted = self.weights[rows] * v[:, None]
+        np.add.at(out, (np.broadcast_to(owner[:, None], dst.shape)[ok], dst[ok]), weighted[ok])
+        return out
 
 
 def history_matrix(histories: Sequence[Sequence[int]], width: int) -> np.ndarray:
@@ -241,17 +246,34 @@ def top_rows(scores: np.ndarray, k: int, positive: bool = False) -> np.ndarray:
     return out
 
 
-def _profile_weights(histories: Sequence[Sequence[int]], n: int, decay: float) -> sparse.csr_matrix:
-    """[users, n] sparse recency weights of each history's rows (latest 1, each step back x `decay`,
-    a row seen twice sums), normalised per user: the text profile is this times the text vectors."""
+def _profile_weights(histories: Sequence[Sequence[int]], decay: float) -> tuple[np.ndarray, np.ndarray]:
+    """[users, L] rows of each history (L its longest; 0 padding) and their recency weights (latest 1,
+    each step back x `decay`, normalised per user; 0 padding): the text profile is their weighted
+    sum of the text vectors (`_weighted_sum`), a row seen twice counting twice."""
     lens = np.array([len(h) for h in histories], dtype=np.int64)
+    width = int(lens.max()) if len(lens) else 0
     back = np.concatenate([np.arange(m - 1, -1, -1) for m in lens]) if len(lens) else np.zeros(0, np.int64)
     w = np.power(np.float32(decay), back.astype(np.float32))
     owner = np.repeat(np.arange(len(histories)), lens)
     totals = np.bincount(owner, weights=w, minlength=len(histories))
     w = (w / np.maximum(totals[owner], 1e-12)).astype(np.float32)
     cols = np.fromiter((r for h in histories for r in h), dtype=np.int64, count=int(lens.sum()))
-    return sparse.csr_matrix((w, (owner, cols)), shape=(len(histories), n), dtype=np.float32)
+    at = np.arange(len(cols)) - np.repeat(np.cumsum(lens) - lens, lens)
+    rows = np.zeros((len(histories), width), dtype=np.int64)
+    weights = np.zeros((len(histories), width), dtype=np.float32)
+    rows[owner, at] = cols
+    weights[owner, at] = w
+    return rows, weights
+
+
+def _weighted_sum(rows: np.ndarray, weights: np.ndarray, vectors: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """[users, dim]: each user's `weights` times the `vectors` of its `rows` ([users, L] each), summed.
+    A few users at a time, as `_cosines_to` gathers: a [users, L, dim] gather at once is tens of MB."""
+    out = np.zeros((len(rows), vectors.shape[1]), dtype=np.float32)
+    for lo in range(0, len(rows), chunk):
+        hi = lo + chunk
+        out[lo:hi] = (weights[lo:hi, None, :] @ vectors[rows[lo:hi]])[:, 0]
+    return out
 
 
 def _cosines_to(text: np.ndarray, recent: np.ndarray, cands: np.ndarray, chunk: int = 16) -> np.ndarray:
@@ -475,7 +497,7 @@ class RankingStage:
     def _text_profiles(self, histories: Sequence[Sequence[int]], n: int) -> np.ndarray:
         """[users, dim] unit recency-weighted means of the history items' text vectors (rows < n)."""
         text = self.text[:n]
-        profiles = np.asarray(_profile_weights(histories, n, self.config.text_decay) @ text, dtype=np.float32)
+        profiles = _weighted_sum(*_profile_weights(histories, self.config.text_decay), text)
         profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-9)
         return profiles
 

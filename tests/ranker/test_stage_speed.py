@@ -13,9 +13,19 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pytest
+from scipy import sparse
 
 from ranker.bundle import ModelBundle
-from ranker.stage import FEATURES, RankingStage, _cosines_to, _profile_weights, _rank_in, top_rows
+from ranker.stage import (
+    FEATURES,
+    CoVisitation,
+    RankingStage,
+    _cosines_to,
+    _profile_weights,
+    _rank_in,
+    _weighted_sum,
+    top_rows,
+)
 from ranker.stage_compiled import compiled_predictor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,13 +79,47 @@ def test_cosines_and_profiles_equal_their_definitions() -> None:
     want = np.einsum("urd,ucd->urc", text[recent], text[cands])
     assert np.allclose(_cosines_to(text, recent, cands), want, atol=1e-5)
 
-    histories = [[3, 5, 3, 9], [7], [1, 2]]  # a row seen twice sums its weights
-    weights = _profile_weights(histories, 200, 0.8).toarray()
+    histories = [[3, 5, 3, 9], [7], [], [1, 2]]  # a row seen twice sums its weights; a user with none
+    rows, weights = _profile_weights(histories, 0.8)
+    dense = np.zeros((len(histories), 200))
+    np.add.at(dense, (np.arange(len(histories))[:, None].repeat(rows.shape[1], 1), rows), weights)
     for u, h in enumerate(histories):
-        w = 0.8 ** np.arange(len(h) - 1, -1, -1)
         expect = np.zeros(200)
-        np.add.at(expect, h, w / w.sum())
-        assert np.allclose(weights[u], expect, atol=1e-6)
+        if h:
+            w = 0.8 ** np.arange(len(h) - 1, -1, -1)
+            np.add.at(expect, h, w / w.sum())
+        assert np.allclose(dense[u], expect, atol=1e-6)
+    # gathered a few users at a time: the same as the dense product, chunk edges included
+    assert np.allclose(_weighted_sum(rows, weights, text, chunk=3), dense @ text, atol=1e-5)
+
+
+def test_covisit_scores_equal_the_sparse_product_to_the_bit() -> None:
+    """The users' votes (latest 1, each step back x decay; a row repeated sums) times the neighbour
+    matrix, as scipy computes it: the numpy path must not move any candidate or feature."""
+    rng = np.random.default_rng(7)
+    n, m = 300, 12
+    nb = np.full((n, m), -1, dtype=np.int32)
+    wt = np.zeros((n, m), dtype=np.float32)
+    for i in range(n):
+        k = int(rng.integers(0, m + 1))
+        nb[i, :k] = rng.choice(n, size=k, replace=False)
+        wt[i, :k] = rng.random(k)
+    covisit = CoVisitation(nb, wt)
+    histories = [list(rng.integers(0, n, size=int(rng.integers(0, 9)))) for _ in range(60)]
+    histories += [[4, 4, 4, 7], [], [n + 5, 3]]  # repeats; none; a live row beyond the fitted ones
+    n_rows = n + 10
+    users, items, votes = [], [], []
+    for u, h in enumerate(histories):
+        last = [r for r in h[-4:] if r < n]
+        users += [u] * len(last)
+        items += last
+        votes += list(0.7 ** np.arange(len(last) - 1, -1, -1, dtype=np.float32))
+    a = sparse.csr_matrix((np.asarray(votes, np.float32), (users, items)), shape=(len(histories), n_rows))
+    src = np.repeat(np.arange(n), m)
+    ok = nb.ravel() >= 0
+    b = sparse.csr_matrix((wt.ravel()[ok], (src[ok], nb.ravel()[ok].astype(np.int64))), shape=(n_rows, n_rows))
+    want = np.asarray((a @ b).todense(), dtype=np.float32)
+    assert np.array_equal(covisit.scores(histories, n_rows, 4, 0.7), want)
 
 
 def _trained_model(bundles: list[Path]) -> Path:
@@ -135,6 +179,21 @@ def test_a_loaded_stage_reads_lightgbm_only_when_asked(bundles: list[Path]) -> N
     assert stage is not None and stage.scorer is not None
     feats = np.random.default_rng(6).normal(size=(50, stage.booster.num_feature())).astype(np.float32)
     assert np.allclose(stage.scorer(feats), stage.booster.predict(feats), atol=1e-9)
+
+
+def test_a_worker_ranks_and_searches_without_scipy(bundles: list[Path]) -> None:
+    """scipy.sparse's import was 0.1 s of every worker's start (its array-API shim clones numpy's
+    namespace): the stage's co-visits and text profiles and BM25 run on numpy; scipy fits only."""
+    code = (
+        "import sys, fusionrec.cli, fusionrec.commands.stream, streams.faust_worker; "
+        "from fusionrec.wiring import build_ranker; "
+        f"r = build_ranker(bundle={str(bundles[0])!r}); assert r.stage is not None; "
+        "r.warm_up(batch_sizes=[1, 8], k=10, search='wait'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_a_stage_without_compiled_trees_reads_its_model_at_load(
