@@ -5,26 +5,30 @@ FUSIONREC_CONFIG (which must exist). Nested keys use `__` in the environment:
 FUSIONREC_KAFKA__BOOTSTRAP=host:9092. Unknown sections and keys are errors naming them, so a
 typo (`[cassandar]`) never silently falls back to a default. Read once per command
 (`load_settings`) and passed down as sections. See `fusionrec.example.toml` for every option.
+
+The sources are merged here (a few lines) rather than by pydantic-settings, whose import was 0.03-0.04 s
+of every command's start, a worker's restart included. Variables follow its rules: names are
+case-insensitive, a section, a list or a table is given as JSON (FUSIONREC_CASSANDRA__HOSTS='["a", "b"]'),
+anything else as text that validation converts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, Field, ValidationError
+from pydantic.fields import FieldInfo
 
 from schemas.errors import ConfigError
 from serving.settings import ServeSettings
-from streams.settings import CassandraSettings, Frozen, KafkaSettings, WorkerSettings
+from streams.settings import CassandraSettings, Frozen, KafkaSettings, TextFromEnv, WorkerSettings
 
 __all__ = [
     "CONFIG_ENV",
@@ -62,15 +66,7 @@ class ReplaySettings(Frozen):
     rate: float | None = Field(None, gt=0, description="events per second; unset: as fast as possible")
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        frozen=True,
-        extra="forbid",
-        nested_model_default_partial_update=False,
-    )
-
+class Settings(Frozen):
     data: str | None = Field(None, description="dataset folder for demo, replay, worker and serve; unset: synthetic")
     kafka: KafkaSettings = KafkaSettings()
     cassandra: CassandraSettings = CassandraSettings()
@@ -78,19 +74,6 @@ class Settings(BaseSettings):
     serve: ServeSettings = ServeSettings()
     demo: DemoSettings = DemoSettings()
     replay: ReplaySettings = ReplaySettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = config_path()
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
-        return (init_settings, env_settings, toml)
 
     def with_overrides(self, **sections: dict[str, Any] | Any) -> Settings:
         """A copy with command-line flags applied (None means "not given"), validated like the file."""
@@ -137,13 +120,73 @@ def _describe(exc: ValidationError, where: str) -> str:
 
 
 def _unknown_env_sections() -> list[str]:
-    """FUSIONREC_<SECTION>__<KEY> variables whose section does not exist (pydantic ignores them)."""
+    """FUSIONREC_<SECTION>__<KEY> variables whose section does not exist (they would otherwise be ignored)."""
     known = {name.upper() for name in Settings.model_fields}
     return sorted(
         k
         for k in os.environ
-        if k.startswith(ENV_PREFIX) and "__" in k and k[len(ENV_PREFIX) :].split("__")[0] not in known
+        if k.upper().startswith(ENV_PREFIX) and "__" in k and k[len(ENV_PREFIX) :].split("__")[0].upper() not in known
     )
+
+
+def _takes_json(annotation: Any) -> bool:
+    """A section, a list or a table: given as JSON in a variable (text is converted by validation)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    for kind in typing.get_args(annotation) if union else (annotation,):
+        origin = typing.get_origin(kind) or kind
+        if isinstance(origin, type) and (issubclass(origin, BaseModel | list | tuple | dict | set | frozenset)):
+            return True
+    return False
+
+
+def _env_value(name: str, text: str, field: FieldInfo) -> Any:
+    if TextFromEnv in field.metadata or not _takes_json(field.annotation):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"settings: {name}: not valid JSON ({exc}); a section, list or table is given as JSON"
+        ) from None
+
+
+def _env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """FUSIONREC_<FIELD> and FUSIONREC_<SECTION>__<KEY> as nested values; other FUSIONREC_ names
+    (FUSIONREC_CONFIG, a tool's own) are not settings. An unknown key of a known section is kept,
+    so that validation names it."""
+    out: dict[str, Any] = {}
+    nested: list[tuple[str, str, str, str]] = []
+    for name, text in environ.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        field, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        info = Settings.model_fields.get(field)
+        if info is None:
+            continue
+        if key:
+            nested.append((name, field, key, text))
+        else:
+            out[field] = _env_value(name, text, info)
+    for name, field, key, text in sorted(nested):  # over the section's own variable, if any
+        section = Settings.model_fields[field].annotation
+        fields = section.model_fields if isinstance(section, type) and issubclass(section, BaseModel) else {}
+        value = _env_value(name, text, fields[key]) if key in fields else text
+        target = out.setdefault(field, {})
+        if isinstance(target, dict):
+            target[key] = value
+    return out
+
+
+def _merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers over earlier ones, section by section (a variable changes one key of a TOML section)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+                out[key] = {**out[key], **value}
+            else:
+                out[key] = dict(value) if isinstance(value, Mapping) else value
+    return out
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -154,8 +197,12 @@ def load_settings(**overrides: object) -> Settings:
     if unknown:
         raise ConfigError(f"settings: unknown section in environment variable(s) {', '.join(unknown)}")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        toml = tomllib.loads(path.read_text(encoding="utf-8")) if path else {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc})") from None
+    try:
+        return Settings.model_validate(_merged(toml, _env_settings(os.environ), overrides))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where)) from None

@@ -10,7 +10,8 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import NoDecode
+
+from streams.settings import TextFromEnv
 
 __all__ = ["ServeSettings", "parse_origins"]
 
@@ -56,10 +57,10 @@ class ServeSettings(BaseModel):
     rate_burst: int = Field(100, ge=1, description="requests a key may send at once (token bucket size)")
     max_body_bytes: int = Field(65536, ge=0, description="larger request bodies are refused (413)")
     max_header_bytes: int = Field(8192, ge=256, description="larger request headers are refused (431)")
-    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field((), description="browser origins allowed (CORS)")
+    cors_origins: Annotated[tuple[str, ...], TextFromEnv] = Field((), description="browser origins allowed (CORS)")
     metrics_scope: Literal["admin", "public"] = Field("admin", description="who reads /metrics and /docs")
 
-    worker_metrics_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+    worker_metrics_urls: Annotated[tuple[str, ...], TextFromEnv] = Field(
         (), description="the streaming workers' /metrics URLs the console's live view scrapes"
     )
     reports_dir: str | None = Field(None, description="evaluation report folder (PNG plots) the console shows")

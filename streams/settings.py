@@ -19,6 +19,7 @@ __all__ = [
     "CassandraSettings",
     "Frozen",
     "KafkaSettings",
+    "TextFromEnv",
     "WorkerSettings",
 ]
 
@@ -40,6 +41,12 @@ def _upper(value: Any) -> Any:
 def _secret(value: Any) -> Any:
     """A TOML number is still a password; never let a type error echo the value in a message."""
     return str(value) if isinstance(value, int | float) else value
+
+
+class TextFromEnv:
+    """Field marker (`Annotated[tuple[str, ...], TextFromEnv]`): a variable's value reaches the
+    field's own validator as text (comma-separated, say) instead of being read as JSON
+    (fusionrec.settings)."""
 
 
 class Frozen(BaseModel):

@@ -114,3 +114,35 @@ def test_store_urls() -> None:
         open_store("cassandra://h1:9042/ks?batch_kib=lots")
     with pytest.raises(ConfigError):
         open_store("redis://x")
+
+
+def test_environment_values_follow_the_documented_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lists and tables as JSON, a field marked TextFromEnv as its own text, names in any case, a
+    variable over one key of a TOML section, and a bad value named by its variable."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('[cassandra]\nkeyspace = "from_toml"\nreplication_factor = 2\n')
+    monkeypatch.setenv("FUSIONREC_CONFIG", str(cfg))
+    monkeypatch.setenv("FUSIONREC_CASSANDRA__HOSTS", '["a.example", "b.example"]')
+    monkeypatch.setenv("FUSIONREC_CASSANDRA__DATACENTERS", '{"dc1": 3}')
+    monkeypatch.setenv("fusionrec_worker__k", "12")
+    monkeypatch.setenv("FUSIONREC_SERVE__CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("FUSIONREC_DATA", "shop")
+    s = load_settings()
+    assert s.cassandra.hosts == ("a.example", "b.example") and s.cassandra.datacenters == {"dc1": 3}
+    assert (s.cassandra.keyspace, s.cassandra.replication_factor) == ("from_toml", 2)
+    assert s.worker.k == 12 and s.data == "shop"
+    assert s.serve.cors_origins == ("https://a.example", "https://b.example")
+
+    monkeypatch.setenv("FUSIONREC_KAFKA", '{"topic": "whole", "partitions": 2}')
+    monkeypatch.setenv("FUSIONREC_KAFKA__PARTITIONS", "5")
+    s = load_settings()
+    assert (s.kafka.topic, s.kafka.partitions) == ("whole", 5)
+
+    monkeypatch.setenv("FUSIONREC_CASSANDRA__HOSTS", "a.example,b.example")
+    with pytest.raises(ConfigError, match="FUSIONREC_CASSANDRA__HOSTS: not valid JSON"):
+        load_settings()
+    monkeypatch.setenv("FUSIONREC_CASSANDRA__HOSTS", '["a.example"]')
+    monkeypatch.setenv("FUSIONREC_WORKER__BATCH_SIZ", "5")
+    with pytest.raises(ConfigError, match=r"worker\.batch_siz: unknown setting"):
+        load_settings()
