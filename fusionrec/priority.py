@@ -1,8 +1,9 @@
 """A starting worker yields the CPU to running ones: it loads and warms at a lower priority (nice +10)
 and returns to its normal priority as it joins the consumer group.
 
-It does so only when another worker runs on the host (a first start, or a restart after a kill,
-has nobody to yield to and starts at full speed), and a spare always does.
+It does so only when another worker on the host is busy (a first start, or a restart after a kill,
+has nobody to yield to and starts at full speed; nor does it yield to an idle or hung worker left on
+the host, which made every start there a slow one), and a spare always does.
 
 Why: a worker's start is seconds of CPU (imports, the model's sessions, the store, the warm-up). When
 it starts beside a worker that is serving (the spare that `worker --spare` starts after a takeover, a
@@ -32,15 +33,17 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "STARTED_NICE_ENV",
     "WARM_NICE",
+    "busy",
     "can_restore",
     "command_word",
+    "cpu_ns",
     "lower",
     "other_workers",
     "restore",
@@ -53,6 +56,11 @@ log = logging.getLogger("fusionrec.worker")
 
 #: how much lower a starting worker's priority is (nice 0 -> 10: about a tenth of a nice-0 process's share)
 WARM_NICE = 10
+
+#: another worker process that used less than this share of one core over BUSY_WINDOW_S is idle (no
+#: traffic, or hung): nothing to yield to. Measured here: 1-5% idle, 70% at 500 events/s.
+BUSY_SHARE = 0.10
+BUSY_WINDOW_S = 0.1
 
 #: set by the spare supervisor for a child it started niced (from exec: its imports too), so the
 #: child knows to return at its join
@@ -123,6 +131,35 @@ def other_workers(processes: Mapping[int, tuple[int, Sequence[str]]], me: int) -
     return [p for p, (_, args) in processes.items() if p not in ancestors and not descends(p) and _is_worker(args)]
 
 
+def cpu_ns(pid: int) -> int | None:
+    """CPU time a process's threads have run so far (ns, their schedstat); None where none can be read."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    times = []
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that ended meanwhile
+            times.append(int((task / "schedstat").read_text().split()[0]))
+    return sum(times) if times else None
+
+
+def busy(pids: Sequence[int], window_s: float = BUSY_WINDOW_S, read: Callable[[int], int | None] = cpu_ns) -> list[int]:
+    """The processes among `pids` that used at least BUSY_SHARE of a core over `window_s` (sleeping
+    that long: only a start that found another worker waits). One whose CPU time cannot be read
+    counts as busy (yielding is the safe side); one that ended meanwhile does not."""
+    if not pids:
+        return []
+    before = {p: read(p) for p in pids}
+    time.sleep(window_s)
+    out = []
+    for p in pids:
+        start, end = before[p], read(p)
+        if start is None or (end is not None and end - start >= BUSY_SHARE * window_s * 1e9):
+            out.append(p)
+    return out
+
+
 def _processes() -> dict[int, tuple[int, list[str]]]:
     """pid -> (parent pid, command line) of this host's processes that can be read."""
     out: dict[int, tuple[int, list[str]]] = {}
@@ -184,9 +221,9 @@ def lower() -> bool:
     if os.environ.get(STARTED_NICE_ENV):
         _lowered = _Lowered(threads=True, autogroup=False)
         return True
-    if not _linux() or not other_workers(_processes(), os.getpid()):
+    if not _linux() or not busy(other_workers(_processes(), os.getpid())):
         _lowered = _Lowered(threads=False, autogroup=False)
-        return False  # nobody to yield to (a first start, a restart after a kill): full speed
+        return False  # nobody to yield to (a first start, a restart after a kill, an idle worker): full speed
     autogroup = _autogroup_nice() == 0 and _set_autogroup_nice(WARM_NICE)
     threads = can_restore() and os.getpriority(os.PRIO_PROCESS, 0) == 0
     if threads:
