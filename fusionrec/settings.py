@@ -119,16 +119,6 @@ def _describe(exc: ValidationError, where: str) -> str:
     return "settings: " + "; ".join(parts)
 
 
-def _unknown_env_sections() -> list[str]:
-    """FUSIONREC_<SECTION>__<KEY> variables whose section does not exist (they would otherwise be ignored)."""
-    known = {name.upper() for name in Settings.model_fields}
-    return sorted(
-        k
-        for k in os.environ
-        if k.upper().startswith(ENV_PREFIX) and "__" in k and k[len(ENV_PREFIX) :].split("__")[0].upper() not in known
-    )
-
-
 def _takes_json(annotation: Any) -> bool:
     """A section, a list or a table: given as JSON in a variable (text is converted by validation)."""
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
@@ -151,17 +141,21 @@ def _env_value(name: str, text: str, field: FieldInfo) -> Any:
 
 
 def _env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
-    """FUSIONREC_<FIELD> and FUSIONREC_<SECTION>__<KEY> as nested values; other FUSIONREC_ names
-    (FUSIONREC_CONFIG, a tool's own) are not settings. An unknown key of a known section is kept,
-    so that validation names it."""
+    """FUSIONREC_<FIELD> and FUSIONREC_<SECTION>__<KEY> as nested values; other FUSIONREC_<NAME>
+    variables (FUSIONREC_CONFIG, a tool's own) are not settings. An unknown section is an error
+    naming its variables (they would otherwise be ignored); an unknown key of a known section is
+    kept, so that validation names it."""
     out: dict[str, Any] = {}
     nested: list[tuple[str, str, str, str]] = []
+    unknown: list[str] = []
     for name, text in environ.items():
         if not name.upper().startswith(ENV_PREFIX):
             continue
         field, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         info = Settings.model_fields.get(field)
         if info is None:
+            if key:
+                unknown.append(name)
             continue
         if key:
             nested.append((name, field, key, text))
@@ -174,6 +168,8 @@ def _env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
         target = out.setdefault(field, {})
         if isinstance(target, dict):
             target[key] = value
+    if unknown:
+        raise ConfigError(f"settings: unknown section in environment variable(s) {', '.join(sorted(unknown))}")
     return out
 
 
@@ -193,9 +189,7 @@ def load_settings(**overrides: object) -> Settings:
     """Defaults < TOML < environment (< `overrides`), validated; any problem is one ConfigError."""
     path = config_path()
     where = str(path) if path else "the environment"
-    unknown = _unknown_env_sections()
-    if unknown:
-        raise ConfigError(f"settings: unknown section in environment variable(s) {', '.join(unknown)}")
+    env = _env_settings(os.environ)
     try:
         toml = tomllib.loads(path.read_text(encoding="utf-8")) if path else {}
     except tomllib.TOMLDecodeError as exc:
@@ -203,6 +197,6 @@ def load_settings(**overrides: object) -> Settings:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it ({exc})") from None
     try:
-        return Settings.model_validate(_merged(toml, _env_settings(os.environ), overrides))
+        return Settings.model_validate(_merged(toml, env, overrides))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where)) from None
