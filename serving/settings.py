@@ -18,13 +18,19 @@ __all__ = ["ServeSettings", "parse_origins"]
 _ORIGIN = re.compile(r"^(\*|https?://[^/\s,'\"]+)$")
 
 
-def parse_origins(value: Any) -> tuple[str, ...]:
-    """A list from TOML, or one string from the environment: a JSON list or comma-separated origins.
-    Brackets and quotes are dropped, so `str()` of a tuple (how the serve command hands settings to
-    its worker processes) reads back too; origins never hold commas or quotes."""
+def _text_list(value: Any) -> tuple[str, ...]:
+    """A list from TOML, or one string from the environment (a `TextFromEnv` field): a JSON list or
+    comma-separated items. Brackets and quotes are dropped, so `str()` of a tuple (how the serve
+    command hands settings to its worker processes) reads back too; the items (origins, URLs) never
+    hold commas or quotes. Blank items are left out."""
     if isinstance(value, str):
         value = [part.strip().strip("'\"") for part in value.strip().strip("[]()").split(",")]
-    out = tuple(str(v).strip().rstrip("/") for v in value if str(v).strip())
+    return tuple(str(v).strip() for v in value if str(v).strip())
+
+
+def parse_origins(value: Any) -> tuple[str, ...]:
+    """Browser origins, as `_text_list` reads them, each scheme://host[:port] or *."""
+    out = tuple(origin.rstrip("/") for origin in _text_list(value))
     for origin in out:
         if not _ORIGIN.match(origin):
             raise ValueError(f"{origin!r} is not an origin: scheme://host[:port] with no path, or *")
@@ -68,10 +74,8 @@ class ServeSettings(BaseModel):
     @field_validator("worker_metrics_urls", mode="before")
     @classmethod
     def _urls(cls, value: Any) -> tuple[str, ...]:
-        """A list from TOML, or one string from the environment: a JSON list or comma-separated URLs."""
-        if isinstance(value, str):
-            value = [part.strip().strip("'\"") for part in value.strip().strip("[]()").split(",")]
-        urls = tuple(str(v).strip() for v in value if str(v).strip())
+        """The workers' metrics URLs, as `_text_list` reads them."""
+        urls = _text_list(value)
         for url in urls:
             if not re.match(r"^https?://[^\s,'\"]+$", url):
                 raise ValueError(f"{url!r} is not a URL: http://host:port/metrics")
