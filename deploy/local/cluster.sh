@@ -30,6 +30,8 @@ NODES=(kafka1 kafka2 kafka3 cassandra1 cassandra2 cassandra3)
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { printf 'cluster: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=timer_slack.sh
+source "$HERE/timer_slack.sh"
 
 find_java17() {
   local cand
@@ -265,13 +267,14 @@ cassandra_start() { # starts one node and waits until it answers CQL (a joining 
   fi
   port_busy "$ip" "$CASSANDRA_PORT" && die "port $ip:$CASSANDRA_PORT is busy but not by $node; set FUSIONREC_CLUSTER_CASSANDRA_PORT"
   port_busy "$ip" "$CASSANDRA_STORAGE_PORT" && die "port $ip:$CASSANDRA_STORAGE_PORT is busy; set FUSIONREC_CLUSTER_CASSANDRA_STORAGE_PORT"
+  check_timer_slack
   java="$(find_java17)"
   cassandra_config "$node"
   local jopts; mapfile -t jopts < <(cassandra_jopts "$node")
   [[ -f "$logf" ]] && mv -f "$logf" "$logf.1"
   log "starting $node on $ip:$CASSANDRA_PORT (log: $logf)"
-  nohup "$java" "${jopts[@]}" -cp "$dir/conf:$HOME_DIR/cassandra/lib/*" org.apache.cassandra.service.CassandraDaemon \
-    >> "$logf" 2>&1 &
+  (with_timer_slack nohup "$java" "${jopts[@]}" -cp "$dir/conf:$HOME_DIR/cassandra/lib/*" \
+    org.apache.cassandra.service.CassandraDaemon >> "$logf" 2>&1) &
   echo $! > "$pidf"
   wait_ready "$node" "$CASSANDRA_TIMEOUT" cassandra_ready "$node"
 }

@@ -31,6 +31,8 @@ APP_USER=fusionrec
 
 log() { printf 'secure: %s\n' "$*" >&2; }
 die() { printf 'secure: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=timer_slack.sh
+source "$HERE/timer_slack.sh"
 
 find_java17() {
   local cand
@@ -194,6 +196,7 @@ cassandra_up() {
   port_busy "$CASSANDRA_PORT" && die "port $CASSANDRA_PORT is busy but not by our secure Cassandra; set FUSIONREC_SECURE_CASSANDRA_PORT"
   port_busy "$CASSANDRA_STORAGE_PORT" && die "port $CASSANDRA_STORAGE_PORT is busy; set FUSIONREC_SECURE_CASSANDRA_STORAGE_PORT"
   local lib; lib="$(jars cassandra)"
+  check_timer_slack
   local java; java="$(find_java17)"
   umask 077
   mkdir -p "$dir/data" "$dir/conf" "$dir/logs" "$dir/tmp"
@@ -276,7 +279,8 @@ XML
     jopts+=(--add-opens "$x=ALL-UNNAMED"); done
   [[ -f "$logf" ]] && mv -f "$logf" "$logf.1"
   log "starting secure cassandra (password + TLS) on 127.0.0.1:$CASSANDRA_PORT (log: $logf)"
-  nohup "$java" "${jopts[@]}" -cp "$dir/conf:$lib/*" org.apache.cassandra.service.CassandraDaemon >> "$logf" 2>&1 &
+  (with_timer_slack nohup "$java" "${jopts[@]}" -cp "$dir/conf:$lib/*" org.apache.cassandra.service.CassandraDaemon \
+    >> "$logf" 2>&1) &
   echo $! > "$pidf"
   wait_ready cassandra "$CASSANDRA_TIMEOUT" "$pidf" "$logf" cassandra_ready || die "secure cassandra failed to start"
   # the roles: an admin superuser and the application's login; the default cassandra/cassandra loses its

@@ -19,6 +19,8 @@ CASSANDRA_TIMEOUT="${FUSIONREC_CASSANDRA_START_TIMEOUT:-180}"
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=timer_slack.sh
+source "$HERE/timer_slack.sh"
 
 find_java17() {
   local cand
@@ -130,6 +132,7 @@ cassandra_up() {
   port_busy "$CASSANDRA_PORT" && die "port $CASSANDRA_PORT is busy but not by our Cassandra; stop that process or set FUSIONREC_CASSANDRA_PORT"
   port_busy "$CASSANDRA_STORAGE_PORT" && die "port $CASSANDRA_STORAGE_PORT is busy; set FUSIONREC_CASSANDRA_STORAGE_PORT"
   fetch cassandra
+  check_timer_slack
   local java; java="$(find_java17)"
   mkdir -p "$dir/data" "$dir/conf" "$dir/logs" "$dir/tmp"
   cat > "$dir/conf/cassandra.yaml" <<YAML
@@ -206,7 +209,8 @@ XML
     jopts+=(--add-opens "$x=ALL-UNNAMED"); done
   [[ -f "$logf" ]] && mv -f "$logf" "$logf.1"  # readiness greps this run's log only
   log "starting cassandra on 127.0.0.1:$CASSANDRA_PORT (log: $logf)"
-  nohup "$java" "${jopts[@]}" -cp "$dir/conf:$lib/*" org.apache.cassandra.service.CassandraDaemon >> "$logf" 2>&1 &
+  (with_timer_slack nohup "$java" "${jopts[@]}" -cp "$dir/conf:$lib/*" org.apache.cassandra.service.CassandraDaemon \
+    >> "$logf" 2>&1) &
   echo $! > "$pidf"
   wait_ready cassandra "$CASSANDRA_TIMEOUT" "$pidf" "$logf" cassandra_ready || die "cassandra failed to start"
 }
