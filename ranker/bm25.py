@@ -5,7 +5,7 @@ every worker's start."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -44,6 +44,42 @@ class BM25Index:
         np.cumsum(df.astype(np.int64), out=self.indptr[1:])
         self.indices = c[order].astype(np.int32)
         self.data = weights[order].astype(np.float32)
+
+    def parts(self) -> dict[str, np.ndarray]:
+        """The index as plain arrays (terms in vocabulary order, the CSR arrays, the document count):
+        what `from_parts` rebuilds it from, and what ranker.bm25_cache keeps between starts."""
+        return {
+            "terms": np.array(list(self.vocab), dtype=np.str_),
+            "indptr": self.indptr,
+            "indices": self.indices,
+            "data": self.data,
+            "n_docs": np.array(self.n_docs, dtype=np.int64),
+        }
+
+    @classmethod
+    def from_parts(cls, parts: Mapping[str, np.ndarray]) -> BM25Index:
+        """The index that `parts` was taken from, without tokenizing a text (ValueError when the arrays
+        do not fit together)."""
+        terms = [str(t) for t in parts["terms"].tolist()]
+        indptr = np.asarray(parts["indptr"], dtype=np.int64)
+        indices = np.asarray(parts["indices"], dtype=np.int32)
+        data = np.asarray(parts["data"], dtype=np.float32)
+        n_docs = int(parts["n_docs"])
+        if (
+            len(indptr) != len(terms) + 1
+            or indptr[0] != 0
+            or indptr[-1] != len(indices)
+            or len(data) != len(indices)
+            or np.any(np.diff(indptr) < 0)
+            or (len(indices) and (indices.min() < 0 or indices.max() >= n_docs))
+        ):
+            raise ValueError("BM25 parts do not fit together")
+        index = cls.__new__(cls)
+        index.vocab = {t: n for n, t in enumerate(terms)}
+        if len(index.vocab) != len(terms):
+            raise ValueError("BM25 parts repeat a term")
+        index.n_docs, index.indptr, index.indices, index.data = n_docs, indptr, indices, data
+        return index
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every document for the query (zeros where no term matches); a repeated

@@ -64,14 +64,16 @@ class HybridIndex:
     def __init__(
         self,
         item_ids: Sequence[str],
-        texts: Sequence[str],
+        texts: Sequence[str] | BM25Index,
         text_vectors: np.ndarray,
         weights: SearchWeights = SearchWeights(),
     ) -> None:
-        if len(item_ids) != len(texts) or len(texts) != len(text_vectors):
-            raise ValueError(f"{len(item_ids)} ids, {len(texts)} texts, {len(text_vectors)} vectors: must match")
+        """`texts`: the items' texts, or their BM25 index already built (ranker.bm25_cache)."""
+        n_texts = texts.n_docs if isinstance(texts, BM25Index) else len(texts)
+        if len(item_ids) != n_texts or n_texts != len(text_vectors):
+            raise ValueError(f"{len(item_ids)} ids, {n_texts} texts, {len(text_vectors)} vectors: must match")
         self.item_ids = list(item_ids)
-        self.bm25 = BM25Index(texts)
+        self.bm25 = texts if isinstance(texts, BM25Index) else BM25Index(texts)
         self.text_vectors = np.ascontiguousarray(text_vectors, dtype=np.float32)
         self.weights = weights
 

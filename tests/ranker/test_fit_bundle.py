@@ -513,6 +513,35 @@ def test_the_warm_up_builds_the_search_path_in_the_background_and_lists_stay_the
         off.warm_up(search="later")
 
 
+def test_the_catalogs_bm25_is_kept_for_the_next_start(
+    bundles: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second ranker of the same bundle reads the catalog's BM25 index from the cache (no catalog
+    parse, no tokenizing: its 0.1 s+ of Python held the interpreter beside a worker's first batches)
+    and searches alike; once live items came, the index is built from the texts as before."""
+    from ranker.online import BundleRanker
+    from ranker.state import UserState
+    from schemas.items import Item
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    items = ModelBundle.load(bundles[0]).items()
+    searcher = UserState(user_id="s1", recent_queries=(items[len(items) // 2].title,))
+    first = BundleRanker(ModelBundle.load(bundles[0]))
+    built = first._hybrid_index()
+    assert len(list((tmp_path / "xdg" / "fusionrec" / "bm25").glob("*.npz"))) == 1
+    second = BundleRanker(ModelBundle.load(bundles[0]))
+    with monkeypatch.context() as m:
+        m.setattr(ModelBundle, "items", lambda _self: pytest.fail("the catalog was parsed: no cache read"))
+        loaded = second._hybrid_index()
+    assert loaded.bm25.vocab == built.bm25.vocab
+    assert np.array_equal(loaded.bm25.data, built.bm25.data)
+    assert second.rank(searcher, 10) == first.rank(searcher, 10)
+    new_item = Item(item_id="brand-new", title=items[3].title, description=items[3].description)
+    second.add_items([new_item])
+    assert second._hybrid_index().bm25.n_docs == len(items) + 1
+    assert len(list((tmp_path / "xdg" / "fusionrec" / "bm25").glob("*.npz"))) == 1  # live texts: not kept
+
+
 def test_a_process_that_exits_while_the_search_path_warms_waits_for_it(bundles: list[Path]) -> None:
     """A daemon thread still inside ONNX Runtime at the interpreter's finalization aborted the process
     (a worker stopped just after its join: exit 134). The exit now waits for the warm-up to finish."""

@@ -44,6 +44,36 @@ def test_bm25_matches_a_hand_computation() -> None:
     assert idx.scores("unknown words").sum() == 0
 
 
+def test_bm25_from_its_parts_is_the_same_index() -> None:
+    """What ranker.bm25_cache keeps: plain arrays that rebuild the index without a tokenizer run."""
+    docs = ["red shoe", "red red hat", "", "blue shoe shoe shoe", "Hat-rack 9.25"]
+    idx = BM25Index(docs)
+    again = BM25Index.from_parts({k: v.copy() for k, v in idx.parts().items()})
+    assert again.vocab == idx.vocab and again.n_docs == idx.n_docs == 5
+    for name in ("indptr", "indices", "data"):
+        assert np.array_equal(getattr(again, name), getattr(idx, name))
+    for q in ("red hat", "shoe", "rack 9", "nothing", ""):
+        assert np.array_equal(again.scores(q), idx.scores(q))
+    empty = BM25Index.from_parts(BM25Index([]).parts())
+    assert empty.n_docs == 0 and empty.scores("red").shape == (0,)
+
+
+def test_bm25_parts_that_do_not_fit_are_refused() -> None:
+    parts = BM25Index(["red shoe", "blue hat"]).parts()
+    for name, bad in (
+        ("indptr", parts["indptr"][:-1]),
+        ("indices", parts["indices"] + 5),
+        ("data", parts["data"][:-1]),
+        ("terms", np.array(["red", "red", "shoe", "blue"])),
+        ("n_docs", np.array(1)),
+    ):
+        try:
+            BM25Index.from_parts(parts | {name: bad})
+        except ValueError:
+            continue
+        raise AssertionError(f"a changed {name} was taken")
+
+
 def test_hybrid_fuses_and_personal_term_breaks_lexical_ties() -> None:
     texts = ["drill bit", "drill bit", "drill bit", "saw blade"]
     vecs = np.eye(4, dtype=np.float32)
