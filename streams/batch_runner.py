@@ -121,8 +121,12 @@ class ReadySensor(Protocol):
 WARM_UP_USER = "__warm_up__"
 
 #: the ranker's search path warms once the worker has caught up (its lag after a batch is smaller
-#: than that batch), or at this batch if it never does: warmed during the backlog after a start, its
-#: 0.2-0.4 s of Python slowed the drain (from a start at 1,000 events/s: seconds 1-3 waited 0.9-1.3 s)
+#: than that batch) and stayed so this long, or at this batch if it never does: warmed during the
+#: backlog after a start, its 0.2-0.4 s of Python slowed the drain (from a start at 1,000 events/s:
+#: seconds 1-3 waited 0.9-1.3 s). Caught up is a weak sign after one batch: the first batch of a start
+#: (500 of 850 events) already left less behind than it took, and the warm-up then slowed the second
+#: (260 ms to rank 350 users instead of 40-60), which held the first second's last events
+SEARCH_WARM_CAUGHT_UP_S = 1.0
 SEARCH_WARM_BY_BATCH = 20
 #: ... or when no batch has come this long after an assignment (no traffic: nothing to take it from).
 #: Left to the first batches after an idle start, it slowed them: freshness p99 1.8 s in the 30 s after
@@ -367,6 +371,8 @@ class BatchRunner:
         self._owned: set[str] = set()
         self._owned_generation: int | None = None
         self._search_warmed = False  # the ranker's search path: warmed once the backlog is drained
+        self.search_warm_caught_up_s = SEARCH_WARM_CAUGHT_UP_S
+        self._caught_up_since: float | None = None  # since when every batch left less behind than it took
         self._taken = 0  # batches taken so far (an idle worker warms its search path: `on_assigned`)
 
     async def consume(self, batches: AsyncIterable[Sequence[E]], ack: Ack[E]) -> None:
@@ -461,9 +467,22 @@ class BatchRunner:
             self.lag[name] = max(behind, 0)
             if self.sensor is not None:
                 self.sensor.set_lag(name, behind)
-        if not self._search_warmed and (
-            sum(self.lag.values()) < len(events) or self.progress.batches >= SEARCH_WARM_BY_BATCH
-        ):  # caught up: the ranker's search path warms now, off the start's and the backlog's path (`warm_up`)
+        if not self._search_warmed:
+            self._warm_search_once_caught_up(len(events))
+
+    def _warm_search_once_caught_up(self, taken: int) -> None:
+        """The ranker's search path warms now if the worker has been caught up for
+        `search_warm_caught_up_s` (off the start's and the backlog's path, see `warm_up`), or has taken
+        SEARCH_WARM_BY_BATCH batches."""
+        now = time.monotonic()
+        if sum(self.lag.values()) >= taken:  # behind: the clock starts again at the next caught-up batch
+            self._caught_up_since = None
+        elif self._caught_up_since is None:
+            self._caught_up_since = now
+        since = self._caught_up_since
+        if (since is not None and now - since >= self.search_warm_caught_up_s) or (
+            self.progress.batches >= SEARCH_WARM_BY_BATCH
+        ):
             self._warm_search()
 
     def _warm_search(self) -> None:

@@ -456,8 +456,10 @@ def test_a_late_batch_is_ranked_without_the_stage_and_an_on_time_one_with_it() -
 
 def test_the_search_path_warms_once_the_worker_has_caught_up_and_once() -> None:
     """A worker's search path (the text encoder, item fusion, the hybrid index) warms once its lag
-    after a batch is smaller than that batch, not during the start or the backlog: there its thread
-    took the interpreter from the join and from the batches that drain a restart's backlog."""
+    after every batch has been smaller than that batch for `search_warm_caught_up_s`, not during the
+    start or the backlog: there its thread took the interpreter from the join and from the batches
+    that drain a restart's backlog. A batch that leaves more behind than it took starts the clock
+    again."""
     events: list[str] = []
 
     class Ranker:
@@ -471,8 +473,9 @@ def test_the_search_path_warms_once_the_worker_has_caught_up_and_once() -> None:
             return outcome
 
     pipeline, dead = Recording(ranker=Ranker()), DeadLetters()
-    highwater = [10]  # the partition's end offset: 10 events, then 12
+    highwater = [10]  # the partition's end offset: 10 events, then 18, then 26
     runner = BatchRunner(pipeline, dead.send, lambda tp: highwater[0])
+    runner.search_warm_caught_up_s = 0.3
     acked: list[int] = []
 
     async def ack(e: Ev) -> None:
@@ -481,17 +484,24 @@ def test_the_search_path_warms_once_the_worker_has_caught_up_and_once() -> None:
     async def feed() -> AsyncIterator[list[Ev]]:
         yield _batch(0, 3)  # lag 7 after it: behind
         await _until(lambda: len(acked) == 3)
-        yield _batch(3, 3)  # lag 4: behind
-        await _until(lambda: len(acked) == 6)
-        highwater[0] = 12
-        yield _batch(6, 5)  # lag 1: caught up
-        await _until(lambda: len(acked) == 11)
-        yield _batch(11, 1)  # lag 0
-        await _until(lambda: len(acked) == 12)
+        yield _batch(3, 5)  # lag 2: caught up, the clock starts
+        await _until(lambda: len(acked) == 8)
+        highwater[0] = 18
+        yield _batch(8, 2)  # lag 8: behind again
+        await _until(lambda: len(acked) == 10)
+        await asyncio.sleep(0.4)
+        yield _batch(10, 5)  # lag 3: caught up, the clock starts again
+        await _until(lambda: len(acked) == 15)
+        await asyncio.sleep(0.4)
+        highwater[0] = 26
+        yield _batch(15, 10)  # lag 1: caught up for 0.4 s
+        await _until(lambda: len(acked) == 25)
+        yield _batch(25, 1)  # lag 0
+        await _until(lambda: len(acked) == 26)
 
     _run(runner.consume(feed(), ack))
     runner.close()
-    assert events == ["written 0", "written 1", "written 2", "warm search", "written 3"]
+    assert events == ["written 0", "written 1", "written 2", "written 3", "written 4", "warm search", "written 5"]
 
 
 def test_an_idle_worker_warms_its_search_path_a_second_after_its_assignment() -> None:
