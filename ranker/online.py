@@ -144,6 +144,9 @@ class BundleRanker:
         #: set per batch by a worker whose batch is already late (streams.batch_runner.StageShedding):
         #: rank that batch by the sequential model alone
         self.shed_stage = False
+        #: seconds per user that the warm-up's largest batch took to rank with the stage: what
+        #: StageShedding projects a batch's cost with until a real batch ranked with the stage teaches it
+        self.warm_stage_per_user_s: float | None = None
 
     @property
     def version(self) -> str:
@@ -298,7 +301,10 @@ class BundleRanker:
                 items = tuple(ids[(n * 7919 + j) % len(ids)] for j in range(length))
                 kinds = tuple(types[j % len(types)] for j in range(length))
                 states.append(UserState(f"__warm_up__{n}", recent_items=items, recent_types=kinds))
+            began = time.perf_counter()
             self.rank_many(states, k)
+            if size == max(batch_sizes) and size > 1 and self.stage is not None and not self.shed_stage:
+                self.warm_stage_per_user_s = (time.perf_counter() - began) / size
         if searching and search == "wait":
             self._warm_search(k)
         return time.perf_counter() - started

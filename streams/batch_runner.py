@@ -298,8 +298,12 @@ class StageShedding:
     next batch that can make it gets the stage again. The projection is the oldest event's wait so
     far plus the batch's users times the seconds per user that the last batches ranked with the
     stage took to rank and to write (smoothed; batches of at least `LEARN_MIN_USERS` teach it, so a
-    batch's fixed costs do not pass for a per-user cost). Until a batch has taught it, only the wait
-    counts. Decided per batch from the records' own timestamps, so it follows any rate and machine.
+    batch's fixed costs do not pass for a per-user cost). Until a batch has taught it, the warm-up's
+    measure stands in (the ranker's `warm_stage_per_user_s`: its largest synthetic batch's ranking
+    time per user, with the stage), and without one only the wait counts: after a start at 1,000
+    events/s that let the second batch (380 users whose events had waited 0.45 s) be ranked with the
+    stage, cold, in 170-190 ms instead of 30-40, late for the first second's last events. Decided per
+    batch from the records' own timestamps, so it follows any rate and machine.
 
     A rule on the wait alone (shed when the oldest event had waited `budget_s`) put freshness at the
     budget plus a batch's time wherever the stage could not keep up: at 2,000 events/s on the
@@ -319,13 +323,16 @@ class StageShedding:
     def update(self, oldest_age_s: float, ranker: object, n_records: int = 0) -> None:
         if self.budget_s <= 0 or not hasattr(ranker, "shed_stage"):
             return
-        self.active = self.projected_s(oldest_age_s, n_records) > self.budget_s
+        prior = getattr(ranker, "warm_stage_per_user_s", None)
+        self.active = self.projected_s(oldest_age_s, n_records, prior) > self.budget_s
         ranker.shed_stage = self.active  # the pipeline thread reads it for this batch
         self.batches += self.active
 
-    def projected_s(self, oldest_age_s: float, n_records: int) -> float:
-        """When the batch's oldest event would be written, ranked with the stage (seconds after it entered Kafka)."""
-        return oldest_age_s + (self.per_user_s or 0.0) * n_records
+    def projected_s(self, oldest_age_s: float, n_records: int, prior_per_user_s: float | None = None) -> float:
+        """When the batch's oldest event would be written, ranked with the stage (seconds after it
+        entered Kafka): with the learned cost per user, else `prior_per_user_s` (the warm-up's), else 0."""
+        per_user = self.per_user_s if self.per_user_s is not None else prior_per_user_s
+        return oldest_age_s + (per_user or 0.0) * n_records
 
     def learn(self, outcome: BatchOutcome, shed: bool) -> None:
         """A written batch's ranking and write time per user, if it was ranked with the stage."""

@@ -162,6 +162,13 @@ def test_offline_and_online_rank_the_same(bundles: list[Path], shop_dir: Path) -
         offline = [float(scores[row[item]]) for item, _ in items]
         assert offline == pytest.approx([s for _, s in items], abs=1e-5), split.users[u]
 
+    # the warm-up measures the stage's cost per user for the worker's first projections (StageShedding)
+    assert ranker.warm_stage_per_user_s is None
+    ranker.warm_up(batch_sizes=(1, 8), k=10, search="off")
+    assert ranker.warm_stage_per_user_s is not None and 0 < ranker.warm_stage_per_user_s < 1
+    plain = BundleRanker(bundle, ranking_stage=False)
+    plain.warm_up(batch_sizes=(1, 8), k=10, search="off")
+    assert plain.warm_stage_per_user_s is None  # no stage: nothing to project
     # a worker far behind sheds the stage (streams.batch_runner.StageShedding): the user encoder's lists
     ranker.shed_stage = True
     assert ranker.rank_many(states, 10) == BundleRanker(bundle, ranking_stage=False).rank_many(states, 10)

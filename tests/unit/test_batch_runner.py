@@ -420,6 +420,25 @@ def test_stage_shedding_projects_when_a_batch_would_be_written_with_the_stage() 
     assert shed.per_user_s == pytest.approx(0.0005 + StageShedding.SMOOTHING * 0.0005)
 
 
+def test_until_a_batch_teaches_it_the_warm_ups_stage_cost_projects() -> None:
+    """A started worker's first batches are projected with what its warm-up measured (the ranker's
+    `warm_stage_per_user_s`): the second batch after a start (events that waited 0.45 s, 380 users)
+    is shed instead of ranked with the stage cold. A learned cost replaces it."""
+    ranker = SheddableRanker()
+    shed = StageShedding(0.5)
+    shed.update(0.45, ranker, 380)
+    assert ranker.shed_stage is False  # no measure: the wait alone
+    ranker.warm_stage_per_user_s = 0.0005  # type: ignore[attr-defined]
+    shed.update(0.45, ranker, 380)
+    assert ranker.shed_stage is True
+    assert shed.projected_s(0.45, 380, 0.0005) == pytest.approx(0.45 + 0.19)
+    shed.update(0.05, ranker, 100)  # caught up: the stage again, so a real batch can teach its cost
+    assert ranker.shed_stage is False
+    shed.learn(BatchOutcome(n_records=100, n_users=100, rank_s=0.01, write_s=0.0), shed=False)  # 0.1 ms per user
+    shed.update(0.45, ranker, 380)
+    assert ranker.shed_stage is False  # 0.45 + 0.038: the learned cost, not the warm-up's
+
+
 def _stamped(start: int, n: int, age_s: float) -> list[Ev]:
     """n clickstream records from offset `start` that entered Kafka `age_s` ago."""
     return [Ev(Msg("clicks", 0, o, b"ok", time.time() - age_s)) for o in range(start, start + n)]
