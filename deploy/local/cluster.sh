@@ -145,6 +145,7 @@ kafka_launch() { # starts the process without waiting: the first broker is ready
   if pid_alive "$pidf"; then log "$node already running (pid $(cat "$pidf")) on 127.0.0.1:$(kafka_port "$node")"; return 0; fi
   port_busy 127.0.0.1 "$(kafka_port "$node")" && die "port $(kafka_port "$node") is busy but not by $node; set FUSIONREC_CLUSTER_KAFKA_PORT"
   port_busy 127.0.0.1 "$(kafka_controller_port "$node")" && die "port $(kafka_controller_port "$node") is busy; set FUSIONREC_CLUSTER_KAFKA_CONTROLLER_PORT"
+  check_timer_slack KAFKA_TIMER_SLACK_US
   java="$(find_java17)"
   kafka_config "$node"
   local cp="$HOME_DIR/kafka/lib/*" jopts; mapfile -t jopts < <(kafka_jopts "$node")
@@ -156,7 +157,8 @@ kafka_launch() { # starts the process without waiting: the first broker is ready
   fi
   [[ -f "$logf" ]] && mv -f "$logf" "$logf.1"  # readiness greps this run's log only
   log "starting $node on 127.0.0.1:$(kafka_port "$node") (log: $logf)"
-  nohup "$java" -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" >> "$logf" 2>&1 &
+  (with_timer_slack "$KAFKA_TIMER_SLACK_US" nohup "$java" -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" \
+    >> "$logf" 2>&1) &
   echo $! > "$pidf"
 }
 
@@ -267,13 +269,13 @@ cassandra_start() { # starts one node and waits until it answers CQL (a joining 
   fi
   port_busy "$ip" "$CASSANDRA_PORT" && die "port $ip:$CASSANDRA_PORT is busy but not by $node; set FUSIONREC_CLUSTER_CASSANDRA_PORT"
   port_busy "$ip" "$CASSANDRA_STORAGE_PORT" && die "port $ip:$CASSANDRA_STORAGE_PORT is busy; set FUSIONREC_CLUSTER_CASSANDRA_STORAGE_PORT"
-  check_timer_slack
+  check_timer_slack CASSANDRA_TIMER_SLACK_US
   java="$(find_java17)"
   cassandra_config "$node"
   local jopts; mapfile -t jopts < <(cassandra_jopts "$node")
   [[ -f "$logf" ]] && mv -f "$logf" "$logf.1"
   log "starting $node on $ip:$CASSANDRA_PORT (log: $logf)"
-  (with_timer_slack nohup "$java" "${jopts[@]}" -cp "$dir/conf:$HOME_DIR/cassandra/lib/*" \
+  (with_timer_slack "$CASSANDRA_TIMER_SLACK_US" nohup "$java" "${jopts[@]}" -cp "$dir/conf:$HOME_DIR/cassandra/lib/*" \
     org.apache.cassandra.service.CassandraDaemon >> "$logf" 2>&1) &
   echo $! > "$pidf"
   wait_ready "$node" "$CASSANDRA_TIMEOUT" cassandra_ready "$node"

@@ -121,6 +121,7 @@ kafka_up() {
   port_busy "$KAFKA_PORT" && die "port $KAFKA_PORT is busy but not by our secure Kafka; set FUSIONREC_SECURE_KAFKA_PORT"
   port_busy "$KAFKA_CONTROLLER_PORT" && die "port $KAFKA_CONTROLLER_PORT is busy; set FUSIONREC_SECURE_KAFKA_CONTROLLER_PORT"
   local lib; lib="$(jars kafka)"
+  check_timer_slack KAFKA_TIMER_SLACK_US
   local java; java="$(find_java17)"
   umask 077
   mkdir -p "$dir/data" "$dir/tmp"
@@ -183,7 +184,8 @@ PROPS
   fi
   [[ -f "$logf" ]] && mv -f "$logf" "$logf.1"
   log "starting secure kafka (SASL_SSL) on 127.0.0.1:$KAFKA_PORT (log: $logf)"
-  nohup "$java" -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" >> "$logf" 2>&1 &
+  (with_timer_slack "$KAFKA_TIMER_SLACK_US" nohup "$java" -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" \
+    >> "$logf" 2>&1) &
   echo $! > "$pidf"
   wait_ready kafka "$KAFKA_TIMEOUT" "$pidf" "$logf" kafka_ready || die "secure kafka failed to start"
 }
@@ -196,7 +198,7 @@ cassandra_up() {
   port_busy "$CASSANDRA_PORT" && die "port $CASSANDRA_PORT is busy but not by our secure Cassandra; set FUSIONREC_SECURE_CASSANDRA_PORT"
   port_busy "$CASSANDRA_STORAGE_PORT" && die "port $CASSANDRA_STORAGE_PORT is busy; set FUSIONREC_SECURE_CASSANDRA_STORAGE_PORT"
   local lib; lib="$(jars cassandra)"
-  check_timer_slack
+  check_timer_slack CASSANDRA_TIMER_SLACK_US
   local java; java="$(find_java17)"
   umask 077
   mkdir -p "$dir/data" "$dir/conf" "$dir/logs" "$dir/tmp"
@@ -279,7 +281,7 @@ XML
     jopts+=(--add-opens "$x=ALL-UNNAMED"); done
   [[ -f "$logf" ]] && mv -f "$logf" "$logf.1"
   log "starting secure cassandra (password + TLS) on 127.0.0.1:$CASSANDRA_PORT (log: $logf)"
-  (with_timer_slack nohup "$java" "${jopts[@]}" -cp "$dir/conf:$lib/*" org.apache.cassandra.service.CassandraDaemon \
+  (with_timer_slack "$CASSANDRA_TIMER_SLACK_US" nohup "$java" "${jopts[@]}" -cp "$dir/conf:$lib/*" org.apache.cassandra.service.CassandraDaemon \
     >> "$logf" 2>&1) &
   echo $! > "$pidf"
   wait_ready cassandra "$CASSANDRA_TIMEOUT" "$pidf" "$logf" cassandra_ready || die "secure cassandra failed to start"

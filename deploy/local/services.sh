@@ -73,6 +73,7 @@ kafka_up() {
   port_busy "$KAFKA_PORT" && die "port $KAFKA_PORT is busy but not by our Kafka; stop that process or set FUSIONREC_KAFKA_PORT"
   port_busy "$KAFKA_CONTROLLER_PORT" && die "port $KAFKA_CONTROLLER_PORT is busy; set FUSIONREC_KAFKA_CONTROLLER_PORT"
   fetch kafka
+  check_timer_slack KAFKA_TIMER_SLACK_US
   local java; java="$(find_java17)"
   mkdir -p "$dir/data" "$dir/tmp"
   cat > "$dir/server.properties" <<PROPS
@@ -117,7 +118,8 @@ PROPS
   fi
   [[ -f "$logf" ]] && mv -f "$logf" "$logf.1"  # readiness greps this run's log only
   log "starting kafka on 127.0.0.1:$KAFKA_PORT (log: $logf)"
-  nohup "$java" -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" >> "$logf" 2>&1 &
+  (with_timer_slack "$KAFKA_TIMER_SLACK_US" nohup "$java" -cp "$cp" "${jopts[@]}" kafka.Kafka "$dir/server.properties" \
+    >> "$logf" 2>&1) &
   echo $! > "$pidf"
   wait_ready kafka "$KAFKA_TIMEOUT" "$pidf" "$logf" kafka_ready || die "kafka failed to start"
 }
@@ -132,7 +134,7 @@ cassandra_up() {
   port_busy "$CASSANDRA_PORT" && die "port $CASSANDRA_PORT is busy but not by our Cassandra; stop that process or set FUSIONREC_CASSANDRA_PORT"
   port_busy "$CASSANDRA_STORAGE_PORT" && die "port $CASSANDRA_STORAGE_PORT is busy; set FUSIONREC_CASSANDRA_STORAGE_PORT"
   fetch cassandra
-  check_timer_slack
+  check_timer_slack CASSANDRA_TIMER_SLACK_US
   local java; java="$(find_java17)"
   mkdir -p "$dir/data" "$dir/conf" "$dir/logs" "$dir/tmp"
   cat > "$dir/conf/cassandra.yaml" <<YAML
@@ -209,7 +211,7 @@ XML
     jopts+=(--add-opens "$x=ALL-UNNAMED"); done
   [[ -f "$logf" ]] && mv -f "$logf" "$logf.1"  # readiness greps this run's log only
   log "starting cassandra on 127.0.0.1:$CASSANDRA_PORT (log: $logf)"
-  (with_timer_slack nohup "$java" "${jopts[@]}" -cp "$dir/conf:$lib/*" org.apache.cassandra.service.CassandraDaemon \
+  (with_timer_slack "$CASSANDRA_TIMER_SLACK_US" nohup "$java" "${jopts[@]}" -cp "$dir/conf:$lib/*" org.apache.cassandra.service.CassandraDaemon \
     >> "$logf" 2>&1) &
   echo $! > "$pidf"
   wait_ready cassandra "$CASSANDRA_TIMEOUT" "$pidf" "$logf" cassandra_ready || die "cassandra failed to start"
