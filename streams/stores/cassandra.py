@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -221,6 +222,47 @@ class _ConnectTracebacks(logging.Filter):
         return not (isinstance(exc, NoHostAvailable | AuthenticationFailed | ssl.SSLError) or "[SSL" in str(exc))
 
 
+class _SpreadBatchWarnings(logging.Filter):
+    """The node's warning on every UNLOGGED batch over its `unlogged_batch_across_partitions_warn_threshold`
+    (10 partitions by default), which the driver logs once per response: a worker's writer logged one
+    line per write batch, about 60 a second at 1,000 events/s. Those batches hold only users whose
+    partitions live on the same replicas (`_replica_batches`), the case such batches are for, so the
+    first warning is logged with that reason and the rest are counted (`suppressed`), not logged.
+    Every other server warning (a batch too large, tombstones) is logged as it comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+        self._lock = threading.Lock()
+
+    @property
+    def suppressed(self) -> int:
+        return max(self.seen - 1, 0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Unlogged batch covering" not in record.getMessage():
+            return True
+        with self._lock:
+            self.seen += 1
+            first = self.seen == 1
+        if first:
+            log.info(
+                "cassandra_spread_batch_warning shown=once reason=each write batch holds users on the same "
+                "replicas (batch_users); the node's warning on such batches is logged once per process"
+            )
+        return first
+
+
+_SPREAD_BATCHES = _SpreadBatchWarnings()
+
+
+def _quiet_spread_batch_warnings() -> None:
+    """Installs `_SPREAD_BATCHES` on the driver's protocol logger (once; a forked writer inherits it)."""
+    protocol_log = logging.getLogger("cassandra.protocol")
+    if _SPREAD_BATCHES not in protocol_log.filters:
+        protocol_log.addFilter(_SPREAD_BATCHES)
+
+
 @contextmanager
 def _quiet_connect() -> Iterator[None]:
     driver_log, quiet = logging.getLogger("cassandra.cluster"), _ConnectTracebacks()
@@ -237,6 +279,7 @@ def connect(
     """A token-aware cluster and session; `access`: login and TLS (None: neither). Raises ConfigError
     when the nodes refuse the login or the TLS handshake, StoreUnavailable (what to check) when they
     do not answer."""
+    _quiet_spread_batch_warnings()
     auth_provider = _login(access) if access is not None else None
     ssl_context = _tls(access) if access is not None else None
     cluster = Cluster(

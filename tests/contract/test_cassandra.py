@@ -54,3 +54,29 @@ def test_migrate_names_list_columns_from_an_older_schema(
     assert outdated_columns(session, cassandra_keyspace) == []  # the current schema has none
     session.execute(f"DROP KEYSPACE {ks}", timeout=60)
     cluster.shutdown()
+
+
+def test_a_writer_logs_the_node_s_spread_batch_warning_once(
+    services: dict[str, str], cassandra_keyspace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The local node warns of every UNLOGGED batch over 10 partitions: three batches of 16 users
+    each drew the warning (counted), and one line of it reached the log."""
+    import json
+    import time
+
+    from streams.stores.cassandra import _SPREAD_BATCHES, CassandraStore
+
+    store = CassandraStore([services["cassandra_host"]], int(services["cassandra_port"]), cassandra_keyspace)
+    store.setup()
+    before = _SPREAD_BATCHES.seen
+    now = int(time.time() * 1000)
+    rows = [
+        [f"spread{i}", ["i1", "i2"], [0.5, 0.4], "v1", "d", "personal", now, now, json.dumps({"user_id": f"spread{i}"})]
+        for i in range(48)
+    ]
+    with caplog.at_level("WARNING", logger="cassandra.protocol"):
+        store.put_result_rows(rows)
+    store.close()
+    assert _SPREAD_BATCHES.seen - before == 3  # each batch of 16 users drew the node's warning
+    logged = [r for r in caplog.records if "Unlogged batch covering" in r.getMessage()]
+    assert len(logged) == (1 if before == 0 else 0)
