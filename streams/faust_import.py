@@ -53,6 +53,18 @@ def _import(names: tuple[str, ...]) -> None:
         importlib.import_module(name)
 
 
+def _stale(new: set[str], stand_ins: dict[str, ModuleType]) -> list[str]:
+    """Of the modules a failed import left, those to import again: faust's, and any holding a stand-in.
+    The rest stay (an extension module such as numpy's may not be loaded twice in one process)."""
+    fakes = [id(m) for m in stand_ins.values()] + [id(NoHttpClient)]
+    return [
+        name
+        for name in new
+        if name.partition(".")[0] in ("faust", "aiohttp")
+        or any(id(v) in fakes for v in list(vars(sys.modules[name]).values()))
+    ]
+
+
 def import_faust(names: tuple[str, ...] = FAUST_MODULES) -> bool:
     """Import `names` with aiohttp stood in for; True when that worked, False when they were imported
     the plain way (aiohttp already imported, or a faust that needed more of it). Either way the
@@ -66,7 +78,7 @@ def import_faust(names: tuple[str, ...] = FAUST_MODULES) -> bool:
     try:
         _import(names)
     except (ImportError, AttributeError) as exc:  # it reads more of aiohttp: forget the half import
-        for name in set(sys.modules) - before:
+        for name in _stale(set(sys.modules) - before, stand_ins):
             del sys.modules[name]
         log.info("faust_import_plain reason=%s", exc)
         _import(names)

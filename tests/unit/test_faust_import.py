@@ -65,13 +65,19 @@ def test_a_worker_s_app_never_imports_aiohttp(tmp_path: Path) -> None:
 def test_a_faust_that_reads_more_of_aiohttp_is_imported_the_plain_way(tmp_path: Path) -> None:
     """A module that needs more of aiohttp than the stand-in has: forgotten, imported again plainly."""
     (tmp_path / "needs_more.py").write_text("from aiohttp.client import ClientTimeout\nTIMEOUT = ClientTimeout\n")
+    (tmp_path / "binds_aiohttp.py").write_text("import aiohttp\nMODULE = aiohttp\n")  # imported before the failure
+    (tmp_path / "plain.py").write_text("import builtins\nbuiltins.__dict__.setdefault('plain_runs', []).append(1)\n")
     out = _run(
         """
         import sys
+        import numpy
         from streams.faust_import import import_faust
-        stood_in = import_faust(("faust", "needs_more"))
-        import aiohttp, needs_more
+        stood_in = import_faust(("faust", "plain", "binds_aiohttp", "needs_more"))
+        import aiohttp, binds_aiohttp, needs_more
         assert needs_more.TIMEOUT is aiohttp.ClientTimeout
+        assert binds_aiohttp.MODULE is aiohttp  # imported again: it had bound the stand-in
+        assert plain_runs == [1]  # kept: it held nothing of the stand-in (an extension could not load twice)
+        assert sys.modules["numpy"] is numpy
         print(stood_in, sys.modules["aiohttp"].__file__ is not None)
         """,
         tmp_path,
