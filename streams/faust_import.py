@@ -17,7 +17,7 @@ import importlib
 import logging
 import sys
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any
 
 __all__ = ["FAUST_MODULES", "NoHttpClient", "import_faust"]
 
@@ -32,11 +32,7 @@ class NoHttpClient:
     app has no client; asking for one (`app.http_client`) is a bug, said so."""
 
     def __init__(self, *_: Any, **__: Any) -> None:
-        _no_client()
-
-
-def _no_client() -> NoReturn:
-    raise RuntimeError("the fusionrec worker's faust app has no HTTP client (its web server is off)")
+        raise RuntimeError("the fusionrec worker's faust app has no HTTP client (its web server is off)")
 
 
 def _stand_ins() -> dict[str, ModuleType]:

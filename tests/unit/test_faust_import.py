@@ -3,6 +3,7 @@ real one. Each case runs in a fresh interpreter: what is imported is the point."
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,12 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import REPO
 
-def _run(code: str, tmp_path: Path | None = None) -> str:
-    env_path = [str(Path(__file__).resolve().parents[2])] + ([str(tmp_path)] if tmp_path else [])
-    prelude = f"import sys; sys.path[:0] = {env_path!r}\n"
+
+def _run(code: str, modules: Path | None = None) -> str:
+    """`code` in a fresh interpreter in the repository (and `modules` on its path); its stdout."""
+    env = dict(os.environ)
+    if modules:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(modules), env.get("PYTHONPATH")]))
     done = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
